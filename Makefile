@@ -1,0 +1,42 @@
+# coupon-issuer: `make run` starts the local stack, `make test` runs the whole suite.
+# Both create .venv and install everything they need on a fresh machine.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint fmt bench deps clean help
+.DEFAULT_GOAL := help
+
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+deps: $(STAMP) ## create .venv and install the locked dependencies
+
+run: $(STAMP) ## start API + consumers + broker locally (embedded stack unless COUPON_* URLs are set)
+	$(VENV)/bin/coupon-issuer dev
+
+lint: $(STAMP) ## ruff + mypy
+	$(VENV)/bin/ruff check app tests
+	$(VENV)/bin/ruff format --check app tests
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP) ## format the code
+	$(VENV)/bin/ruff format app tests
+	$(VENV)/bin/ruff check --fix app tests
+
+test: $(STAMP) system-deps lint ## the whole suite: unit, integration, e2e, chaos
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+clean: ## remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .tools
+
+-include mk/*.mk

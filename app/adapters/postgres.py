@@ -1,0 +1,228 @@
+"""PostgreSQL: the source of truth. Pool, migrations and every SQL statement live here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from importlib import resources
+from uuid import UUID
+
+import asyncpg
+from asyncpg import Connection, Pool
+
+from app.domain.coupon import Coupon, DiscountType
+from app.domain.issuance import CouponStock, Decision
+from app.domain.outcomes import IssueStatus
+
+_MIGRATION_LOCK = 0x636F75706F6E  # advisory lock id: "coupon"
+
+
+async def create_pool(dsn: str, schema: str, size: int) -> Pool:
+    """Open a pool whose connections use ``schema`` (created by ``migrate``)."""
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=size,
+        server_settings={"search_path": schema},
+        command_timeout=30,
+    )
+
+
+async def migrate(conn: Connection, schema: str) -> list[str]:
+    """Apply pending numbered migrations in order; returns the names applied."""
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(schema)}")
+        await conn.execute(f"SET search_path TO {_quote_ident(schema)}")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in _migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+            applied.append(name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+    return applied
+
+
+def _migration_files() -> list[tuple[int, str, str]]:
+    folder = resources.files("app.adapters") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# --- coupons ----------------------------------------------------------------------------------
+
+_COUPON_COLUMNS = (
+    "id, name, discount_type, discount_value, total_quantity, issued_quantity,"
+    " min_order_amount, expires_at, created_at"
+)
+
+
+async def insert_coupon(conn: Connection, coupon: Coupon) -> None:
+    await conn.execute(
+        "INSERT INTO coupons (id, name, discount_type, discount_value, total_quantity,"
+        " min_order_amount, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        coupon.id,
+        coupon.name,
+        coupon.discount_type.value,
+        coupon.discount_value,
+        coupon.total_quantity,
+        coupon.min_order_amount,
+        coupon.expires_at,
+        coupon.created_at,
+    )
+
+
+async def get_coupon(conn: Connection, coupon_id: UUID) -> Coupon | None:
+    row = await conn.fetchrow(f"SELECT {_COUPON_COLUMNS} FROM coupons WHERE id = $1", coupon_id)
+    return _coupon(row) if row else None
+
+
+async def active_coupons(conn: Connection, now: datetime, limit: int = 1000) -> list[Coupon]:
+    """Coupons not yet expired, newest first."""
+    rows = await conn.fetch(
+        f"SELECT {_COUPON_COLUMNS} FROM coupons WHERE expires_at > $1"
+        " ORDER BY created_at DESC LIMIT $2",
+        now,
+        limit,
+    )
+    return [_coupon(r) for r in rows]
+
+
+def _coupon(row: Mapping[str, object]) -> Coupon:
+    return Coupon(
+        id=row["id"],  # type: ignore[arg-type]
+        name=row["name"],  # type: ignore[arg-type]
+        discount_type=DiscountType(str(row["discount_type"])),
+        discount_value=row["discount_value"],  # type: ignore[arg-type]
+        total_quantity=row["total_quantity"],  # type: ignore[arg-type]
+        issued_quantity=row["issued_quantity"],  # type: ignore[arg-type]
+        min_order_amount=row["min_order_amount"],  # type: ignore[arg-type]
+        expires_at=row["expires_at"],  # type: ignore[arg-type]
+        created_at=row["created_at"],  # type: ignore[arg-type]
+    )
+
+
+# --- issue requests ---------------------------------------------------------------------------
+
+
+async def issued_users(conn: Connection, coupon_id: UUID) -> list[str]:
+    """Every user holding the coupon (used to rebuild the Redis gate)."""
+    rows = await conn.fetch(
+        "SELECT user_id FROM issue_requests WHERE coupon_id = $1 AND status = 'ISSUED'", coupon_id
+    )
+    return [r["user_id"] for r in rows]
+
+
+async def user_outcome(
+    conn: Connection, coupon_id: UUID, user_id: str
+) -> tuple[IssueStatus, str | None, datetime] | None:
+    """The user's final outcome for a coupon: an ISSUED row wins over any rejected one."""
+    row = await conn.fetchrow(
+        "SELECT status, reason, processed_at FROM issue_requests"
+        " WHERE coupon_id = $1 AND user_id = $2"
+        " ORDER BY (status = 'ISSUED') DESC, processed_at DESC LIMIT 1",
+        coupon_id,
+        user_id,
+    )
+    if row is None:
+        return None
+    return IssueStatus(row["status"]), row["reason"], row["processed_at"]
+
+
+@asynccontextmanager
+async def transaction(pool: Pool) -> AsyncIterator[Connection]:
+    async with pool.acquire() as conn, conn.transaction():
+        yield conn
+
+
+async def lock_stocks(conn: Connection, coupon_ids: Iterable[UUID]) -> dict[UUID, CouponStock]:
+    """Lock the coupons' rows (in id order, so concurrent batches cannot deadlock)."""
+    rows = await conn.fetch(
+        "SELECT id, total_quantity, issued_quantity, expires_at FROM coupons"
+        " WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+        list(coupon_ids),
+    )
+    return {
+        r["id"]: CouponStock(r["id"], r["total_quantity"], r["issued_quantity"], r["expires_at"])
+        for r in rows
+    }
+
+
+async def processed_request_ids(conn: Connection, request_ids: Sequence[UUID]) -> list[UUID]:
+    rows = await conn.fetch(
+        "SELECT request_id FROM issue_requests WHERE request_id = ANY($1::uuid[])", request_ids
+    )
+    return [r["request_id"] for r in rows]
+
+
+async def holders_among(
+    conn: Connection, pairs: Sequence[tuple[UUID, str]]
+) -> list[tuple[UUID, str]]:
+    """Which of these (coupon, user) pairs already hold the coupon."""
+    rows = await conn.fetch(
+        "SELECT r.coupon_id, r.user_id FROM issue_requests r"
+        " JOIN unnest($1::uuid[], $2::text[]) AS p(coupon_id, user_id)"
+        "   ON r.coupon_id = p.coupon_id AND r.user_id = p.user_id"
+        " WHERE r.status = 'ISSUED'",
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+    )
+    return [(r["coupon_id"], r["user_id"]) for r in rows]
+
+
+async def record_decisions(conn: Connection, decisions: Sequence[Decision]) -> None:
+    """Insert one row per decision in a single set-based statement."""
+    if not decisions:
+        return
+    await conn.execute(
+        "INSERT INTO issue_requests (request_id, coupon_id, user_id, status, reason, requested_at)"
+        " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],"
+        " $6::timestamptz[])",
+        [d.request.request_id for d in decisions],
+        [d.request.coupon_id for d in decisions],
+        [d.request.user_id for d in decisions],
+        [d.status.value for d in decisions],
+        [d.reason.value if d.reason else None for d in decisions],
+        [d.request.requested_at for d in decisions],
+    )
+
+
+async def advance_issued(conn: Connection, issued_per_coupon: Mapping[UUID, int]) -> None:
+    """Add the batch's issues to each coupon's count (the CHECK refuses over-issue)."""
+    if not issued_per_coupon:
+        return
+    await conn.execute(
+        "UPDATE coupons c SET issued_quantity = c.issued_quantity + v.n"
+        " FROM unnest($1::uuid[], $2::int[]) AS v(id, n) WHERE c.id = v.id",
+        list(issued_per_coupon.keys()),
+        list(issued_per_coupon.values()),
+    )
+
+
+async def apply_migrations(dsn: str, schema: str) -> list[str]:
+    """Connect, migrate ``schema``, disconnect (the ``migrate`` subcommand)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn, schema)
+    finally:
+        await conn.close()

@@ -1,0 +1,122 @@
+"""FastAPI application factory: dependencies are created in the lifespan, nowhere else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import multiprocess as prom_multiprocess
+
+from app.adapters import kafka, postgres
+from app.adapters.redis_gate import RedisGate
+from app.api.errors import failure, install_error_handlers, json_response
+from app.api.middleware import BodyRules, ObservedRequests
+from app.api.routes import AdminAuthRequired, router
+from app.api.services import Services
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+_BROKER_START_ATTEMPTS = 30
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; ``settings`` default to the environment."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await postgres.create_pool(
+            settings.database_url, settings.db_schema, settings.db_pool_size
+        )
+        redis_client = aioredis.from_url(settings.redis_url, socket_timeout=2)
+        producer = kafka.make_producer(
+            settings.kafka_bootstrap, settings.producer_linger_ms, settings.publish_timeout_ms
+        )
+        await _start_producer(producer)
+        svc = Services(
+            settings=settings,
+            pool=pool,
+            redis=redis_client,
+            gate=RedisGate(redis_client, settings.redis_prefix),
+            producer=producer,
+            publisher=kafka.Publisher(producer, settings.topic, settings.publish_timeout_ms / 1000),
+        )
+        app.state.services = svc
+        try:
+            rebuilt = await svc.warm_active_gates()
+            if rebuilt:
+                log.info("rebuilt %d coupon gate(s) from PostgreSQL", rebuilt)
+        except Exception as exc:  # Redis away at start: gates are warmed lazily later
+            log.warning("could not warm gates at start: %r", exc)
+        try:
+            yield
+        finally:
+            await producer.stop()
+            await redis_client.aclose()
+            await pool.close()
+
+    app = FastAPI(
+        title="coupon-issuer",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_exception_handler(AdminAuthRequired, _unauthorized)
+    app.include_router(router)
+    app.add_api_route("/healthz", _healthz, include_in_schema=False)
+    app.add_api_route("/readyz", _readyz, include_in_schema=False)
+    app.add_api_route(
+        "/metrics", _metrics_endpoint(settings.api_workers > 1), include_in_schema=False
+    )
+    app.add_middleware(BodyRules, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(ObservedRequests)
+    return app
+
+
+async def _start_producer(producer: object) -> None:
+    """Wait for the broker at start (it may come up after us) instead of crash-looping at once."""
+    for attempt in range(1, _BROKER_START_ATTEMPTS + 1):
+        try:
+            await producer.start()  # type: ignore[attr-defined]
+            return
+        except Exception as exc:
+            if attempt == _BROKER_START_ATTEMPTS:
+                raise RuntimeError(f"broker unreachable after {attempt} attempts: {exc!r}") from exc
+            log.warning("broker not reachable yet (%r); retrying", exc)
+            await asyncio.sleep(1)
+
+
+async def _unauthorized(_: Request, __: Exception) -> Response:
+    response = failure(401, "UNAUTHORIZED", "This operation needs the admin bearer token.")
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+async def _healthz() -> Response:
+    return PlainTextResponse("ok")
+
+
+async def _readyz(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    redis_ok, broker_ok = await asyncio.gather(svc.redis_ready(), svc.broker_ready())
+    status = 200 if redis_ok and broker_ok else 503
+    return json_response({"redis": redis_ok, "broker": broker_ok}, status)
+
+
+def _metrics_endpoint(multiprocess: bool) -> Callable[[], Awaitable[Response]]:
+    """With several uvicorn workers, merge every worker's samples (PROMETHEUS_MULTIPROC_DIR)."""
+
+    async def metrics_endpoint() -> Response:
+        if multiprocess:
+            registry = CollectorRegistry()
+            prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics_endpoint

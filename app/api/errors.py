@@ -1,0 +1,58 @@
+"""Outcomes and faults to HTTP answers, in one table."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.api.schemas import FieldError, ValidationFailure
+from app.domain.outcomes import GateOutcome
+
+# outcome -> (status code, message)
+GATE_ANSWERS: dict[GateOutcome, tuple[int, str]] = {
+    GateOutcome.ACCEPTED: (202, "Your request is queued; the coupon is issued in order."),
+    GateOutcome.DUPLICATE: (409, "You have already requested this coupon."),
+    GateOutcome.SOLD_OUT: (410, "This coupon is sold out."),
+    GateOutcome.EXPIRED: (410, "This coupon has expired."),
+    GateOutcome.NOT_FOUND: (404, "No such coupon."),
+}
+
+
+def json_response(body: object, status: int) -> Response:
+    """Serialize with orjson straight to bytes (the hot path answers thousands of these a second)."""
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def failure(status: int, reason: str, message: str) -> Response:
+    return json_response({"success": False, "message": message, "reason": reason}, status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_failed)
+    app.add_exception_handler(RedisConnectionError, _gate_unavailable)
+    app.add_exception_handler(RedisTimeoutError, _gate_unavailable)
+
+
+async def _validation_failed(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "path", "query")]
+        message = str(err.get("msg", "invalid"))
+        field = ".".join(loc)
+        if not field and ":" in message:  # model-level rule: "field: message"
+            field, message = (
+                s.strip() for s in message.removeprefix("Value error, ").split(":", 1)
+            )
+        errors.append(FieldError(field=field or "body", message=message))
+    summary = "; ".join(f"{e.field}: {e.message}" for e in errors)
+    body = ValidationFailure(message=f"Invalid request: {summary}", errors=errors)
+    return json_response(body.model_dump(), 422)
+
+
+async def _gate_unavailable(_: Request, exc: Exception) -> Response:
+    return failure(503, "UNAVAILABLE", "The issue gate (Redis) is unavailable; try again shortly.")

@@ -1,0 +1,108 @@
+"""Pure-ASGI middleware (cheap on the hot path): request ids, metrics, body limits, content type."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.observability import metrics
+from app.observability.logs import request_id_var
+
+_JSON = b"application/json"
+
+
+class ObservedRequests:
+    """Request id (``X-Request-Id`` in and out), latency histogram by route, in-flight gauge."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        metrics.API_IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            metrics.API_IN_FLIGHT.dec()
+            route = scope.get("route")
+            metrics.API_REQUEST_DURATION.labels(
+                getattr(route, "path", "unmatched"), scope["method"], f"{status // 100}xx"
+            ).observe(time.perf_counter() - started)
+            request_id_var.reset(token)
+
+
+class BodyRules:
+    """413 for bodies over the limit, 415 for a non-JSON body on a write."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if content_type != _JSON:
+            await _reject(send, 415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.")
+            return
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _reject(send, 413, "PAYLOAD_TOO_LARGE", "The request body is too large.")
+            return
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                too_large = True
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await _reject(send, 413, "PAYLOAD_TOO_LARGE", "The request body is too large.")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _reject(send: Send, status: int, reason: str, message: str) -> None:
+    body: dict[str, Any] = {"success": False, "reason": reason, "message": message}
+    payload = orjson.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", _JSON), (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

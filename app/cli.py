@@ -1,0 +1,140 @@
+"""The ``coupon-issuer`` command: one subcommand per process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from app.config import Settings
+from app.observability.logs import configure_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    try:
+        return handler(settings, args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coupon-issuer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("api", _api, "Run the HTTP API (uvicorn, COUPON_API_WORKERS processes).")
+    add("consumer", _consumer, "Run one issue worker (a consumer-group member).")
+    add("migrate", _migrate, "Apply pending PostgreSQL migrations.")
+    add("topics", _topics, "Create or verify the request and dead-letter topics.")
+    dev = add("dev", _dev, "Run the whole stack locally (broker, API, consumers).")
+    dev.add_argument("--no-autoscale", action="store_true", help="run a fixed number of consumers")
+    dev.add_argument("--consumers", type=int, default=1, help="consumers to start with")
+    dlq = add("dlq", _dlq, "Inspect or replay the dead-letter topic.")
+    dlq.add_argument("action", choices=["list", "replay"])
+    return parser
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep asyncio as a fallback
+        return asyncio.run(coro)
+
+
+def _api(settings: Settings, _: argparse.Namespace) -> int:
+    import uvicorn
+
+    if settings.api_workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Workers are separate processes; prometheus-client merges their samples via files here.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="coupon-metrics-")
+    uvicorn.run(
+        "app.api.app:create_app",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=settings.api_workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+    )
+    return 0
+
+
+def _consumer(settings: Settings, _: argparse.Namespace) -> int:
+    from app.consumer.main import run_consumer
+
+    _run(run_consumer(settings))
+    return 0
+
+
+def _migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from app.adapters.postgres import apply_migrations
+
+    applied = _run(apply_migrations(settings.database_url, settings.db_schema))
+    print(f"migrations applied: {', '.join(applied) or 'none pending'}")
+    return 0
+
+
+def _topics(settings: Settings, _: argparse.Namespace) -> int:
+    from app.adapters.kafka import TopicProblem, ensure_topics
+
+    wanted = {settings.topic: settings.partitions, settings.dlq_topic: settings.partitions}
+    try:
+        reports = _run(ensure_topics(settings.kafka_bootstrap, wanted, settings.replication_factor))
+    except TopicProblem as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        print(f"error: cannot reach Kafka at {settings.kafka_bootstrap}: {exc!r}", file=sys.stderr)
+        return 2
+    for r in reports:
+        print(f"topic {r.name}: {r.partitions} partitions ({'created' if r.created else 'ok'})")
+    return 0
+
+
+def _dev(settings: Settings, args: argparse.Namespace) -> int:
+    from app.devstack import run_dev
+
+    return run_dev(settings, autoscale=not args.no_autoscale, consumers=args.consumers)
+
+
+def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from app.consumer.dlq import list_dead_letters, replay_dead_letters
+
+    if args.action == "replay":
+        n = _run(
+            replay_dead_letters(
+                settings.kafka_bootstrap, settings.dlq_topic, settings.consumer_group
+            )
+        )
+        print(f"replayed {n} dead letter(s) to their source topic")
+        return 0
+    entries = _run(list_dead_letters(settings.kafka_bootstrap, settings.dlq_topic))
+    for e in entries:
+        letter = e.letter
+        print(
+            f"{e.partition}@{e.offset}\tattempts={letter.attempts}\t"
+            f"source={letter.topic}[{letter.partition}]@{letter.offset}\t{letter.error}"
+        )
+    print(f"{len(entries)} dead letter(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

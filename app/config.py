@@ -1,0 +1,53 @@
+"""All configuration, from environment variables prefixed ``COUPON_``. Nothing else reads os.environ."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service settings; every field is ``COUPON_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="COUPON_", extra="ignore")
+
+    # --- real systems -------------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated"
+    )
+    database_url: str = Field("postgresql://127.0.0.1:5432/test", description="PostgreSQL DSN")
+    db_schema: str = Field("public", description="PostgreSQL schema holding the tables")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL for the gate")
+    redis_prefix: str = Field("coupon", description="Prefix of every Redis key")
+
+    # --- kafka ----------------------------------------------------------------------------------
+    topic: str = Field("coupon-issue-request", description="Topic of issue requests")
+    dlq_topic: str = Field("coupon-issue-request.dlq", description="Dead-letter topic")
+    partitions: int = Field(3, ge=1, le=1024, description="Partitions of the request topic")
+    replication_factor: int = Field(1, ge=1, description="Replication factor for created topics")
+    consumer_group: str = Field("coupon-issuer", description="Consumer group of the issue workers")
+    publish_timeout_ms: int = Field(5000, ge=100, description="How long the API waits for the ack")
+    producer_linger_ms: int = Field(2, ge=0, description="Producer batching delay")
+
+    # --- consumer -------------------------------------------------------------------------------
+    batch_max: int = Field(1000, ge=1, description="Most messages taken in one poll")
+    max_attempts: int = Field(3, ge=1, description="Attempts before a message is dead-lettered")
+    retry_backoff_ms: int = Field(100, ge=0, description="First retry delay; doubles each attempt")
+    db_pool_size: int = Field(4, ge=1, description="PostgreSQL pool size per process")
+
+    # --- processes ------------------------------------------------------------------------------
+    api_host: str = Field("0.0.0.0", description="API listen address")
+    api_port: int = Field(8080, description="API listen port (also serves /metrics)")
+    api_workers: int = Field(1, ge=1, description="API worker processes")
+    consumer_metrics_port: int = Field(9100, description="Consumer /metrics and /healthz port")
+    lag_exporter_port: int = Field(9101, description="Lag exporter /metrics port")
+    max_body_bytes: int = Field(16384, ge=256, description="Largest accepted request body")
+
+    # --- security -------------------------------------------------------------------------------
+    admin_token: SecretStr | None = Field(None, description="Bearer token for admin endpoints")
+
+    # --- logging --------------------------------------------------------------------------------
+    log_format: Literal["json", "text"] = Field("text", description="json in containers")
+    log_level: str = Field("INFO", description="Root log level")

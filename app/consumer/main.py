@@ -1,0 +1,65 @@
+"""Entry point of ``coupon-issuer consumer``: wires the real systems into the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import redis.asyncio as aioredis
+
+from app.adapters import kafka, postgres
+from app.adapters.redis_gate import RedisGate
+from app.config import Settings
+from app.consumer.worker import IssueWorker
+from app.observability.http import health_app, serve_in_background
+
+log = logging.getLogger(__name__)
+
+
+async def run_consumer(settings: Settings) -> None:
+    """Run one issue worker until SIGTERM/SIGINT; then finish the batch, commit, leave the group."""
+    pool = await postgres.create_pool(
+        settings.database_url, settings.db_schema, settings.db_pool_size
+    )
+    redis_client = aioredis.from_url(settings.redis_url)
+    producer = kafka.make_producer(
+        settings.kafka_bootstrap, settings.producer_linger_ms, settings.publish_timeout_ms
+    )
+    consumer = kafka.make_consumer(
+        settings.kafka_bootstrap, settings.consumer_group, settings.batch_max
+    )
+    worker = IssueWorker(
+        consumer,
+        producer,
+        pool,
+        RedisGate(redis_client, settings.redis_prefix),
+        topic=settings.topic,
+        dlq_topic=settings.dlq_topic,
+        batch_max=settings.batch_max,
+        max_attempts=settings.max_attempts,
+        retry_backoff_s=settings.retry_backoff_ms / 1000,
+    )
+
+    async def ready() -> bool:
+        return worker.joined.is_set()
+
+    server, server_task = serve_in_background(
+        health_app(ready), settings.api_host, settings.consumer_metrics_port
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    await producer.start()
+    await consumer.start()
+    log.info("consumer started: group=%s topic=%s", settings.consumer_group, settings.topic)
+    try:
+        await worker.run()
+    finally:
+        await consumer.stop()  # commits nothing more (manual commits); leaves the group
+        await producer.stop()
+        await pool.close()
+        await redis_client.aclose()
+        server.should_exit = True
+        await server_task
+        log.info("consumer stopped cleanly")
