@@ -212,13 +212,22 @@ def child_env(settings: Settings, overrides: Mapping[str, str] | None = None) ->
     return env
 
 
-def spawn(name: str, args: list[str], env: Mapping[str, str]) -> ManagedProcess:
-    """Start ``coupon-issuer <args>`` with this interpreter."""
-    popen = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", *args],
-        env=dict(env),
-        preexec_fn=_detach_and_die_with_parent,
-    )
+def spawn(
+    name: str, args: list[str], env: Mapping[str, str], log_file: Path | None = None
+) -> ManagedProcess:
+    """Start ``coupon-issuer <args>`` with this interpreter (output to ``log_file`` if given)."""
+    out = log_file.open("ab") if log_file else None
+    try:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *args],
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            preexec_fn=_detach_and_die_with_parent,
+        )
+    finally:
+        if out:
+            out.close()
     return ManagedProcess(name, popen)
 
 

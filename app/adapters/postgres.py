@@ -18,13 +18,15 @@ from app.domain.outcomes import IssueStatus
 _MIGRATION_LOCK = 0x636F75706F6E  # advisory lock id: "coupon"
 
 
-async def create_pool(dsn: str, schema: str, size: int) -> Pool:
-    """Open a pool whose connections use ``schema`` (created by ``migrate``)."""
+async def create_pool(
+    dsn: str, schema: str, size: int, application_name: str = "coupon-issuer"
+) -> Pool:
+    """Open a pool whose connections use ``schema``; ``application_name`` shows in pg_stat_activity."""
     return await asyncpg.create_pool(
         dsn,
         min_size=1,
         max_size=size,
-        server_settings={"search_path": schema},
+        server_settings={"search_path": schema, "application_name": application_name[:63]},
         command_timeout=30,
     )
 

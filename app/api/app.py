@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await postgres.create_pool(
-            settings.database_url, settings.db_schema, settings.db_pool_size
+            settings.database_url, settings.db_schema, settings.db_pool_size, "coupon-api"
         )
         redis_client = aioredis.from_url(settings.redis_url, socket_timeout=2)
         producer = kafka.make_producer(

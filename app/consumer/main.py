@@ -20,7 +20,10 @@ log = logging.getLogger(__name__)
 async def run_consumer(settings: Settings) -> None:
     """Run one issue worker until SIGTERM/SIGINT; then finish the batch, commit, leave the group."""
     pool = await postgres.create_pool(
-        settings.database_url, settings.db_schema, settings.db_pool_size
+        settings.database_url,
+        settings.db_schema,
+        settings.db_pool_size,
+        application_name=f"coupon-consumer:{settings.consumer_group}",
     )
     redis_client = aioredis.from_url(settings.redis_url)
     producer = kafka.make_producer(

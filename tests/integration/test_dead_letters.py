@@ -1,0 +1,97 @@
+"""Poison messages and failing handlers: DLQ after the attempts, the partition keeps flowing, replay works."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime
+
+from app.adapters.kafka import make_producer
+from app.consumer.dlq import list_dead_letters
+from app.devstack import child_env
+from app.domain.codec import IssueRequest, encode
+from tests.stack import Stack, wait_until
+
+
+def cli(stack: Stack, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=child_env(stack.settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
+
+
+async def _letters_for(stack: Stack, coupon_id: str) -> list:  # type: ignore[type-arg]
+    entries = await list_dead_letters(stack.settings.kafka_bootstrap, stack.settings.dlq_topic)
+    return [e for e in entries if e.letter.original_key == coupon_id.encode()]
+
+
+async def test_poison_and_failing_messages_are_dead_lettered_and_replayable(
+    shared_stack: Stack,
+) -> None:
+    stack = shared_stack
+    coupon_id = await stack.create_coupon(10)
+    schema = stack.settings.db_schema
+    # A real failure inside the issue transaction, for one user only.
+    await stack.pool.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION "{schema}".refuse_poison() RETURNS trigger AS $$
+        BEGIN
+          IF NEW.user_id LIKE 'poison%' THEN RAISE EXCEPTION 'refused by test trigger'; END IF;
+          RETURN NEW;
+        END $$ LANGUAGE plpgsql;
+        CREATE TRIGGER refuse_poison BEFORE INSERT ON "{schema}".issue_requests
+          FOR EACH ROW EXECUTE FUNCTION "{schema}".refuse_poison();
+        """
+    )
+    try:
+        producer = make_producer(stack.settings.kafka_bootstrap, linger_ms=0, timeout_ms=10_000)
+        await producer.start()
+        key = coupon_id.encode()
+        await (await producer.send(stack.settings.topic, b"\x00not json", key=key))
+        poison = IssueRequest(uuid.UUID(coupon_id), "poison-1", uuid.uuid4(), datetime.now(UTC))
+        await (await producer.send(stack.settings.topic, encode(poison), key=key))
+        await producer.stop()
+        # Requests behind them on the same partition still get through.
+        answers = await asyncio.gather(
+            *(stack.request_issue(coupon_id, f"fine-{i}") for i in range(5))
+        )
+        assert all(a.status_code == 202 for a in answers)
+        await stack.wait_processed(coupon_id, 5)
+
+        async def two_letters() -> list:  # type: ignore[type-arg]
+            letters = await _letters_for(stack, coupon_id)
+            return letters if len(letters) == 2 else []
+
+        letters = sorted(
+            (await wait_until(two_letters, 60, "two dead letters")), key=lambda e: e.letter.offset
+        )
+        garbage, failing = (e.letter for e in letters)
+        assert garbage.original_value == b"\x00not json" and garbage.attempts == 1
+        assert "undecodable" in garbage.error
+        assert failing.attempts == 3 and "refused by test trigger" in failing.error
+        assert failing.topic == stack.settings.topic
+        assert await stack.outcomes(coupon_id) == {"ISSUED": 5}
+        listing = cli(stack, "dlq", "list")
+        assert "refused by test trigger" in listing and "attempts=3" in listing
+    finally:
+        await stack.pool.execute(f'DROP TRIGGER refuse_poison ON "{schema}".issue_requests')
+
+    # The cause is fixed: replay sends the dead letters back and the poison user is issued.
+    assert "replayed 2 dead letter" in cli(stack, "dlq", "replay")
+    await stack.wait_processed(coupon_id, 6)
+    assert await stack.outcomes(coupon_id) == {"ISSUED": 6}
+
+    # The undecodable one is still poison: it comes back to the DLQ (a third letter). A second
+    # replay resends only that new letter, never the two already replayed.
+    async def three_letters() -> bool:
+        return len(await _letters_for(stack, coupon_id)) == 3
+
+    await wait_until(three_letters, 60, "the undecodable message to be dead-lettered again")
+    assert "replayed 1 dead letter" in cli(stack, "dlq", "replay")
