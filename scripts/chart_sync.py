@@ -23,7 +23,11 @@ def synced_names(folder: Path) -> set[str]:
     """Names of the files that take part in the sync (dashboards and the alert rules)."""
     if not folder.is_dir():
         return set()
-    return {p.name for p in folder.iterdir() if p.is_file() and (p.suffix == ".json" or p.name == ALERTS)}
+    return {
+        p.name
+        for p in folder.iterdir()
+        if p.is_file() and (p.suffix == ".json" or p.name == ALERTS)
+    }
 
 
 def differences() -> list[str]:

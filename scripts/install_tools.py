@@ -82,11 +82,15 @@ def install(tools_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="tools folder (default .tools)")
+    parser.add_argument(
+        "--dir", type=Path, default=DEFAULT_DIR, help="tools folder (default .tools)"
+    )
     parser.add_argument("--force", action="store_true", help="reinstall even if present")
     args = parser.parse_args(argv)
     if platform.system() != "Linux" or platform.machine() not in {"x86_64", "AMD64"}:
-        sys.exit("install_tools: the pinned binaries are linux/amd64; install helm and kubectl yourself")
+        sys.exit(
+            "install_tools: the pinned binaries are linux/amd64; install helm and kubectl yourself"
+        )
     tools_dir: Path = args.dir.resolve()
     tools_dir.mkdir(parents=True, exist_ok=True)
     with (tools_dir / ".install.lock").open("w") as lock:

@@ -50,11 +50,19 @@ def render() -> dict[Path, str]:
     """The generated files and their expected content."""
     manifest = subprocess.run(
         [
-            str(helm_binary()), "template", RELEASE, str(CHART),
-            "--namespace", NAMESPACE, "--include-crds",
-            "-f", str(K8S / "chart-values.yaml"),
+            str(helm_binary()),
+            "template",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            NAMESPACE,
+            "--include-crds",
+            "-f",
+            str(K8S / "chart-values.yaml"),
         ],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return {
         K8S / "coupon-issuer.yaml": HEADER + manifest,
@@ -70,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     stale = [p for p, text in files.items() if not p.exists() or p.read_text() != text]
     if args.check:
         for path in stale:
-            print(f"k8s-manifests: {path.relative_to(ROOT)} is stale; run `make k8s-manifests`", file=sys.stderr)
+            print(
+                f"k8s-manifests: {path.relative_to(ROOT)} is stale; run `make k8s-manifests`",
+                file=sys.stderr,
+            )
         return 1 if stale else 0
     for path in stale:
         path.write_text(files[path])

@@ -617,7 +617,7 @@ def test_values_yaml_and_profiles_satisfy_values_schema() -> None:
     jsonschema.Draft7Validator.check_schema(schema)
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     jsonschema.Draft7Validator(schema).validate(defaults)
-    profiles = sorted((CHART / "ci").glob("*-values.yaml")) + [ROOT / "k8s" / "chart-values.yaml"]
+    profiles = [*sorted((CHART / "ci").glob("*-values.yaml")), ROOT / "k8s" / "chart-values.yaml"]
     for values_file in profiles:
         merged = _merge(defaults, yaml.safe_load(values_file.read_text()))
         jsonschema.Draft7Validator(schema).validate(merged)

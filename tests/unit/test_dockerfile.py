@@ -15,7 +15,12 @@ import pytest
 from tests.k8s_helpers import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
-PROCESS_TARGETS = {"api": "api", "consumer": "consumer", "operator": "operator", "lag-exporter": "lag-exporter"}
+PROCESS_TARGETS = {
+    "api": "api",
+    "consumer": "consumer",
+    "operator": "operator",
+    "lag-exporter": "lag-exporter",
+}
 BUILD_TOOLS = re.compile(r"\b(build-essential|gcc|g\+\+|make|clang|libpq-dev|python3-dev)\b")
 
 
@@ -140,9 +145,13 @@ def test_runtime_targets_have_no_build_tools(dockerfile: Dockerfile) -> None:
         for stage in dockerfile.chain(target):
             assert stage.name != "build", f"{target} must not be built FROM the build stage"
             for run in stage.all("RUN"):
-                assert not BUILD_TOOLS.search(run), f"{target}: build tool installed in {stage.name}: {run}"
+                assert not BUILD_TOOLS.search(run), (
+                    f"{target}: build tool installed in {stage.name}: {run}"
+                )
                 if "pip install" in run:
-                    assert "--no-index" in run, "the runtime installs only the wheels built in `build`"
+                    assert "--no-index" in run, (
+                        "the runtime installs only the wheels built in `build`"
+                    )
 
 
 @pytest.mark.parametrize("target", list(PROCESS_TARGETS))
@@ -150,7 +159,9 @@ def test_every_target_runs_as_a_numeric_non_root_user(dockerfile: Dockerfile, ta
     user = dockerfile.effective(target, "USER")
     assert user is not None, f"{target} runs as root"
     uid, _, gid = user.partition(":")
-    assert uid.isdigit() and int(uid) > 0, f"USER must be a numeric non-root uid (runAsNonRoot): {user}"
+    assert uid.isdigit() and int(uid) > 0, (
+        f"USER must be a numeric non-root uid (runAsNonRoot): {user}"
+    )
     assert not gid or (gid.isdigit() and int(gid) > 0), user
 
 
@@ -162,20 +173,28 @@ def test_last_stage_is_a_runtime_image_too(dockerfile: Dockerfile) -> None:
 
 
 def test_environment_and_no_healthcheck(dockerfile: Dockerfile) -> None:
-    runtime_env = " ".join(e for s in dockerfile.chain(dockerfile.stages[-1].name) for e in s.all("ENV"))
+    runtime_env = " ".join(
+        e for s in dockerfile.chain(dockerfile.stages[-1].name) for e in s.all("ENV")
+    )
     assert re.search(r"PYTHONDONTWRITEBYTECODE=1", runtime_env)
     assert re.search(r"PYTHONUNBUFFERED=1", runtime_env)
-    assert not any(s.all("HEALTHCHECK") for s in dockerfile.stages), "Kubernetes probes replace HEALTHCHECK"
+    assert not any(s.all("HEALTHCHECK") for s in dockerfile.stages), (
+        "Kubernetes probes replace HEALTHCHECK"
+    )
     assert not re.search(r":latest\b", DOCKERFILE.read_text())
 
 
 @pytest.mark.parametrize(("target", "subcommand"), list(PROCESS_TARGETS.items()))
-def test_each_target_runs_an_existing_cli_subcommand(dockerfile: Dockerfile, target: str, subcommand: str) -> None:
+def test_each_target_runs_an_existing_cli_subcommand(
+    dockerfile: Dockerfile, target: str, subcommand: str
+) -> None:
     assert exec_form(dockerfile.effective(target, "ENTRYPOINT")) == ["coupon-issuer"]
     cmd = exec_form(dockerfile.effective(target, "CMD"))
     assert cmd == [subcommand]
     available = cli_subcommands()
-    assert subcommand in available, f"`coupon-issuer {subcommand}` is not a CLI subcommand ({sorted(available)})"
+    assert subcommand in available, (
+        f"`coupon-issuer {subcommand}` is not a CLI subcommand ({sorted(available)})"
+    )
 
 
 def test_chart_only_runs_cli_subcommands() -> None:
@@ -195,22 +214,37 @@ def _ignored(patterns: list[str], path: str) -> bool:
         negate = pattern.startswith("!")
         pat = pattern[1:] if negate else pattern
         pat = pat.rstrip("/")
-        if fnmatch.fnmatch(path, pat) or fnmatch.fnmatch(path, pat.replace("**/", "")) \
-                or path.startswith(pat + "/"):
+        if (
+            fnmatch.fnmatch(path, pat)
+            or fnmatch.fnmatch(path, pat.replace("**/", ""))
+            or path.startswith(pat + "/")
+        ):
             ignored = not negate
     return ignored
 
 
 def test_dockerignore_sends_only_what_the_build_needs(dockerfile: Dockerfile) -> None:
     patterns = [
-        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     for copy in dockerfile.stage("build").all("COPY"):
         for source in shlex.split(copy)[:-1]:
             if not source.startswith("--"):
-                assert not _ignored(patterns, source.rstrip("/")), f"COPY {source} is excluded by .dockerignore"
-    for path in (".git", ".venv", ".tools", "tests", "charts", "k8s", "dashboards", "app/__pycache__"):
+                assert not _ignored(patterns, source.rstrip("/")), (
+                    f"COPY {source} is excluded by .dockerignore"
+                )
+    for path in (
+        ".git",
+        ".venv",
+        ".tools",
+        "tests",
+        "charts",
+        "k8s",
+        "dashboards",
+        "app/__pycache__",
+    ):
         assert _ignored(patterns, path), f"{path} would be sent to the Docker daemon"
 
 
