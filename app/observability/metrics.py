@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from app.domain.outcomes import GateOutcome, RejectReason
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -56,4 +62,112 @@ CONSUMER_RETRIES = Counter(
 CONSUMER_REBALANCES = Counter("coupon_consumer_rebalances", "Partition assignments received.")
 CONSUMER_ASSIGNED_PARTITIONS = Gauge(
     "coupon_consumer_assigned_partitions", "Partitions currently assigned to this consumer."
+)
+
+
+# Known label values are created up front so every series exists (at 0) from the first scrape:
+# a rate or ratio over them is then 0, not empty, before the first failure or dead letter.
+def _initialise_known_labels() -> None:
+    for gate_outcome in GateOutcome:
+        API_ISSUE_REQUESTS.labels(gate_outcome.value.lower())
+    API_ISSUE_REQUESTS.labels("broker_unavailable")
+    for outcome in ("issued", "duplicate_delivery", "failed", "dead_lettered"):
+        CONSUMER_MESSAGES.labels(outcome)
+    for reason in RejectReason:
+        CONSUMER_MESSAGES.labels(f"rejected_{reason.value.lower()}")
+    for kind in ("transient", "data"):
+        CONSUMER_RETRIES.labels(kind)
+
+
+_initialise_known_labels()
+
+
+# --- lag exporter -------------------------------------------------------------------------------
+# The exporter builds these families on every scrape from its latest poll (a custom collector in
+# its own registry), so their names, help and labels are declared here as specs, not objects.
+@dataclass(frozen=True, slots=True)
+class FamilySpec:
+    """Name, help text, label names and type of a metric family the lag exporter emits."""
+
+    name: str
+    documentation: str
+    labels: tuple[str, ...] = ()
+    kind: Literal["gauge", "counter"] = "gauge"
+
+    @property
+    def sample_name(self) -> str:
+        """The name in the exposition (counters gain ``_total``)."""
+        return f"{self.name}_total" if self.kind == "counter" else self.name
+
+    def family(self) -> GaugeMetricFamily | CounterMetricFamily:
+        if self.kind == "counter":
+            return CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        return GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+
+
+_PARTITION_LABELS = ("topic", "partition", "group")
+_COUPON_LABELS = ("coupon_id", "coupon_name")
+
+LAG_MESSAGES = FamilySpec(
+    "coupon_consumer_lag_messages",
+    "Messages not yet consumed: log-end offset (high watermark) minus the group's committed"
+    " offset, or minus the log start when the group has committed nothing.",
+    _PARTITION_LABELS,
+)
+LAG_SECONDS = FamilySpec(
+    "coupon_consumer_lag_seconds",
+    "Estimated time to drain the partition's lag at its recent consume rate (committed-offset"
+    " progress over the rate window); 0 without lag, +Inf with lag and no progress.",
+    _PARTITION_LABELS,
+)
+LAG_OLDEST_AGE = FamilySpec(
+    "coupon_consumer_lag_oldest_message_age_seconds",
+    "Age of the oldest unconsumed message (now minus the timestamp of the record at the"
+    " committed offset); 0 without lag. Absent when the record cannot be read.",
+    _PARTITION_LABELS,
+)
+COMMITTED_OFFSET = FamilySpec(
+    "coupon_consumer_committed_offset",
+    "Offset the consumer group has committed (absent while it has committed nothing).",
+    _PARTITION_LABELS,
+)
+LOG_END_OFFSET = FamilySpec(
+    "coupon_topic_log_end_offset",
+    "High watermark of the partition (read from a fetch: right on tansu and on Kafka).",
+    ("topic", "partition"),
+)
+TOPIC_PARTITIONS = FamilySpec("coupon_topic_partitions", "Partitions of the topic.", ("topic",))
+GROUP_MEMBERS = FamilySpec(
+    "coupon_consumer_group_members",
+    "Members of the consumer group according to its coordinator (0 when scaled to zero).",
+    ("group",),
+)
+COUPON_ISSUED = FamilySpec(
+    "coupon_issued_quantity", "Coupons issued so far (active coupons only).", _COUPON_LABELS
+)
+COUPON_REMAINING = FamilySpec(
+    "coupon_remaining_quantity", "Coupons left to issue (active coupons only).", _COUPON_LABELS
+)
+COUPON_TOTAL = FamilySpec(
+    "coupon_total_quantity", "Coupons on offer in the sale (active coupons only).", _COUPON_LABELS
+)
+COUPON_LABELS_TRUNCATED = FamilySpec(
+    "coupon_lag_exporter_coupons_truncated",
+    "1 when more active coupons exist than the exporter reports per-coupon gauges for.",
+)
+EXPORTER_POLLS = FamilySpec(
+    "coupon_lag_exporter_polls",
+    "Polls of the broker (and of PostgreSQL), by source and result (ok, error).",
+    ("source", "result"),
+    kind="counter",
+)
+EXPORTER_LAST_SUCCESS = FamilySpec(
+    "coupon_lag_exporter_last_success_timestamp_seconds",
+    "Unix time of the last successful poll, by source (kafka, postgres).",
+    ("source",),
+)
+EXPORTER_POLL_DURATION = FamilySpec(
+    "coupon_lag_exporter_poll_duration_seconds",
+    "Duration of the last poll, by source (kafka, postgres).",
+    ("source",),
 )

@@ -1,0 +1,234 @@
+"""Prometheus test helpers: the expressions of the dashboards and alerts, promtool, a real server."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from prometheus_client import Counter, Gauge, Histogram
+
+from app.devstack import ManagedProcess, free_port, wait_for_port
+from app.observability import metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARDS = ROOT / "dashboards"
+ALERTS = DASHBOARDS / "alerts.yml"
+_METRIC_NAME = re.compile(r"\bcoupon_[a-z0-9_]+\b")
+_LABEL_VALUES = re.compile(r"^label_values\((?P<selector>.+),\s*(?P<label>\w+)\)$")
+# A comparison with a number: made a `bool` comparison, so the expression returns its series
+# (0 or 1) whether or not the alert would fire. `!=` and `=~` in label matchers are followed by a
+# quote, never by a digit, so they are left alone.
+_COMPARISON = re.compile(r"(==|!=|>=|<=|>|<)\s*(?=[-+]?(?:\d|Inf))")
+
+
+def tool(name: str) -> str:
+    """Path of a Prometheus binary (Debian's package, installed by `make system-deps`)."""
+    found = shutil.which(name) or (
+        f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None
+    )
+    if found is None:
+        raise AssertionError(f"{name} is not installed: run `make system-deps` (Debian prometheus)")
+    return found
+
+
+def promtool(*args: str, stdin: str | None = None, cwd: Path | None = None) -> str:
+    """Run promtool; fail the test with its output when it reports a problem."""
+    done = subprocess.run(
+        [tool("promtool"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"promtool {' '.join(args)} failed:\n{output}"
+    return output
+
+
+def check_metrics(exposition: str) -> None:
+    """`promtool check metrics` must be silent: no lint problem in a /metrics answer."""
+    output = promtool("check", "metrics", stdin=exposition)
+    assert not output.strip(), f"promtool check metrics:\n{output}"
+
+
+# --- the expressions ----------------------------------------------------------------------------
+
+
+def dashboard_files() -> list[Path]:
+    return sorted(DASHBOARDS.glob("*.json"))
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item)
+
+
+def dashboard_expressions(path: Path) -> list[str]:
+    """Every PromQL expression of a dashboard: panel targets and query variables."""
+    board = json.loads(path.read_text())
+    found = [n["expr"] for n in _walk(board.get("panels", [])) if isinstance(n.get("expr"), str)]
+    for variable in board["templating"]["list"]:
+        if variable.get("type") == "query":
+            query = variable["query"]
+            found.append(query["query"] if isinstance(query, dict) else query)
+    return found
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    document = yaml.safe_load(ALERTS.read_text())
+    return [rule for group in document["groups"] for rule in group["rules"]]
+
+
+def alert_expressions() -> list[str]:
+    return [str(rule["expr"]).strip() for rule in alert_rules()]
+
+
+def all_expressions() -> list[tuple[str, str]]:
+    """(where, expression) for every dashboard and alert expression."""
+    found = [(p.name, e) for p in dashboard_files() for e in dashboard_expressions(p)]
+    found += [(f"alerts.yml:{r['alert']}", str(r["expr"]).strip()) for r in alert_rules()]
+    return found
+
+
+def metric_names(expression: str) -> set[str]:
+    """``coupon_*`` names in an expression, outside quoted label values."""
+    return set(_METRIC_NAME.findall(re.sub(r'"[^"]*"', '""', expression)))
+
+
+def exposed_names() -> set[str]:
+    """Every sample name the service can expose (API, consumer and lag exporter)."""
+    names: set[str] = set()
+    for value in vars(metrics).values():
+        if isinstance(value, Histogram):
+            base = value._name
+            names |= {f"{base}_bucket", f"{base}_sum", f"{base}_count"}
+        elif isinstance(value, Counter):
+            names.add(f"{value._name}_total")
+        elif isinstance(value, Gauge):
+            names.add(value._name)
+        elif isinstance(value, metrics.FamilySpec):
+            names.add(value.sample_name)
+    return names
+
+
+def for_prometheus(expression: str, variables: dict[str, str]) -> str:
+    """What Grafana would send: variables replaced; ``label_values(s, l)`` as ``count by (l) (s)``."""
+    text = expression.strip()
+    for name, value in sorted(variables.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(f"${{{name}}}", value).replace(f"${name}", value)
+    match = _LABEL_VALUES.match(text)
+    if match:
+        return f"count by ({match['label']}) ({match['selector']})"
+    return text
+
+
+def as_bool_comparisons(expression: str) -> str:
+    """An alert expression that returns its series whether or not the alert fires."""
+    return _COMPARISON.sub(lambda m: f"{m.group(1)} bool ", expression)
+
+
+# --- a real Prometheus --------------------------------------------------------------------------
+
+
+@dataclass
+class ScrapeJob:
+    name: str
+    targets: list[str]
+
+
+@dataclass
+class PrometheusServer:
+    """``/usr/bin/prometheus`` on a free loopback port, scraping every second."""
+
+    jobs: list[ScrapeJob]
+    labels: dict[str, str]
+    workdir: Path
+    port: int = 0
+    process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> PrometheusServer:
+        config = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "900ms"},
+            "scrape_configs": [
+                {
+                    "job_name": job.name,
+                    "static_configs": [{"targets": job.targets, "labels": self.labels}],
+                }
+                for job in self.jobs
+            ],
+        }
+        config_file = self.workdir / "prometheus.yml"
+        config_file.write_text(yaml.safe_dump(config))
+        self.port = free_port()
+        log = (self.workdir / "prometheus.log").open("wb")
+        popen = subprocess.Popen(
+            [
+                tool("prometheus"),
+                f"--config.file={config_file}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=1h",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.process = ManagedProcess("prometheus", popen)
+        wait_for_port("127.0.0.1", self.port, 30, "prometheus")
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+    def query(self, expression: str) -> list[dict[str, Any]]:
+        """Instant query; raises AssertionError with Prometheus' message when it does not parse."""
+        r = httpx.get(f"{self.url}/api/v1/query", params={"query": expression}, timeout=10)
+        body = r.json()
+        assert body.get("status") == "success", f"{expression!r}: {body.get('error', body)}"
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def targets_up(self) -> dict[str, bool]:
+        r = httpx.get(f"{self.url}/api/v1/targets", timeout=10)
+        return {t["scrapeUrl"]: t["health"] == "up" for t in r.json()["data"]["activeTargets"]}
+
+
+def new_workdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def first_value(result: list[dict[str, Any]]) -> float:
+    return float(result[0]["value"][1]) if result else float("nan")
+
+
+def wait_for_query(server: PrometheusServer, expression: str, timeout: float) -> list[Any]:
+    """Poll until ``expression`` returns a non-empty result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = server.query(expression)
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.25)
