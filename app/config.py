@@ -47,6 +47,15 @@ class Settings(BaseSettings):
 
     # --- security -------------------------------------------------------------------------------
     admin_token: SecretStr | None = Field(None, description="Bearer token for admin endpoints")
+    user_jwt_secret: SecretStr | None = Field(
+        None, description="If set, issue requests need X-User-Token: a gateway-signed HS256 JWT"
+    )
+    rate_limit_per_user: int = Field(
+        10, ge=0, description="Issue requests per user per second (0 = off)"
+    )
+    rate_limit_per_ip: int = Field(
+        0, ge=0, description="Issue requests per client IP per second (0 = off)"
+    )
 
     # --- logging --------------------------------------------------------------------------------
     log_format: Literal["json", "text"] = Field("text", description="json in containers")

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client import multiprocess as prom_multiprocess
 
 from app.adapters import kafka, postgres
+from app.adapters.rate_limit import RateLimiter
 from app.adapters.redis_gate import RedisGate
 from app.api.errors import failure, install_error_handlers, json_response
 from app.api.middleware import BodyRules, ObservedRequests
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gate=RedisGate(redis_client, settings.redis_prefix),
             producer=producer,
             publisher=kafka.Publisher(producer, settings.topic, settings.publish_timeout_ms / 1000),
+            limiter=RateLimiter(redis_client, settings.redis_prefix),
         )
         app.state.services = svc
         try:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import hmac
+import math
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
+import jwt
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 
 from app.adapters import postgres
 from app.adapters.kafka import BrokerUnavailable
+from app.adapters.rate_limit import Limit
 from app.api.errors import GATE_ANSWERS, failure, json_response
 from app.api.schemas import (
     CouponCreate,
@@ -24,6 +27,7 @@ from app.api.schemas import (
     IssueStatusView,
 )
 from app.api.services import Services
+from app.consumer.dlq import list_dead_letters, replay_dead_letters
 from app.domain.codec import IssueRequest
 from app.domain.coupon import Coupon
 from app.domain.outcomes import GateOutcome, IssueStatus
@@ -101,8 +105,17 @@ async def get_coupon(coupon_id: UUID, svc: Svc) -> Any:
         503: {"model": Failure, "description": "Broker or gate unavailable"},
     },
 )
-async def queue_issue(coupon_id: UUID, body: IssueRequestBody, svc: Svc) -> Response:
+async def queue_issue(
+    coupon_id: UUID,
+    body: IssueRequestBody,
+    svc: Svc,
+    request: Request,
+    x_user_token: Annotated[str | None, Header()] = None,
+) -> Response:
     """Admit or refuse a press at the Redis gate; queue admitted ones on Kafka (acked)."""
+    refused = await _refuse_unvouched_or_too_fast(svc, request, body.userId, x_user_token)
+    if refused is not None:
+        return refused
     now = datetime.now(UTC)
     answer = await svc.gate.reserve(coupon_id, body.userId, now)
     if not answer.loaded:
@@ -113,10 +126,10 @@ async def queue_issue(coupon_id: UUID, body: IssueRequestBody, svc: Svc) -> Resp
     if outcome is not GateOutcome.ACCEPTED:
         metrics.API_ISSUE_REQUESTS.labels(outcome.value.lower()).inc()
         return failure(status, outcome.value, message)
-    request = IssueRequest(coupon_id, body.userId, uuid.uuid4(), now)
+    queued = IssueRequest(coupon_id, body.userId, uuid.uuid4(), now)
     started = time.perf_counter()
     try:
-        await svc.publisher.publish(request)
+        await svc.publisher.publish(queued)
     except BrokerUnavailable:
         await svc.gate.release(coupon_id, body.userId)
         metrics.API_ISSUE_REQUESTS.labels("broker_unavailable").inc()
@@ -128,10 +141,50 @@ async def queue_issue(coupon_id: UUID, body: IssueRequestBody, svc: Svc) -> Resp
             "success": True,
             "message": message,
             "queueSize": answer.queue_ahead,
-            "requestId": str(request.request_id),
+            "requestId": str(queued.request_id),
         },
         202,
     )
+
+
+async def _refuse_unvouched_or_too_fast(
+    svc: Services, request: Request, user_id: str, token: str | None
+) -> Response | None:
+    """Signed-user mode (a gateway vouches for the user) and per-user / per-IP rate limits."""
+    secret = svc.settings.user_jwt_secret
+    if secret is not None:
+        subject = verified_subject(token, secret.get_secret_value())
+        if subject is None:
+            metrics.API_ISSUE_REQUESTS.labels("unauthorized").inc()
+            return failure(401, "UNAUTHORIZED", "A valid X-User-Token is required.")
+        if subject != user_id:
+            metrics.API_ISSUE_REQUESTS.labels("unauthorized").inc()
+            return failure(403, "FORBIDDEN", "The token was issued for another user.")
+    client_ip = request.client.host if request.client else "unknown"
+    wait = await svc.limiter.exceeded(
+        Limit(f"user:{user_id}", svc.settings.rate_limit_per_user),
+        Limit(f"ip:{client_ip}", svc.settings.rate_limit_per_ip),
+    )
+    if wait is None:
+        return None
+    metrics.API_ISSUE_REQUESTS.labels("rate_limited").inc()
+    response = failure(429, "RATE_LIMITED", "Too many requests; slow down.")
+    response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return response
+
+
+def verified_subject(token: str | None, secret: str) -> str | None:
+    """The ``sub`` of a valid, unexpired HS256 token, else None."""
+    if not token:
+        return None
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]}
+        )
+    except jwt.PyJWTError:
+        return None
+    subject = claims.get("sub")
+    return subject if isinstance(subject, str) else None
 
 
 @router.get(
@@ -154,3 +207,42 @@ async def issue_status(coupon_id: UUID, user_id: str, svc: Svc) -> Any:
     if await svc.gate.has_reserved(coupon_id, user_id):
         return IssueStatusView(couponId=coupon_id, userId=user_id, status="PENDING")
     return failure(404, "NOT_FOUND", "This user has not requested this coupon.")
+
+
+@router.get(
+    "/api/admin/dead-letters",
+    dependencies=[Depends(require_admin)],
+    responses={401: {"model": Failure, "description": "Admin token missing or wrong"}},
+)
+async def dead_letters(svc: Svc) -> list[dict[str, Any]]:
+    """Every dead letter on the DLQ topic, newest last."""
+    entries = await list_dead_letters(svc.settings.kafka_bootstrap, svc.settings.dlq_topic)
+    return [
+        {
+            "partition": e.partition,
+            "offset": e.offset,
+            "error": e.letter.error,
+            "attempts": e.letter.attempts,
+            "source": {
+                "topic": e.letter.topic,
+                "partition": e.letter.partition,
+                "offset": e.letter.offset,
+            },
+            "failedAt": e.letter.failed_at.isoformat(),
+        }
+        for e in entries
+    ]
+
+
+@router.post(
+    "/api/admin/dead-letters/replay",
+    dependencies=[Depends(require_admin)],
+    responses={401: {"model": Failure, "description": "Admin token missing or wrong"}},
+)
+async def replay(svc: Svc) -> dict[str, int]:
+    """Send dead letters not replayed before back to the request topic."""
+    settings = svc.settings
+    replayed = await replay_dead_letters(
+        settings.kafka_bootstrap, settings.dlq_topic, settings.consumer_group
+    )
+    return {"replayed": replayed}

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from app.adapters import postgres
 from app.adapters.kafka import Publisher
+from app.adapters.rate_limit import RateLimiter
 from app.adapters.redis_gate import RedisGate
 from app.config import Settings
 
@@ -28,6 +29,7 @@ class Services:
     gate: RedisGate
     producer: AIOKafkaProducer
     publisher: Publisher
+    limiter: RateLimiter
 
     async def warm_gate(self, coupon_id: UUID) -> bool:
         """Rebuild one coupon's gate from PostgreSQL (Redis lost it); False if it does not exist."""

@@ -48,4 +48,5 @@ def configure_logging(fmt: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # warnings become log records, so they are JSON too
     logging.getLogger("aiokafka").setLevel(max(root.level, logging.WARNING))
