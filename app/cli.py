@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--consumers", type=int, default=1, help="consumers to start with")
     dlq = add("dlq", _dlq, "Inspect or replay the dead-letter topic.")
     dlq.add_argument("action", choices=["list", "replay"])
+    add("lag-exporter", _lag_exporter, "Export consumer lag and coupon gauges to Prometheus.")
+    add("operator", _operator, "Run the ConsumerAutoscaler operator (kopf).")
+    verify = add("verify", _verify, "Check the invariants; exit non-zero on any violation.")
+    verify.add_argument("--coupon", help="only this coupon id")
+    verify.add_argument("--json", action="store_true", help="machine-readable report")
     return parser
 
 
@@ -134,6 +139,26 @@ def _dlq(settings: Settings, args: argparse.Namespace) -> int:
         )
     print(f"{len(entries)} dead letter(s)")
     return 0
+
+
+def _lag_exporter(settings: Settings, _: argparse.Namespace) -> int:
+    from app.observability.exporter import run_lag_exporter
+
+    _run(run_lag_exporter(settings))
+    return 0
+
+
+def _operator(settings: Settings, _: argparse.Namespace) -> int:
+    from app.autoscaling.operator import run_operator
+
+    run_operator(settings)
+    return 0
+
+
+def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    from app.verify import run_verify
+
+    return run_verify(settings, args.coupon, args.json)
 
 
 if __name__ == "__main__":
