@@ -140,6 +140,8 @@ COUPON_RETRY_BACKOFF_MS: {{ .Values.config.retryBackoffMs | toString | quote }}
 COUPON_DB_POOL_SIZE: {{ .Values.config.dbPoolSize | toString | quote }}
 COUPON_LOG_FORMAT: {{ .Values.config.logFormat | quote }}
 COUPON_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
+COUPON_RATE_LIMIT_PER_USER: {{ .Values.config.rateLimitPerUser | toString | quote }}
+COUPON_RATE_LIMIT_PER_IP: {{ .Values.config.rateLimitPerIp | toString | quote }}
 {{- end }}
 
 {{/* Secret env vars: (dict "ctx" $ "secretName" "..."). */}}
@@ -160,6 +162,12 @@ COUPON_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
     secretKeyRef:
       name: {{ .secretName }}
       key: {{ $keys.adminToken }}
+      optional: true
+- name: COUPON_USER_JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ $keys.userJwtSecret }}
       optional: true
 {{- end }}
 
