@@ -1,0 +1,89 @@
+"""Consumers dying during a sale: SIGKILL mid-batch (three times), and a graceful SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+
+from tests.chaos.harness import (
+    Sale,
+    coupon_rows_locked,
+    counter_sum,
+    live_consumers,
+    record,
+    run_verify,
+    users,
+    wait_blocked_batches,
+)
+from tests.stack import Stack, coupons_on_every_partition
+
+pytestmark = pytest.mark.slow
+
+DUPLICATE_DELIVERY = 'coupon_consumer_messages_total{outcome="duplicate_delivery"}'
+
+
+async def test_sigkill_mid_batch_three_times_during_one_sale(
+    chaos_stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack, started = chaos_stack, time.monotonic()
+    stock, per_wave = 150, 60
+    sale = Sale(await coupons_on_every_partition(stack, stock))
+    partitions = stack.settings.partitions
+    for kill in range(3):
+        async with coupon_rows_locked(stack, sale.coupons):
+            await sale.wave(stack, users(f"kill{kill}", per_wave))
+            # Every partition's batch is inside its transaction: whoever dies, dies mid-batch.
+            await wait_blocked_batches(stack, partitions)
+            victim = stack.consumers[live_consumers(stack)[0]]
+            victim.stop(signal.SIGKILL)
+            assert victim.popen.returncode == -signal.SIGKILL
+            stack.add_consumer()
+    await sale.wave(stack, users("after", per_wave))
+    await sale.drain(stack, timeout=120)
+
+    for coupon in sale.coupons:
+        assert await stack.outcomes(coupon) == {"ISSUED": stock}
+    assert sale.accepted == stock * len(sale.coupons)
+    report = await run_verify(stack.settings)
+    record(capsys, "sigkill-consumer-x3", sale, report, started, kills=3)
+
+
+async def test_sigterm_finishes_the_batch_commits_and_leaves_without_redelivery(
+    chaos_stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack, started = chaos_stack, time.monotonic()
+    await stack.wait_for_assignment(len(live_consumers(stack)), timeout=90)
+    sale = Sale(await coupons_on_every_partition(stack, 10_000))
+    await sale.wave(stack, users("warm", 20))
+    await sale.drain(stack)
+    victim_index, *survivors = live_consumers(stack)
+    victim = stack.consumers[victim_index]
+    baseline = await counter_sum(stack, survivors, DUPLICATE_DELIVERY)
+
+    async with coupon_rows_locked(stack, sale.coupons):
+        await sale.wave(stack, users("term", 100))
+        await wait_blocked_batches(stack, stack.settings.partitions)
+        victim.popen.send_signal(signal.SIGTERM)
+    # The lock is gone: the victim finishes its batch, commits, leaves the group and exits 0.
+    code = await asyncio.to_thread(victim.popen.wait, 30)
+    assert code == 0, f"SIGTERM exit code {code}"
+    left_at = time.monotonic()
+    await stack.wait_for_assignment(len(survivors), timeout=60)
+    takeover_s = round(time.monotonic() - left_at, 1)
+
+    await sale.wave(stack, users("after", 100))  # the victim's partitions, now a survivor's
+    await sale.drain(stack)
+    for coupon in sale.coupons:
+        rows = await stack.outcomes(coupon)
+        assert rows == {"ISSUED": len(sale.accepted_users[coupon])}
+
+    async def survivors_quiet() -> bool:
+        return await counter_sum(stack, survivors, DUPLICATE_DELIVERY) == baseline
+
+    # No redelivery: nothing the victim committed reached a survivor again.
+    assert await survivors_quiet(), "a survivor saw a duplicate delivery after a graceful stop"
+    report = await run_verify(stack.settings)
+    record(capsys, "sigterm-consumer", sale, report, started, takeover_s=takeover_s)
