@@ -126,7 +126,7 @@ def overview() -> Json:
         Panel(
             "Issue requests/s by outcome",
             "Accepted vs rejected presses by reason (duplicate, sold_out, expired, not_found,"
-            " broker_unavailable).",
+            " broker_unavailable, rate_limited, unauthorized).",
             (
                 Query(
                     f"sum by (outcome) (rate(coupon_api_issue_requests_total{{{NS}}}[{RATE}]))",

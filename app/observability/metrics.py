@@ -70,7 +70,8 @@ CONSUMER_ASSIGNED_PARTITIONS = Gauge(
 def _initialise_known_labels() -> None:
     for gate_outcome in GateOutcome:
         API_ISSUE_REQUESTS.labels(gate_outcome.value.lower())
-    API_ISSUE_REQUESTS.labels("broker_unavailable")
+    for refusal in ("broker_unavailable", "rate_limited", "unauthorized"):
+        API_ISSUE_REQUESTS.labels(refusal)
     for outcome in ("issued", "duplicate_delivery", "failed", "dead_lettered"):
         CONSUMER_MESSAGES.labels(outcome)
     for reason in RejectReason:
