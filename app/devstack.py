@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from app.autoscaling.local import GroupLag, LocalScaler
+from app.autoscaling.policy import ScalingSpec
 from app.config import Settings
 
 log = logging.getLogger(__name__)
@@ -274,32 +276,100 @@ def prepare(settings: Settings) -> None:
     asyncio.run(run())
 
 
+class ConsumerProcesses:
+    """Consumer processes of the local stack; the autoscaler's actuator (see autoscaling/local)."""
+
+    def __init__(self, env: Mapping[str, str], settings: Settings, log_dir: Path | None = None):
+        self._env = env
+        self._settings = settings
+        self._log_dir = log_dir
+        self.running: list[ManagedProcess] = []
+        self._draining: list[ManagedProcess] = []
+        self._started = 0
+
+    def count(self) -> int:
+        self.reap()
+        return len(self.running)
+
+    def scale_to(self, n: int) -> None:
+        """Start consumers, or SIGTERM the newest ones (they finish their batch and leave)."""
+        while len(self.running) < n:
+            index = self._started
+            self._started += 1
+            env = {**self._env, "COUPON_CONSUMER_METRICS_PORT": str(free_port())}
+            log_file = self._log_dir / f"consumer-{index}.log" if self._log_dir else None
+            self.running.append(spawn(f"consumer-{index}", ["consumer"], env, log_file))
+        while len(self.running) > n:
+            victim = self.running.pop()
+            victim.popen.send_signal(signal.SIGTERM)
+            self._draining.append(victim)
+
+    def reap(self) -> list[ManagedProcess]:
+        """Forget finished processes; returns consumers that died without being asked to."""
+        self._draining = [p for p in self._draining if p.popen.poll() is None]
+        died = [p for p in self.running if p.popen.poll() is not None]
+        self.running = [p for p in self.running if p.popen.poll() is None]
+        return died
+
+    def stop_all(self) -> None:
+        for proc in [*self.running, *self._draining]:
+            proc.stop()
+        self.running, self._draining = [], []
+
+
+def dev_scaling_spec(settings: Settings) -> ScalingSpec:
+    """Local defaults: react within seconds, never below one consumer so presses are processed."""
+    return ScalingSpec(
+        min_replicas=1,
+        max_replicas=settings.partitions,
+        target_drain_seconds=5,
+        lag_per_replica=500,
+        poll_seconds=1,
+        scale_down_stabilization_seconds=10,
+    )
+
+
 def run_dev(settings: Settings, *, autoscale: bool, consumers: int) -> int:
     """Start everything, print where it is, and stop all of it on Ctrl-C / SIGTERM."""
-    stop = False
-
-    def request_stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     with local_systems(settings) as (resolved, _started):
         prepare(resolved)
-        env = child_env(resolved)
-        children = [spawn("api", ["api"], env)]
-        try:
-            children += [
-                spawn(f"consumer-{i}", ["consumer"], _consumer_env(env, resolved, i))
-                for i in range(min(consumers, resolved.partitions))
-            ]
-            _wait_for_api(children[0], resolved.api_port)
-            _print_banner(resolved, len(children) - 1, autoscale)
-            while not stop and all(c.popen.poll() is None for c in children):
-                time.sleep(0.2)
-        finally:
-            for child in reversed(children):  # consumers first: they commit and leave the group
-                child.stop()
+        return asyncio.run(_serve_dev(resolved, autoscale, consumers))
+
+
+async def _serve_dev(settings: Settings, autoscale: bool, consumers: int) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    env = child_env(settings)
+    api = spawn("api", ["api"], env)
+    pool = ConsumerProcesses(env, settings)
+    scaler_task: asyncio.Task[None] | None = None
+    try:
+        pool.scale_to(max(1, min(consumers, settings.partitions)))
+        await asyncio.to_thread(_wait_for_api, api, settings.api_port)
+        _print_banner(settings, pool.count(), autoscale)
+        if autoscale:
+            lag = GroupLag(settings.kafka_bootstrap, settings.topic, settings.consumer_group)
+            scaler = LocalScaler(lag.read, pool, dev_scaling_spec(settings))
+            scaler_task = asyncio.create_task(scaler.run(stop))
+        while not stop.is_set() and api.popen.poll() is None:
+            for dead in pool.reap():
+                log.warning(
+                    "%s exited with %s; starting a replacement", dead.name, dead.popen.returncode
+                )
+                pool.scale_to(pool.count() + 1)
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except TimeoutError:
+                pass
+    finally:
+        stop.set()
+        if scaler_task:
+            await scaler_task
+            await lag.close()
+        await asyncio.to_thread(pool.stop_all)  # consumers first: they commit and leave the group
+        await asyncio.to_thread(api.stop)
     return 0
 
 

@@ -1,0 +1,101 @@
+"""`coupon-issuer dev` scaling: the operator's policy starting and stopping consumer processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app.autoscaling.local import GroupLag, LocalScaler
+from app.autoscaling.policy import ScalingSpec
+from app.devstack import ConsumerProcesses, child_env
+from tests.stack import (
+    Stack,
+    consumers_waiting_on_locks,
+    coupons_on_every_partition,
+    isolated_settings,
+    wait_until,
+)
+
+STOCK = 150
+USERS = 200
+
+
+async def test_burst_scales_consumers_up_to_partitions_and_back_without_loss(
+    kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = await Stack(isolated_settings(kafka_bootstrap), tmp_path).start(consumers=0)
+    settings = stack.settings
+    pool = ConsumerProcesses(child_env(settings), settings, tmp_path)
+    lag = GroupLag(settings.kafka_bootstrap, settings.topic, settings.consumer_group)
+    spec = ScalingSpec(
+        min_replicas=1,
+        max_replicas=settings.partitions,
+        target_drain_seconds=2,
+        lag_per_replica=50,
+        poll_seconds=1,
+        scale_down_stabilization_seconds=6,
+    )
+    scaler = LocalScaler(lag.read, pool, spec)
+    stop = asyncio.Event()
+    pool.scale_to(1)
+    task = asyncio.create_task(scaler.run(stop))
+    try:
+        coupons = await coupons_on_every_partition(stack, STOCK)
+        ids = [uuid.UUID(c) for c in coupons]
+        # A slow database: the consumer's batches wait on the coupon rows, so lag builds up.
+        blocker = await stack.pool.acquire()
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("SELECT id FROM coupons WHERE id = ANY($1::uuid[]) FOR UPDATE", ids)
+        started = time.monotonic()
+        first = await asyncio.gather(
+            *(stack.request_issue(c, f"a{i}") for c in coupons for i in range(USERS // 2))
+        )
+
+        async def at_partition_count() -> bool:
+            return pool.count() == settings.partitions
+
+        await wait_until(at_partition_count, 30, "the consumers to scale up to the partition count")
+        scaled_up_after = time.monotonic() - started
+
+        async def blocked() -> bool:  # the new consumers have their partitions and wait too
+            return await consumers_waiting_on_locks(stack) >= 1
+
+        await wait_until(blocked, 30, "a batch waiting on the locked rows")
+        await tx.rollback()
+        await stack.pool.release(blocker)
+        # More presses while the group rebalances and drains.
+        second = await asyncio.gather(
+            *(stack.request_issue(c, f"b{i}") for c in coupons for i in range(USERS // 2))
+        )
+        accepted = sum(r.status_code == 202 for r in [*first, *second])
+        assert accepted == STOCK * len(coupons)
+        for coupon_id in coupons:
+            await stack.wait_processed(coupon_id, STOCK, timeout=60)
+        drained_after = time.monotonic() - started
+
+        async def back_to_one() -> bool:
+            return pool.count() == 1
+
+        await wait_until(back_to_one, 40, "the consumers to scale back down to one")
+        scaled_down_after = time.monotonic() - started
+        for coupon_id in coupons:
+            assert await stack.outcomes(coupon_id) == {"ISSUED": STOCK}
+        assert max(d.replicas for d in scaler.decisions) == settings.partitions
+        assert all(d.replicas <= settings.partitions for d in scaler.decisions)
+        with capsys.disabled():
+            print(
+                f"\n[local autoscaling] 1 -> {settings.partitions} consumers {scaled_up_after:.1f}s"
+                f" after the burst began; drained at {drained_after:.1f}s;"
+                f" back to 1 at {scaled_down_after:.1f}s; {accepted} accepted, all issued once"
+            )
+    finally:
+        stop.set()
+        await task
+        await lag.close()
+        await asyncio.to_thread(pool.stop_all)
+        await stack.stop()
