@@ -13,35 +13,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
 
+from app.autoscaling.lag import LagSnapshot, PartitionLag
 from app.observability import metrics
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionReading:
-    """One partition at one poll: high watermark, the group's commit (None: never) and lag."""
-
-    partition: int
-    log_end: int
-    committed: int | None
-    lag: int
-
-    @property
-    def first_unconsumed(self) -> int:
-        """Offset of the oldest message the group has not consumed (log start if none committed)."""
-        return self.log_end - self.lag
-
-
-@dataclass(frozen=True, slots=True)
-class LagReading:
-    """A consumer group's position on one topic, read at one poll."""
-
-    topic: str
-    group: str
-    partitions: tuple[PartitionReading, ...]
-
-    @property
-    def total_lag(self) -> int:
-        return sum(p.lag for p in self.partitions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +33,10 @@ class DrainEstimator:
         self._window_s = window_s
         self._history: dict[int, deque[tuple[float, int]]] = {}
 
-    def observe(self, now: float, partitions: Iterable[PartitionReading]) -> None:
+    def observe(self, now: float, partitions: Iterable[PartitionLag]) -> None:
         for p in partitions:
             history = self._history.setdefault(p.partition, deque())
-            position = p.committed if p.committed is not None else p.first_unconsumed
+            position = p.position  # the commit, or the log start before the first one
             if history and position < history[-1][1]:
                 history.clear()  # offsets were reset (or the topic recreated): start over
             history.append((now, position))
@@ -79,7 +52,7 @@ class DrainEstimator:
         (t0, o0), (t1, o1) = history[0], history[-1]
         return (o1 - o0) / (t1 - t0) if t1 > t0 else 0.0
 
-    def drain_seconds(self, partition: PartitionReading) -> float:
+    def drain_seconds(self, partition: PartitionLag) -> float:
         """Lag ÷ recent rate: 0 without lag, +Inf with lag and no progress."""
         if partition.lag <= 0:
             return 0.0
@@ -100,8 +73,7 @@ class ExporterState:
     """The latest poll, served to Prometheus by ``collect`` (a custom collector)."""
 
     rate_window_s: float = 60.0
-    lag: LagReading | None = None
-    members: int | None = None
+    lag: LagSnapshot | None = None
     oldest_ages: dict[int, float] = field(default_factory=dict)
     coupons: Sequence[CouponGauge] | None = None
     coupons_truncated: bool = False
@@ -119,14 +91,10 @@ class ExporterState:
         return self._drain
 
     def record_lag(
-        self,
-        monotonic_now: float,
-        reading: LagReading,
-        members: int | None,
-        oldest_ages: dict[int, float],
+        self, monotonic_now: float, snapshot: LagSnapshot, oldest_ages: dict[int, float]
     ) -> None:
-        self.drain.observe(monotonic_now, reading.partitions)
-        self.lag, self.members, self.oldest_ages = reading, members, oldest_ages
+        self.drain.observe(monotonic_now, snapshot.partitions)
+        self.lag, self.oldest_ages = snapshot, oldest_ages
 
     def record_coupons(self, coupons: Sequence[CouponGauge], truncated: bool) -> None:
         self.coupons, self.coupons_truncated = coupons, truncated
@@ -141,7 +109,7 @@ class ExporterState:
             return
         health.errors += 1
         if source == "kafka":
-            self.lag, self.members, self.oldest_ages = None, None, {}
+            self.lag, self.oldest_ages = None, {}
         else:
             self.coupons = None
 
@@ -181,9 +149,9 @@ class ExporterState:
         partitions = metrics.TOPIC_PARTITIONS.family()
         partitions.add_metric([reading.topic], len(reading.partitions))
         yield from (lag, seconds, age, committed, log_end, partitions)
-        if self.members is not None:
+        if reading.members is not None:  # None: the broker would not say (DescribeGroups)
             members = metrics.GROUP_MEMBERS.family()
-            members.add_metric([reading.group], self.members)
+            members.add_metric([reading.group], reading.members)
             yield members
 
     def _coupon_families(self) -> Iterator[Metric]:

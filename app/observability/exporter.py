@@ -1,0 +1,311 @@
+"""``coupon-issuer lag-exporter``: consumer lag and sale gauges for Prometheus, even at zero consumers.
+
+Every ``poll_interval_s`` it reads the group's lag and members with app/autoscaling/lag.py (high
+watermarks from a fetch, commits from the group coordinator), the timestamp of the oldest
+unconsumed record of each lagging partition, and the active coupons from PostgreSQL. Scrapes are
+answered from the latest poll, so a slow broker never makes a scrape time out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    generate_latest,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from app.adapters import postgres
+from app.autoscaling.lag import LagReader, LagReadError, LagSnapshot, PartitionLag
+from app.config import Settings
+from app.observability.http import serve_in_background
+from app.observability.lag_state import CouponGauge, ExporterState
+
+log = logging.getLogger(__name__)
+
+
+class LagSource(Protocol):
+    """Reads one consumer group's lag on one topic."""
+
+    async def read(self) -> LagSnapshot: ...
+
+    async def close(self) -> None: ...
+
+
+class ReaderSource:
+    """app/autoscaling/lag.py's LagReader for one topic and group, (re)connected on demand."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._group = group
+        self._reader: LagReader | None = None
+
+    async def read(self) -> LagSnapshot:
+        if self._reader is None:
+            self._reader = LagReader(self._bootstrap)
+            try:
+                await self._reader.start()
+            except BaseException:
+                await self.close()
+                raise
+        try:
+            return await self._reader.read(self._topic, self._group)
+        except LagReadError:
+            await self.close()  # reconnect on the next poll
+            raise
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await reader.stop()
+
+
+class OldestRecordProbe:
+    """Reads the first unconsumed record of each lagging partition, for its timestamp."""
+
+    def __init__(self, bootstrap: str, fetch_timeout_s: float = 2.0) -> None:
+        self._bootstrap = bootstrap
+        self._fetch_timeout_s = fetch_timeout_s
+        self._reader: AIOKafkaConsumer | None = None
+
+    async def _consumer(self) -> AIOKafkaConsumer:
+        if self._reader is None:
+            # No group: it only reads single records, it must never join or commit.
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",  # the record is gone (retention): the oldest left
+                max_partition_fetch_bytes=64 * 1024,
+                fetch_max_wait_ms=100,
+            )
+            await reader.start()
+            self._reader = reader
+        return self._reader
+
+    async def oldest_ages(
+        self, topic: str, partitions: Sequence[PartitionLag], wall_now: float
+    ) -> dict[int, float]:
+        """Seconds since the first unconsumed record of each lagging partition was produced."""
+        lagging = {p.partition: p for p in partitions if p.lag > 0}
+        if not lagging:
+            return {}
+        reader = await self._consumer()
+        tps = [TopicPartition(topic, n) for n in sorted(lagging)]
+        reader.assign(tps)
+        for tp in tps:
+            reader.seek(tp, lagging[tp.partition].position)
+        stamps: dict[int, int] = {}
+        deadline = time.monotonic() + self._fetch_timeout_s
+        while len(stamps) < len(tps) and time.monotonic() < deadline:
+            waiting = [tp for tp in tps if tp.partition not in stamps]
+            batch = await reader.getmany(*waiting, timeout_ms=200)
+            for tp, records in batch.items():
+                if records and records[0].timestamp is not None and records[0].timestamp >= 0:
+                    stamps.setdefault(tp.partition, records[0].timestamp)
+        return {n: max(0.0, wall_now - ms / 1000) for n, ms in stamps.items()}
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await reader.stop()
+
+
+class CouponReader:
+    """Issued/remaining of the newest active coupons, at most ``limit`` (a bounded label set)."""
+
+    def __init__(self, database_url: str, schema: str, limit: int) -> None:
+        self._database_url = database_url
+        self._schema = schema
+        self._limit = limit
+        self._pool: asyncpg.Pool | None = None
+
+    async def read(self, now: datetime) -> tuple[list[CouponGauge], bool]:
+        """The gauges and whether more active coupons exist than ``limit``."""
+        if self._pool is None:
+            self._pool = await postgres.create_pool(
+                self._database_url, self._schema, 1, "coupon-lag-exporter"
+            )
+        async with self._pool.acquire() as conn:
+            coupons = await postgres.active_coupons(conn, now, self._limit + 1)
+        gauges = [
+            CouponGauge(
+                str(c.id), c.name, c.total_quantity, c.issued_quantity, c.remaining_quantity
+            )
+            for c in coupons[: self._limit]
+        ]
+        return gauges, len(coupons) > self._limit
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+class LagExporter:
+    """The poll loop: reads every source, records the result (or the failure) in the state."""
+
+    def __init__(
+        self,
+        lag_source: LagSource,
+        probe: OldestRecordProbe,
+        coupons: CouponReader | None,
+        state: ExporterState,
+        poll_interval_s: float,
+    ) -> None:
+        self.lag_source = lag_source
+        self.probe = probe
+        self.coupons = coupons
+        self.state = state
+        self.poll_interval_s = poll_interval_s
+
+    async def poll_once(self) -> None:
+        """One poll of Kafka and PostgreSQL, side by side; failures are counted, never raised."""
+        await asyncio.gather(self._poll_kafka(), self._poll_postgres())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            await self.poll_once()
+            pause = max(0.0, self.poll_interval_s - (time.monotonic() - started))
+            try:
+                await asyncio.wait_for(stop.wait(), pause)
+            except TimeoutError:
+                pass
+
+    async def close(self) -> None:
+        for close in (self.lag_source.close, self.probe.close):
+            try:
+                await close()
+            except Exception as exc:  # closing must not hide the reason we stop
+                log.warning("closing a Kafka client failed: %r", exc)
+        if self.coupons is not None:
+            await self.coupons.close()
+
+    async def _poll_kafka(self) -> None:
+        async def read() -> None:
+            snapshot = await self.lag_source.read()
+            ages = await self.probe.oldest_ages(snapshot.topic, snapshot.partitions, time.time())
+            self.state.record_lag(time.monotonic(), snapshot, ages)
+
+        await self._timed("kafka", read)
+
+    async def _poll_postgres(self) -> None:
+        reader = self.coupons
+        if reader is None:
+            return
+
+        async def read() -> None:
+            gauges, truncated = await reader.read(datetime.now(UTC))
+            self.state.record_coupons(gauges, truncated)
+
+        await self._timed("postgres", read)
+
+    async def _timed(self, source: str, operation: Callable[[], Awaitable[None]]) -> None:
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(operation(), max(self.poll_interval_s, 10.0))
+        except Exception as exc:
+            log.warning("lag exporter: %s poll failed: %r", source, exc)
+            self.state.record_poll(source, False, time.time(), time.monotonic() - started)
+            return
+        self.state.record_poll(source, True, time.time(), time.monotonic() - started)
+
+
+def exporter_registry(state: ExporterState) -> CollectorRegistry:
+    """Its own registry: the exporter exposes lag, sale gauges and its process, not API metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(state)
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    return registry
+
+
+def exporter_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> Starlette:
+    """/metrics from ``registry``; /healthz (alive); /readyz (a Kafka poll succeeded lately)."""
+
+    async def metrics_endpoint(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(_: Request) -> Response:
+        ok = ready()
+        return PlainTextResponse("ready" if ok else "not ready", status_code=200 if ok else 503)
+
+    return Starlette(
+        routes=[
+            Route("/metrics", metrics_endpoint),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ]
+    )
+
+
+async def run_lag_exporter(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    port: int | None = None,
+    poll_interval_s: float = 5.0,
+    rate_window_s: float = 60.0,
+    coupon_limit: int = 50,
+    lag_source: LagSource | None = None,
+) -> None:
+    """Serve /metrics on ``COUPON_LAG_EXPORTER_PORT`` until SIGTERM/SIGINT (or ``stop`` is set).
+
+    Without ``stop`` the process's signals stop it; tests pass their own event instead.
+    """
+    state = ExporterState(rate_window_s=rate_window_s)
+    exporter = LagExporter(
+        lag_source
+        or ReaderSource(settings.kafka_bootstrap, settings.topic, settings.consumer_group),
+        OldestRecordProbe(settings.kafka_bootstrap),
+        CouponReader(settings.database_url, settings.db_schema, coupon_limit),
+        state,
+        poll_interval_s,
+    )
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+    def ready() -> bool:
+        return state.kafka_ok_since(time.time() - 3 * max(poll_interval_s, 5.0))
+
+    server, server_task = serve_in_background(
+        exporter_app(exporter_registry(state), ready),
+        settings.api_host,
+        settings.lag_exporter_port if port is None else port,
+    )
+    log.info(
+        "lag exporter started: group=%s topic=%s every %.1fs",
+        settings.consumer_group,
+        settings.topic,
+        poll_interval_s,
+    )
+    try:
+        await exporter.run(stop)
+    finally:
+        server.should_exit = True
+        await server_task
+        await exporter.close()
+        log.info("lag exporter stopped")
