@@ -144,7 +144,7 @@ def _dlq(settings: Settings, args: argparse.Namespace) -> int:
 def _lag_exporter(settings: Settings, _: argparse.Namespace) -> int:
     from app.observability.exporter import run_lag_exporter
 
-    _run(run_lag_exporter(settings))
+    _run(run_lag_exporter(settings, poll_interval_s=settings.lag_exporter_interval_s))
     return 0
 
 
