@@ -1,0 +1,298 @@
+"""The ConsumerAutoscaler operator: kopf handlers that feed the lag reader into the policy.
+
+One kopf daemon per ConsumerAutoscaler polls every ``spec.pollSeconds`` (a timer with a per-object
+period): read lag, run :func:`app.autoscaling.policy.decide`, patch the Deployment's ``scale`` only
+when the count changes (with an Event), and write the status. The policy's history lives in the
+daemon's locals: it is lost on restart, which only delays the next scale-down by one window.
+
+Broker errors keep the replica count and set ``BrokerReachable=False``; nothing is scaled on a
+guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from app.autoscaling.kube import GROUP, PLURAL, VERSION, KubeClient, KubeError, Scale
+from app.autoscaling.lag import LagReader, LagReadError, LagSnapshot
+from app.autoscaling.policy import (
+    Decision,
+    Direction,
+    History,
+    Observation,
+    ScalingSpec,
+    decide,
+    per_replica_rate,
+)
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Shared:
+    """Operator-wide resources, created once and handed to every daemon through kopf's memo."""
+
+    connection: kopf.ConnectionInfo | None = None  # fixed credentials (tests); else login
+    kube: KubeClient | None = None
+    readers: dict[str, LagReader] = field(default_factory=dict)  # one per bootstrap
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def reader(self, bootstrap: str) -> LagReader:
+        async with self.lock:
+            if bootstrap not in self.readers:
+                self.readers[bootstrap] = await LagReader(bootstrap).start()
+            return self.readers[bootstrap]
+
+    async def drop_reader(self, bootstrap: str) -> None:
+        """Forget a failing reader: the next poll connects afresh."""
+        async with self.lock:
+            reader = self.readers.pop(bootstrap, None)
+        if reader is not None:
+            await reader.stop()
+
+    async def close(self) -> None:
+        for reader in list(self.readers.values()):
+            await reader.stop()
+        self.readers.clear()
+        if self.kube is not None:
+            await self.kube.close()
+
+
+def scaling_spec(spec: Mapping[str, Any]) -> ScalingSpec:
+    """The policy's knobs from a ConsumerAutoscaler ``spec`` (CRD defaults when absent)."""
+    max_replicas = spec.get("maxReplicas")
+    return ScalingSpec(
+        min_replicas=int(spec.get("minReplicas", 0)),
+        max_replicas=int(max_replicas) if max_replicas is not None else None,
+        target_drain_seconds=float(spec.get("targetDrainSeconds", 30)),
+        lag_per_replica=int(spec.get("lagPerReplica", 1000)),
+        activation_lag=int(spec.get("activationLag", 1)),
+        scale_down_stabilization_seconds=float(spec.get("scaleDownStabilizationSeconds", 60)),
+        poll_seconds=float(spec.get("pollSeconds", 5)),
+    )
+
+
+@dataclass
+class Poller:
+    """The per-object loop state: the policy's history and the previous measurement."""
+
+    namespace: str
+    name: str
+    history: History = field(default_factory=History)
+    previous: tuple[float, LagSnapshot, int] | None = None  # (monotonic, snapshot, replicas)
+    conditions: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def condition(self, kind: str, ok: bool, reason: str, message: str) -> None:
+        """Set a condition, keeping lastTransitionTime unless its status flips."""
+        status = "True" if ok else "False"
+        old = self.conditions.get(kind)
+        since = old["lastTransitionTime"] if old and old["status"] == status else _now()
+        self.conditions[kind] = {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message[:1000],
+            "lastTransitionTime": since,
+        }
+
+    def observation(self, snap: LagSnapshot, scale: Scale, now: float) -> Observation:
+        """Lag now, plus rates from the previous poll when the group stayed the same."""
+        rate = arrival = None
+        if self.previous is not None:
+            then, before, replicas_before = self.previous
+            seconds = now - then
+            if seconds > 0 and before.partition_count == snap.partition_count:
+                arrival = max(0, snap.produced_total - before.produced_total) / seconds
+                # A rebalance pauses consumption: only a group unchanged across the interval
+                # (same replicas, every one of them a member) measures what consumers can do.
+                stable = replicas_before == scale.replicas and snap.members in (
+                    None,
+                    scale.replicas,
+                )
+                if stable and before.members == snap.members:
+                    consumed = snap.consumed_total - before.consumed_total
+                    rate = per_replica_rate(consumed, seconds, scale.replicas)
+        return Observation(now, snap.lag_per_partition, scale.replicas, rate, arrival)
+
+
+async def poll_once(
+    poller: Poller, spec: Mapping[str, Any], body: Any, shared: Shared, kube: KubeClient
+) -> float:
+    """One reconciliation: measure, decide, scale if needed, write status. Returns the period."""
+    policy = scaling_spec(spec)
+    kafka, target = spec.get("kafka", {}), spec.get("targetRef", {}).get("name", "")
+    status: dict[str, Any] = {}
+    try:
+        scale = await kube.get_scale(poller.namespace, target)
+    except KubeError as exc:
+        poller.condition("TargetFound", False, "ScaleReadFailed", str(exc))
+        await _write_status(kube, poller, status)
+        return policy.poll_seconds
+    poller.condition("TargetFound", True, "Found", f"deployment {target}")
+    status["currentReplicas"] = scale.replicas
+
+    bootstrap = ""
+    try:
+        bootstrap = await _bootstrap(kafka, poller.namespace, kube)
+        reader = await shared.reader(bootstrap)
+        snap = await reader.read(kafka["topic"], kafka["consumerGroup"])
+    except (LagReadError, KubeError, KeyError) as exc:
+        # Keep the replicas as they are: scaling on a guess is worse than not scaling.
+        if bootstrap:
+            await shared.drop_reader(bootstrap)
+        poller.condition("BrokerReachable", False, type(exc).__name__, str(exc))
+        poller.previous = None  # the next rates must not span the outage
+        status.update(lastDecision="hold", reason=f"lag unknown, replicas kept: {exc}")
+        await _write_status(kube, poller, status)
+        return policy.poll_seconds
+    poller.condition("BrokerReachable", True, "LagRead", f"{bootstrap} answered")
+
+    now = time.monotonic()
+    decision = decide(poller.observation(snap, scale, now), policy, poller.history)
+    poller.history = decision.history
+    if decision.replicas != scale.replicas:
+        await kube.set_replicas(poller.namespace, target, decision.replicas)
+        _announce(body, scale.replicas, decision)
+        status["lastScaleTime"] = _now()
+        status["currentReplicas"] = decision.replicas
+    poller.previous = (now, snap, decision.replicas)
+    status.update(_decision_status(snap, decision))
+    await _write_status(kube, poller, status)
+    return policy.poll_seconds
+
+
+def _decision_status(snap: LagSnapshot, decision: Decision) -> dict[str, Any]:
+    return {
+        "lag": snap.total_lag,
+        "lagSeconds": round(decision.drain_seconds, 1)
+        if decision.drain_seconds is not None
+        else None,
+        "partitions": snap.partition_count,
+        "desiredReplicas": decision.replicas,
+        "lastDecision": decision.direction.value,
+        "reason": decision.reason,
+    }
+
+
+def _announce(body: Any, before: int, decision: Decision) -> None:
+    """A Kubernetes Event on the ConsumerAutoscaler for every change of the replica count."""
+    reason = "ScaledUp" if decision.direction is Direction.UP else "ScaledDown"
+    message = f"{before} -> {decision.replicas}: {decision.reason}"
+    kopf.event(body, type="Normal", reason=reason, message=message[:1000])
+    log.info("%s %s", reason, message)
+
+
+async def _write_status(kube: KubeClient, poller: Poller, status: dict[str, Any]) -> None:
+    status["conditions"] = list(poller.conditions.values())
+    try:
+        await kube.patch_status(poller.namespace, poller.name, status)
+    except KubeError as exc:  # status is informative; the next poll writes it again
+        log.warning("status of %s/%s not written: %s", poller.namespace, poller.name, exc)
+
+
+async def _bootstrap(kafka: Mapping[str, Any], namespace: str, kube: KubeClient) -> str:
+    ref = kafka.get("bootstrapSecretRef")
+    if ref:
+        return await kube.read_secret_key(namespace, ref["name"], ref["key"])
+    return str(kafka["bootstrap"])
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --- kopf wiring ---------------------------------------------------------------------------------
+
+
+def build_registry(shared: Shared) -> kopf.OperatorRegistry:
+    """All handlers on a registry of their own (no global state; tests build their own)."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # The CRD's status schema is strict: kopf keeps its bookkeeping in annotations.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
+        settings.posting.level = logging.WARNING  # Events: ours, and kopf's warnings only
+        settings.scanning.disabled = True  # only our CRD, known in advance: no cluster scans
+
+    @kopf.on.login(registry=registry)
+    async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+        # kopf calls this again when its credentials stop working: our client follows.
+        info = shared.connection or (
+            kopf.login_with_service_account(settings=settings)
+            or kopf.login_with_kubeconfig(settings=settings)
+        )
+        if info is not None and (shared.kube is None or shared.kube.info != info):
+            old, shared.kube = shared.kube, KubeClient(info)
+            if old is not None:
+                await old.close()
+        return info
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
+    async def autoscale(
+        *,
+        name: str,
+        namespace: str | None,
+        spec: kopf.Spec,
+        body: kopf.Body,
+        stopped: kopf.DaemonStopped,
+        **_: Any,
+    ) -> None:
+        """Poll for as long as the object exists; ``spec`` is live, so edits apply next poll."""
+        poller = Poller(namespace or "default", name)  # the CRD is namespaced
+        while not stopped:
+            period = 5.0
+            if shared.kube is not None:
+                try:
+                    period = await poll_once(poller, spec, body, shared, shared.kube)
+                except (KubeError, ValueError) as exc:  # an invalid spec or a refused patch
+                    log.warning("%s/%s: %s", namespace, name, exc)
+            await stopped.wait(period)
+
+    @kopf.on.cleanup(registry=registry)
+    async def close(**_: Any) -> None:
+        await shared.close()
+
+    return registry
+
+
+async def operate(
+    namespaces: Collection[str] = (),
+    connection: kopf.ConnectionInfo | None = None,
+    stop_flag: asyncio.Event | None = None,
+    liveness_endpoint: str | None = None,
+) -> None:
+    """Run the operator until ``stop_flag`` is set (or forever); all namespaces when none given."""
+    shared = Shared(connection=connection)
+    settings = kopf.OperatorSettings()
+    settings.scanning.disabled = True
+    await kopf.operator(
+        registry=build_registry(shared),
+        settings=settings,
+        namespaces=list(namespaces),
+        clusterwide=not namespaces,
+        standalone=True,  # one replica (Recreate strategy), no peering objects to manage
+        stop_flag=stop_flag,
+        liveness_endpoint=liveness_endpoint,
+    )
+
+
+def run_operator(settings: Settings) -> None:
+    """The ``coupon-issuer operator`` process: watch this namespace, liveness on :8081."""
+    namespace = getattr(settings, "pod_namespace", None)  # POD_NAMESPACE, set by the chart
+    asyncio.run(
+        operate(
+            namespaces=[namespace] if namespace else (),
+            liveness_endpoint="http://0.0.0.0:8081/healthz",
+        )
+    )
