@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import threading
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -269,7 +270,7 @@ def build_registry(shared: Shared) -> kopf.OperatorRegistry:
 async def operate(
     namespaces: Collection[str] = (),
     connection: kopf.ConnectionInfo | None = None,
-    stop_flag: asyncio.Event | None = None,
+    stop_flag: asyncio.Event | threading.Event | None = None,
     liveness_endpoint: str | None = None,
 ) -> None:
     """Run the operator until ``stop_flag`` is set (or forever); all namespaces when none given."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -175,7 +176,7 @@ def test_decision_table(row: Row) -> None:
 
 
 def run(
-    spec: ScalingSpec, lags: list[tuple[int, ...]], start: int, arrival: float | None = None
+    spec: ScalingSpec, lags: Sequence[tuple[int, ...]], start: int, arrival: float | None = None
 ) -> list[int]:
     """Feed one observation per poll, applying each decision, and return the replica counts."""
     history, current, out = History(), start, []
