@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     lag_exporter_port: int = Field(9101, description="Lag exporter /metrics port")
     lag_exporter_interval_s: float = Field(5.0, gt=0, description="How often the exporter reads lag")
     max_body_bytes: int = Field(16384, ge=256, description="Largest accepted request body")
+
+    # --- operator -------------------------------------------------------------------------------
+    pod_namespace: str | None = Field(
+        None,
+        validation_alias=AliasChoices("COUPON_POD_NAMESPACE", "POD_NAMESPACE"),
+        description="Namespace the operator watches (the chart sets POD_NAMESPACE); unset: all",
+    )
 
     # --- security -------------------------------------------------------------------------------
     admin_token: SecretStr | None = Field(None, description="Bearer token for admin endpoints")

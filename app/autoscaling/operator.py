@@ -290,7 +290,7 @@ async def operate(
 
 def run_operator(settings: Settings) -> None:
     """The ``coupon-issuer operator`` process: watch this namespace, liveness on :8081."""
-    namespace = getattr(settings, "pod_namespace", None)  # POD_NAMESPACE, set by the chart
+    namespace = settings.pod_namespace  # POD_NAMESPACE, set by the chart
     asyncio.run(
         operate(
             namespaces=[namespace] if namespace else (),
