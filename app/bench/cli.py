@@ -1,0 +1,117 @@
+"""``coupon-issuer bench``: start a private stack, run the phases, print / write the report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from app.bench import db, phases, report
+from app.bench.options import BenchOptions, add_bench_arguments, cores, options_from
+from app.bench.progress import Bar
+from app.config import Settings
+from app.devstack import local_systems
+
+__all__ = ["add_bench_arguments", "run_bench"]
+
+
+def run_bench(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the benchmark; exit code 1 when the correctness check fails, else 0."""
+    opts = options_from(args, settings.partitions)
+    result = bench(settings, opts)
+    report.print_table(result)
+    if opts.json_path:
+        report.write_json(result, opts.json_path)
+        print(f"JSON report: {opts.json_path}")
+    if opts.plot_path:
+        report.write_plot(result, opts.plot_path)
+        print(f"plot: {opts.plot_path}")
+    ok = result.get("sale", {}).get("correctness", {}).get("ok", True)
+    return 0 if ok else 1
+
+
+def bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
+    """Start broker (and Redis / PostgreSQL if none answer), run every enabled phase."""
+    n = cores()
+    log_dir = opts.log_dir or Path(tempfile.mkdtemp(prefix="coupon-bench-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    load_before = round(os.getloadavg()[0], 2)
+    started = time.monotonic()
+    with local_systems(settings) as (resolved, started_procs), Bar(opts.progress) as bar:
+        extra = {p.name: [p.popen.pid] for p in started_procs}
+        ctx = phases.RunContext(resolved, opts, log_dir, bar, n, extra_pids=extra)
+        try:
+            result = asyncio.run(_phases(ctx))
+        finally:
+            if not opts.keep:
+                asyncio.run(_clean(resolved, ctx.schemas, ctx.redis_prefixes))
+    result["machine"] = {
+        "cores": n,
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "load_before": load_before,
+        "load_after": round(os.getloadavg()[0], 2),
+    }
+    result["options"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()}
+    result["ratios"] = report.ratios(result)
+    result["wall_s"] = time.monotonic() - started
+    result["logs"] = str(log_dir)
+    if opts.log_dir is None and result.get("sale", {}).get("correctness", {}).get("ok", True):
+        shutil.rmtree(log_dir, ignore_errors=True)
+        result["logs"] = None
+    return result
+
+
+async def _phases(ctx: phases.RunContext) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if ctx.opts.ceilings:
+        out["limits"] = await phases.measure_ceilings(ctx)
+    if ctx.opts.drain_phase:
+        out["drain"] = await phases.consumer_drain(ctx)
+    if ctx.opts.baseline:
+        out["baseline"] = await phases.naive_baseline(ctx)
+    if ctx.opts.flash_sale:
+        out["sale"] = await phases.flash_sale(ctx)
+    return out
+
+
+async def _clean(settings: Settings, schemas: list[str], prefixes: list[str]) -> None:
+    """Drop the run's schemas and Redis keys (topics vanish with a broker we started)."""
+    try:
+        await db.drop_schemas(settings.database_url, schemas)
+    except Exception as exc:  # cleaning must not hide the run's own result or error
+        print(f"warning: could not drop bench schemas: {exc!r}", file=sys.stderr)
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        for prefix in prefixes:
+            batch: list[bytes] = []
+            async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    await client.delete(*batch)
+                    batch = []
+            if batch:
+                await client.delete(*batch)
+    except Exception as exc:
+        print(f"warning: could not delete bench Redis keys: {exc!r}", file=sys.stderr)
+    finally:
+        await client.aclose()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

@@ -1,0 +1,179 @@
+"""The bench's own reads of PostgreSQL: progress, end-to-end latency and the correctness check.
+
+These are measurement queries over the service's tables (read-only, except for the scratch and
+bench schemas the run creates and drops); the service's own SQL stays in adapters/postgres.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from app.adapters import postgres
+from app.domain.coupon import Coupon, DiscountType
+
+
+async def connect(dsn: str, schema: str) -> asyncpg.Connection:
+    conn: asyncpg.Connection = await asyncpg.connect(
+        dsn, server_settings={"search_path": schema, "application_name": "coupon-bench"}
+    )
+    return conn
+
+
+async def create_schema_with_coupons(
+    dsn: str, schema: str, coupon_ids: Sequence[str], stock: int
+) -> None:
+    """Migrate ``schema`` and insert the coupons directly (for runs that bypass the API)."""
+    await postgres.apply_migrations(dsn, schema)
+    conn = await connect(dsn, schema)
+    try:
+        now = datetime.now(UTC)
+        for cid in coupon_ids:
+            await postgres.insert_coupon(
+                conn,
+                Coupon(
+                    id=uuid.UUID(cid),
+                    name="bench",
+                    discount_type=DiscountType.FIXED,
+                    discount_value=1000,  # type: ignore[arg-type]
+                    total_quantity=stock,
+                    min_order_amount=0,  # type: ignore[arg-type]
+                    expires_at=now + timedelta(hours=1),
+                    created_at=now,
+                ),
+            )
+    finally:
+        await conn.close()
+
+
+async def drop_schemas(dsn: str, schemas: Sequence[str]) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for schema in schemas:
+            quoted = '"' + schema.replace('"', '""') + '"'
+            await conn.execute(f"DROP SCHEMA IF EXISTS {quoted} CASCADE")
+    finally:
+        await conn.close()
+
+
+async def processed_count(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM issue_requests"))
+
+
+async def issued_count(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM issue_requests WHERE status = 'ISSUED'"))
+
+
+async def end_to_end_ms(conn: asyncpg.Connection) -> dict[str, float]:
+    """Accepted press to final outcome in PostgreSQL (processed_at - requested_at), in ms."""
+    row = await conn.fetchrow(
+        "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY d) AS p,"
+        " max(d) AS mx FROM (SELECT extract(epoch FROM processed_at - requested_at) * 1000 AS d"
+        " FROM issue_requests) s"
+    )
+    if row is None or row["p"] is None:
+        return {}
+    p50, p95, p99 = (float(x) for x in row["p"])
+    return {"p50": p50, "p95": p95, "p99": p99, "max": float(row["mx"])}
+
+
+async def processed_span_s(conn: asyncpg.Connection) -> float:
+    """Seconds between the first and the last batch transaction that wrote a row."""
+    span = await conn.fetchval(
+        "SELECT extract(epoch FROM max(processed_at) - min(processed_at)) FROM issue_requests"
+    )
+    return float(span or 0.0)
+
+
+@dataclass
+class Correctness:
+    """The invariants a flash sale must keep, checked against PostgreSQL after the drain."""
+
+    issued: int
+    expected_issued: int
+    coupons_off_expected: int
+    duplicate_holders: int
+    over_issued_coupons: int
+    counter_mismatches: int
+    accepted: int
+    accepted_without_outcome: int
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.issued == self.expected_issued
+            and self.coupons_off_expected == 0
+            and self.duplicate_holders == 0
+            and self.over_issued_coupons == 0
+            and self.counter_mismatches == 0
+            and self.accepted_without_outcome == 0
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "issued": self.issued,
+            "expected_issued": self.expected_issued,
+            "coupons_off_expected": self.coupons_off_expected,
+            "duplicate_holders": self.duplicate_holders,
+            "over_issued_coupons": self.over_issued_coupons,
+            "counter_mismatches": self.counter_mismatches,
+            "accepted": self.accepted,
+            "accepted_without_outcome": self.accepted_without_outcome,
+            "outcomes": self.outcomes,
+        }
+
+
+async def accepted_without_outcome(conn: asyncpg.Connection, request_ids: Sequence[str]) -> int:
+    n = await conn.fetchval(
+        "SELECT count(*) FROM unnest($1::uuid[]) AS a(id)"
+        " WHERE NOT EXISTS (SELECT 1 FROM issue_requests r WHERE r.request_id = a.id)",
+        list(request_ids),
+    )
+    return int(n)
+
+
+async def check(
+    conn: asyncpg.Connection,
+    expected_per_coupon: Mapping[str, int],
+    accepted_ids: Sequence[str],
+) -> Correctness:
+    """issued = min(stock, distinct users) per coupon, no duplicates, every accepted answered."""
+    issued_rows = await conn.fetch(
+        "SELECT coupon_id::text AS c, count(*) AS n FROM issue_requests"
+        " WHERE status = 'ISSUED' GROUP BY 1"
+    )
+    issued = {r["c"]: int(r["n"]) for r in issued_rows}
+    duplicates = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM issue_requests WHERE status = 'ISSUED'"
+        " GROUP BY coupon_id, user_id HAVING count(*) > 1) d"
+    )
+    over = await conn.fetchval(
+        "SELECT count(*) FROM coupons WHERE issued_quantity > total_quantity"
+    )
+    counters = await conn.fetchval(
+        "SELECT count(*) FROM coupons c WHERE c.issued_quantity <> (SELECT count(*)"
+        " FROM issue_requests r WHERE r.coupon_id = c.id AND r.status = 'ISSUED')"
+    )
+    outcome_rows = await conn.fetch(
+        "SELECT coalesce(reason, status) AS o, count(*) AS n FROM issue_requests GROUP BY 1"
+    )
+    return Correctness(
+        issued=sum(issued.values()),
+        expected_issued=sum(expected_per_coupon.values()),
+        coupons_off_expected=sum(
+            1 for cid, want in expected_per_coupon.items() if issued.get(cid, 0) != want
+        ),
+        duplicate_holders=int(duplicates),
+        over_issued_coupons=int(over),
+        counter_mismatches=int(counters),
+        accepted=len(accepted_ids),
+        accepted_without_outcome=await accepted_without_outcome(conn, accepted_ids),
+        outcomes={r["o"]: int(r["n"]) for r in outcome_rows},
+    )

@@ -1,0 +1,106 @@
+"""What a bench run does: sizes, concurrency, which phases; built from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def cores() -> int:
+    """CPUs this process may run on (the container's, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    requests: int = 100_000
+    duplicate_ratio: float = 0.05
+    coupons_per_partition: int = 2
+    stock: int | None = None  # per coupon; None: 90% of the coupon's distinct users
+    concurrency: int = 64
+    generators: int = 1
+    api_workers: int = 2
+    consumers: int = 3
+    partitions: int = 3
+    max_load_seconds: float = 120.0
+    drain_timeout_s: float = 60.0
+    backlog: int = 100_000  # the drain phase's pre-produced burst
+    naive_seconds: float = 8.0
+    naive_backlog: int = 20_000
+    ceilings: bool = True
+    baseline: bool = True
+    drain_phase: bool = True
+    flash_sale: bool = True
+    progress: bool = True
+    keep: bool = False
+    seed: int = 6
+    json_path: Path | None = None
+    plot_path: Path | None = None
+    log_dir: Path | None = None
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``coupon-issuer bench`` options."""
+    n = cores()
+    d = BenchOptions()
+    add = parser.add_argument
+    add("--requests", type=int, default=d.requests, help="presses sent through the API")
+    add("--duplicates", type=float, default=d.duplicate_ratio, help="share of repeated presses")
+    add("--coupons-per-partition", type=int, default=d.coupons_per_partition)
+    add("--stock", type=int, default=None, help="stock per coupon (default: 90%% of its users)")
+    add("--concurrency", type=int, default=d.concurrency, help="requests in flight, in total")
+    add("--generators", type=int, default=d.generators, help="load-generator processes")
+    add("--api-workers", type=int, default=n, help=f"API processes (default: cores = {n})")
+    add(
+        "--partitions", type=int, default=None, help="topic partitions (default: COUPON_PARTITIONS)"
+    )
+    add("--consumers", type=int, default=None, help="consumer processes (default: = partitions)")
+    add("--max-load-seconds", type=float, default=d.max_load_seconds, help="stop sending after")
+    add("--drain-timeout", type=float, default=d.drain_timeout_s, help="wait this long to drain")
+    add("--backlog", type=int, default=d.backlog, help="messages in the consumer drain phase")
+    add("--naive-seconds", type=float, default=d.naive_seconds, help="naive baseline duration")
+    add("--no-ceilings", action="store_true", help="skip the PostgreSQL/Redis/broker limits")
+    add("--no-baseline", action="store_true", help="skip the one-by-one consumer baseline")
+    add("--no-drain-phase", action="store_true", help="skip the consumer backlog drain phase")
+    add("--no-flash-sale", action="store_true", help="skip the HTTP flash sale")
+    add("--no-progress", action="store_true", help="no progress bar")
+    add("--keep", action="store_true", help="keep the bench schemas (for inspection)")
+    add("--seed", type=int, default=d.seed)
+    add("--json", type=Path, default=None, help="write the report as JSON here")
+    add("--plot", type=Path, default=None, help="write lag / issues/s / replicas plot (PNG)")
+    add("--log-dir", type=Path, default=None, help="child process logs (default: a temp dir)")
+
+
+def options_from(args: argparse.Namespace, default_partitions: int) -> BenchOptions:
+    partitions = args.partitions or default_partitions
+    return BenchOptions(
+        requests=args.requests,
+        duplicate_ratio=args.duplicates,
+        coupons_per_partition=args.coupons_per_partition,
+        stock=args.stock,
+        concurrency=args.concurrency,
+        generators=max(1, args.generators),
+        api_workers=max(1, args.api_workers),
+        consumers=args.consumers or partitions,
+        partitions=partitions,
+        max_load_seconds=args.max_load_seconds,
+        drain_timeout_s=args.drain_timeout,
+        backlog=args.backlog,
+        naive_seconds=args.naive_seconds,
+        naive_backlog=max(1000, min(args.backlog, 20_000)),
+        ceilings=not args.no_ceilings,
+        baseline=not args.no_baseline,
+        drain_phase=not args.no_drain_phase,
+        flash_sale=not args.no_flash_sale,
+        progress=not args.no_progress,
+        keep=args.keep,
+        seed=args.seed,
+        json_path=args.json,
+        plot_path=args.plot,
+        log_dir=args.log_dir,
+    )

@@ -1,0 +1,399 @@
+"""The phases of a bench run, each on its own schema / topic / group / Redis prefix:
+the limits of the real systems, the consumer drain of a burst, the one-by-one baseline, and the
+flash sale through the HTTP API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from app.autoscaling.lag import LagReader
+from app.bench import ceilings, db, loadgen
+from app.bench.options import BenchOptions
+from app.bench.progress import Bar
+from app.bench.sampling import Sampler
+from app.bench.stack import BenchProcesses, CpuMeter, coupon_ids_covering, isolated, partition_of
+from app.config import Settings
+from app.devstack import prepare
+
+
+@dataclass
+class RunContext:
+    """What every phase needs, and what must be cleaned up at the end."""
+
+    base: Settings  # the resolved systems (broker, Redis, PostgreSQL)
+    opts: BenchOptions
+    log_dir: Path
+    bar: Bar
+    cores: int
+    extra_pids: dict[str, list[int]] = field(default_factory=dict)  # e.g. the broker we started
+    schemas: list[str] = field(default_factory=list)
+    redis_prefixes: list[str] = field(default_factory=list)
+
+    def isolated(self, label: str, **overrides: object) -> Settings:
+        settings = isolated(self.base, label, partitions=self.opts.partitions, **overrides)
+        self.schemas.append(settings.db_schema)
+        self.redis_prefixes.append(settings.redis_prefix)
+        return settings
+
+
+async def _lag_reader(bootstrap: str) -> LagReader | None:
+    try:
+        return await LagReader(bootstrap, timeout_s=5).start()
+    except Exception:  # the plot loses its lag line; the run goes on
+        return None
+
+
+# --- limits ------------------------------------------------------------------------------------
+
+
+async def measure_ceilings(ctx: RunContext) -> dict[str, Any]:
+    """Raw PostgreSQL batched insert and raw Redis gate script rates."""
+    scratch = ctx.isolated("scratch")
+    rows = max(50_000, min(300_000, ctx.opts.backlog * 2))
+    ctx.bar.phase("limit: PG insert", 1)
+    pg = await ceilings.postgres_insert_rate(
+        scratch.database_url,
+        scratch.db_schema,
+        rows=rows,
+        batch=scratch.batch_max,
+        connections=ctx.opts.partitions,
+        time_limit_s=6,
+    )
+    ctx.bar.update(1, f"{pg.per_second:,.0f} rows/s")
+    ctx.bar.phase("limit: Redis gate", 1)
+    pipelined, direct = await ceilings.redis_gate_rates(
+        scratch.redis_url,
+        scratch.redis_prefix,
+        calls=200_000,
+        concurrency=64,
+        pipeline=500,
+        time_limit_s=4,
+    )
+    ctx.bar.update(1, f"{pipelined.per_second:,.0f} calls/s")
+    return {
+        "postgres_insert_rows_per_s": pg.per_second,
+        "postgres_insert": {
+            "rows": pg.count,
+            "seconds": pg.seconds,
+            "batch": scratch.batch_max,
+            "connections": ctx.opts.partitions,
+        },
+        "redis_gate_pipelined_per_s": pipelined.per_second,
+        "redis_gate_one_process_per_s": direct.per_second,
+    }
+
+
+async def fill_topic(ctx: RunContext, settings: Settings, messages: int) -> ceilings.Rate:
+    """Create topic + schema (coupons keyed to every partition) and produce ``messages``."""
+    await asyncio.to_thread(prepare, settings)
+    coupons = coupon_ids_covering(ctx.opts.partitions, ctx.opts.coupons_per_partition)
+    await db.create_schema_with_coupons(
+        settings.database_url, settings.db_schema, coupons, stock=messages
+    )
+    return await ceilings.broker_produce_rate(
+        settings.kafka_bootstrap,
+        settings.topic,
+        coupons,
+        messages,
+        linger_ms=5,
+        in_flight=5000,
+        time_limit_s=30,
+    )
+
+
+# --- consumer drain ----------------------------------------------------------------------------
+
+
+async def consumer_drain(ctx: RunContext) -> dict[str, Any]:
+    """A burst already on the topic; N consumers start and drain it. Issues/s from first to last
+    row, and the whole drain time including process start and group join."""
+    settings = ctx.isolated("drain")
+    ctx.bar.phase("limit: broker produce", ctx.opts.backlog)
+    produced = await fill_topic(ctx, settings, ctx.opts.backlog)
+    ctx.bar.update(produced.count, f"{produced.per_second:,.0f} msg/s (acks=all)")
+    ctx.bar.phase(f"drain: {ctx.opts.consumers} consumers", produced.count)
+    result = await _drain(ctx, settings, produced.count, ctx.opts.consumers, {})
+    return {"broker_produce_per_s": produced.per_second, "backlog": produced.count, **result}
+
+
+async def naive_baseline(ctx: RunContext) -> dict[str, Any]:
+    """The old design: one consumer, one message per poll, transaction and commit."""
+    settings = ctx.isolated("naive")
+    produced = await fill_topic(ctx, settings, ctx.opts.naive_backlog)
+    ctx.bar.phase("baseline: one-by-one", produced.count)
+    return await _drain(
+        ctx, settings, produced.count, 1, {"COUPON_BATCH_MAX": "1"}, ctx.opts.naive_seconds
+    )
+
+
+async def _drain(
+    ctx: RunContext,
+    settings: Settings,
+    expected: int,
+    consumers: int,
+    extra_env: dict[str, str],
+    measure_s: float | None = None,
+) -> dict[str, Any]:
+    procs = BenchProcesses(settings, ctx.log_dir)
+    conn = await db.connect(settings.database_url, settings.db_schema)
+    reader = await _lag_reader(settings.kafka_bootstrap)
+    sampler = Sampler(conn, reader, settings.topic, settings.consumer_group, procs.live_consumers)
+    try:
+        started = time.monotonic()
+        for _ in range(consumers):
+            procs.add_consumer(extra_env)
+        first: tuple[float, int] | None = None
+        last = await sampler.sample()
+        deadline = started + ctx.opts.drain_timeout_s + 30
+        while last.processed < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            last = await sampler.sample()
+            ctx.bar.update(last.processed, f"{last.replicas} consumer(s)")
+            if first is None and last.processed > 0:
+                first = (last.t, last.processed)
+            if measure_s is not None and first is not None and last.t - first[0] >= measure_s:
+                break
+        span = (last.t - first[0]) if first else 0.0
+        rate = (last.processed - first[1]) / span if first and span > 0 else 0.0
+        return {
+            "consumers": consumers,
+            "processed": last.processed,
+            "drained": last.processed >= expected,
+            "issues_per_s": rate,
+            "measured_s": span,
+            "drain_s_from_start": last.t,
+            "batch_max": int(extra_env.get("COUPON_BATCH_MAX", settings.batch_max)),
+            "timeseries": sampler.as_dicts(),
+        }
+    finally:
+        await asyncio.to_thread(procs.stop)
+        if reader:
+            await reader.stop()
+        await conn.close()
+
+
+# --- flash sale through the API ------------------------------------------------------------------
+
+
+async def _create_coupons(settings: Settings, opts: BenchOptions, stock: int) -> list[str]:
+    """Create coupons through the API until each partition has ``coupons_per_partition``."""
+    url = f"http://127.0.0.1:{settings.api_port}/api/coupons"
+    token = settings.admin_token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+    body = {
+        "name": "bench flash sale",
+        "discountType": "FIXED",
+        "discountValue": 1000,
+        "totalQuantity": stock,
+        "minOrderAmount": 0,
+        "expiresAt": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+    }
+    per_partition: dict[int, list[str]] = defaultdict(list)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(50 * opts.partitions * opts.coupons_per_partition):
+            async with http.post(url, json=body, headers=headers) as r:
+                if r.status != 201:
+                    raise RuntimeError(f"creating a coupon failed: {r.status} {await r.text()}")
+                cid = str((await r.json())["id"])
+            mine = per_partition[partition_of(cid, opts.partitions)]
+            if len(mine) < opts.coupons_per_partition:
+                mine.append(cid)
+            if sum(len(v) for v in per_partition.values()) == (
+                opts.partitions * opts.coupons_per_partition
+            ):
+                return [c for p in sorted(per_partition) for c in per_partition[p]]
+    raise RuntimeError("could not cover every partition with coupons")
+
+
+def default_stock(opts: BenchOptions, coupons: int) -> int:
+    distinct = round(opts.requests * (1 - opts.duplicate_ratio))
+    return opts.stock or max(1, int(0.9 * distinct / coupons))
+
+
+async def flash_sale(ctx: RunContext) -> dict[str, Any]:
+    """The real path: generators -> API (gate + produce) -> consumers -> PostgreSQL."""
+    opts = ctx.opts
+    settings = ctx.isolated("sale", api_workers=opts.api_workers)
+    ctx.bar.phase("sale: start stack", 1)
+    await asyncio.to_thread(prepare, settings)
+    procs = BenchProcesses(settings, ctx.log_dir)
+    fleet: loadgen.GeneratorFleet | None = None
+    conn = await db.connect(settings.database_url, settings.db_schema)
+    reader = await _lag_reader(settings.kafka_bootstrap)
+    try:
+        procs.start_api(opts.api_workers)
+        for _ in range(opts.consumers):
+            procs.add_consumer()
+        await procs.wait_api_ready()
+        await procs.wait_assigned(opts.partitions)
+        n_coupons = opts.partitions * opts.coupons_per_partition
+        stock = default_stock(opts, n_coupons)
+        coupon_ids = await _create_coupons(settings, opts, stock)
+        plan = loadgen.make_plan(coupon_ids, opts.requests, opts.duplicate_ratio, opts.seed)
+        fleet = loadgen.GeneratorFleet.start(
+            plan, settings.api_port, opts.generators, opts.concurrency, opts.max_load_seconds
+        )
+        await _wait(fleet.all_ready, 60, "the load generators to start")
+        meter = CpuMeter({"generators": fleet.pids(), **procs.pids(), **ctx.extra_pids})
+        sampler = Sampler(
+            conn,
+            reader,
+            settings.topic,
+            settings.consumer_group,
+            procs.live_consumers,
+            fleet.answered,
+        )
+        ctx.bar.phase(f"sale: {opts.requests:,} presses", len(plan))
+        meter.start()
+        sampler.restart_clock()
+        fleet.release()
+        results = await _run_load(fleet, sampler, ctx.bar, len(plan))
+        meter.stop()
+        load = summarize_load(plan, results, stock)
+        ctx.bar.phase("sale: drain", load["accepted"])
+        drained_at = await _wait_drained(sampler, load["accepted"], opts.drain_timeout_s, ctx.bar)
+        correctness = await db.check(conn, load.pop("expected_per_coupon"), load.pop("request_ids"))
+        e2e = await db.end_to_end_ms(conn)
+        processed_span = await db.processed_span_s(conn)
+        return {
+            "coupons": len(coupon_ids),
+            "stock_per_coupon": stock,
+            "api_workers": opts.api_workers,
+            "consumers": opts.consumers,
+            "generators": opts.generators,
+            "concurrency": opts.concurrency,
+            **load,
+            "drain_after_last_answer_s": (
+                drained_at - load["last_answer_at"] if drained_at is not None else None
+            ),
+            "drained": drained_at is not None,
+            "consumer_processed_per_s": (
+                correctness.accepted / processed_span if processed_span > 0 else 0.0
+            ),
+            "end_to_end_ms": e2e,
+            "correctness": correctness.as_dict(),
+            "cpu_seconds": meter.used,
+            "cpu_share": meter.shares(ctx.cores),
+            "load_wall_s": meter.wall,
+            "timeseries": sampler.as_dicts(),
+        }
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        await asyncio.to_thread(procs.stop)
+        if reader:
+            await reader.stop()
+        await conn.close()
+
+
+async def _wait(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _run_load(
+    fleet: loadgen.GeneratorFleet, sampler: Sampler, bar: Bar, total: int
+) -> list[loadgen.GeneratorResult]:
+    """Sample every half second until every generator has sent its result."""
+    results: dict[int, loadgen.GeneratorResult] = {}
+    while len(results) < len(fleet.pipes):
+        s = await sampler.sample()
+        bar.update(
+            s.answered, f"{s.accepted:,} accepted, lag {s.lag if s.lag is not None else '?'}"
+        )
+        for i, pipe in enumerate(fleet.pipes):
+            if i not in results and pipe.poll():
+                results[i] = await asyncio.to_thread(pipe.recv)
+        if len(results) < len(fleet.pipes):
+            if not any(p.is_alive() for p in fleet.processes) and not any(
+                pipe.poll() for pipe in fleet.pipes
+            ):
+                raise RuntimeError("a load generator died without a result")
+            await asyncio.sleep(0.5)
+    return [results[i] for i in range(len(fleet.pipes))]
+
+
+async def _wait_drained(
+    sampler: Sampler, accepted: int, timeout_s: float, bar: Bar
+) -> float | None:
+    """time.time() when every accepted request has a row, or None at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        s = await sampler.sample()
+        bar.update(s.processed, f"lag {s.lag if s.lag is not None else '?'}")
+        if s.processed >= accepted:
+            return time.time()
+        await asyncio.sleep(0.1)
+    return None
+
+
+def _percentiles_ms(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    a = np.asarray(values) * 1000
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(a.max())}
+
+
+def summarize_load(
+    plan: loadgen.RequestPlan, results: Sequence[loadgen.GeneratorResult], stock: int
+) -> dict[str, Any]:
+    """Rates, latencies, answers by reason, and what the database must show afterwards."""
+    codes: Counter[str] = Counter()
+    latencies: list[float] = []
+    accepted_latencies: list[float] = []
+    deciders: dict[int, set[int]] = defaultdict(set)  # coupon -> users the gate decided for
+    request_ids: list[str] = []
+    errors: Counter[str] = Counter()
+    last_answer = 0.0
+    for r in results:
+        request_ids.extend(r.request_ids)
+        errors.update(r.errors)
+        for pos, code in enumerate(r.codes):
+            codes[loadgen.NAMES[code]] += 1
+            if code == 0:
+                continue
+            latencies.append(r.latencies[pos])
+            last_answer = max(last_answer, r.finished_at[pos])
+            if code == loadgen.ACCEPTED:
+                accepted_latencies.append(r.latencies[pos])
+            if code in loadgen.DEFINITIVE:
+                i = r.indices[pos]
+                deciders[plan.coupon_index[i]].add(plan.user_index[i])
+    started = min(r.started_at for r in results)
+    window = max(1e-9, last_answer - started)
+    sent = len(latencies)
+    accepted = codes["ACCEPTED"]
+    cpu = sum(r.cpu_seconds for r in results)
+    return {
+        "sent": sent,
+        "not_sent": codes.pop("NOT_SENT", 0),
+        "accepted": accepted,
+        "answers": dict(codes),
+        "transport_errors": dict(errors),
+        "load_s": window,
+        "answered_per_s": sent / window,
+        "accepted_per_s": accepted / window,
+        "latency_ms": _percentiles_ms(latencies),
+        "accepted_latency_ms": _percentiles_ms(accepted_latencies),
+        "generator_cpu_s": cpu,
+        "last_answer_at": last_answer,
+        "expected_per_coupon": {
+            plan.coupon_ids[c]: min(stock, len(users)) for c, users in deciders.items()
+        },
+        "request_ids": request_ids,
+    }

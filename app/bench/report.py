@@ -1,0 +1,221 @@
+"""The bench report: ratios, a table on stdout, JSON, and the lag / issues/s / replicas plot."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+# The old system's own claims (issue 6), for the "x the old design" column.
+OLD_REDIS_LIST_WORKER_PER_S = 33.0
+OLD_KAFKA_3_PARTITIONS_PER_S = 100.0
+
+
+def _get(report: dict[str, Any], *path: str) -> Any:
+    node: Any = report
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def ratios(report: dict[str, Any]) -> dict[str, float | None]:
+    """The comparisons the README quotes, all from numbers measured in this run."""
+    consumer = _get(report, "drain", "issues_per_s")
+    return {
+        "consumer_vs_one_by_one": _ratio(consumer, _get(report, "baseline", "issues_per_s")),
+        "consumer_vs_postgres_insert": _ratio(
+            consumer, _get(report, "limits", "postgres_insert_rows_per_s")
+        ),
+        "api_accepted_vs_redis_gate": _ratio(
+            _get(report, "sale", "accepted_per_s"),
+            _get(report, "limits", "redis_gate_pipelined_per_s"),
+        ),
+        "consumer_vs_old_kafka_claim": _ratio(consumer, OLD_KAFKA_3_PARTITIONS_PER_S),
+    }
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float | int):
+        return f"{value:,.{digits}f}{unit}"
+    return str(value)
+
+
+def _latency(d: dict[str, float] | None) -> str:
+    if not d:
+        return "-"
+    return " / ".join(f"{d[k]:.1f}" for k in ("p50", "p95", "p99", "max") if k in d)
+
+
+def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(measure, value, target or note) lines of the table."""
+
+    def g(*path: str) -> Any:
+        return _get(report, *path)
+
+    r = report.get("ratios", {})
+    out: list[tuple[str, str, str]] = []
+    if g("sale"):
+        answers = g("sale", "answers") or {}
+        rejects = ", ".join(f"{k} {v:,}" for k, v in sorted(answers.items()) if k != "ACCEPTED")
+        cpu = g("sale", "cpu_share") or {}
+        out += [
+            ("API accepted req/s", _fmt(g("sale", "accepted_per_s")), "target >= 3,000"),
+            ("API answered req/s (all)", _fmt(g("sale", "answered_per_s")), ""),
+            ("API latency ms p50/p95/p99/max", _latency(g("sale", "latency_ms")), "p99 < 50"),
+            ("  accepted only", _latency(g("sale", "accepted_latency_ms")), ""),
+            ("rejects by reason", rejects or "none", ""),
+            ("end-to-end ms p50/p95/p99/max", _latency(g("sale", "end_to_end_ms")), "press -> row"),
+            ("sale: consumer rows/s", _fmt(g("sale", "consumer_processed_per_s")), "arrival-bound"),
+            (
+                "drain after last answer",
+                _fmt(g("sale", "drain_after_last_answer_s"), " s", 2),
+                "target <= 15 s",
+            ),
+            (
+                "correct (issued=min(stock,users), ...)",
+                _fmt(g("sale", "correctness", "ok")),
+                f"issued {g('sale', 'correctness', 'issued')} / expected "
+                f"{g('sale', 'correctness', 'expected_issued')}",
+            ),
+            (
+                "CPU share gen/api/consumers",
+                " / ".join(
+                    f"{cpu.get(k, 0) * 100:.0f}%" for k in ("generators", "api", "consumers")
+                ),
+                "of all cores, during the load",
+            ),
+        ]
+    if g("drain"):
+        out += [
+            (
+                f"consumer issues/s ({g('drain', 'consumers')} consumers)",
+                _fmt(g("drain", "issues_per_s")),
+                "target >= 10,000",
+            ),
+            (
+                f"drain of {g('drain', 'backlog'):,} backlog",
+                _fmt(g("drain", "drain_s_from_start"), " s", 2),
+                "incl. process start + group join",
+            ),
+        ]
+    if g("baseline"):
+        out.append(
+            ("one-by-one consumer issues/s", _fmt(g("baseline", "issues_per_s")), "naive design")
+        )
+    if g("limits"):
+        out += [
+            (
+                "limit: PG batched insert rows/s",
+                _fmt(g("limits", "postgres_insert_rows_per_s")),
+                "",
+            ),
+            (
+                "limit: Redis gate calls/s",
+                _fmt(g("limits", "redis_gate_pipelined_per_s")),
+                "pipelined",
+            ),
+            ("  via RedisGate, 1 process", _fmt(g("limits", "redis_gate_one_process_per_s")), ""),
+        ]
+    if g("drain", "broker_produce_per_s"):
+        out.append(
+            ("limit: broker produce msg/s", _fmt(g("drain", "broker_produce_per_s")), "acks=all")
+        )
+    if r.get("consumer_vs_one_by_one"):
+        out.append(("ratio: consumer / one-by-one", _fmt(r["consumer_vs_one_by_one"], "x", 1), ""))
+    if r.get("consumer_vs_postgres_insert"):
+        out.append(
+            (
+                "ratio: consumer / PG insert",
+                _fmt(r["consumer_vs_postgres_insert"] * 100, "%"),
+                "target >= 50%",
+            )
+        )
+    if r.get("api_accepted_vs_redis_gate"):
+        out.append(
+            ("ratio: API / Redis gate", _fmt(r["api_accepted_vs_redis_gate"] * 100, "%"), "")
+        )
+    return out
+
+
+def print_table(report: dict[str, Any], console: Console | None = None) -> None:
+    machine = report.get("machine", {})
+    table = Table(
+        title=f"coupon-issuer bench ({machine.get('cores')} cores, load avg before "
+        f"{machine.get('load_before')})",
+        title_justify="left",
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target / note")
+    for measure, value, note in rows(report):
+        table.add_row(measure, value, note)
+    (console or Console(width=max(110, Console().width))).print(table)
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
+def _rate(series: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    ts, rates = [], []
+    for a, b in itertools.pairwise(series):
+        dt = b["t"] - a["t"]
+        if dt > 0:
+            ts.append(b["t"])
+            rates.append((b[key] - a[key]) / dt)
+    return ts, rates
+
+
+def write_plot(report: dict[str, Any], path: Path) -> None:
+    """Lag, issues/s and consumer replicas over time, for the flash sale and the drain phase."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = [
+        (name, report[key]["timeseries"])
+        for key, name in (("sale", "flash sale through the API"), ("drain", "backlog drain"))
+        if report.get(key) and report[key].get("timeseries")
+    ]
+    if not phases:
+        return
+    fig, axes = plt.subplots(
+        3, len(phases), figsize=(6 * len(phases), 8), sharex="col", squeeze=False
+    )
+    for col, (name, series) in enumerate(phases):
+        t = [s["t"] for s in series]
+        lag_ax, rate_ax, rep_ax = axes[0][col], axes[1][col], axes[2][col]
+        lag_ax.plot(t, [s["lag"] if s["lag"] is not None else float("nan") for s in series])
+        lag_ax.set_title(name)
+        lag_ax.set_ylabel("consumer lag (msgs)")
+        ts, processed = _rate(series, "processed")
+        rate_ax.plot(ts, processed, label="processed/s (consumers)")
+        if any(s["accepted"] for s in series):
+            ta, accepted = _rate(series, "accepted")
+            rate_ax.plot(ta, accepted, label="accepted/s (API)")
+        rate_ax.set_ylabel("per second")
+        rate_ax.legend(loc="upper right", fontsize="small")
+        rep_ax.step(t, [s["replicas"] for s in series], where="post")
+        rep_ax.set_ylabel("consumer replicas")
+        rep_ax.set_xlabel("seconds")
+        rep_ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
