@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -236,3 +237,19 @@ async def consumers_waiting_on_locks(stack: Stack) -> int:
         f"coupon-consumer:{stack.settings.consumer_group}",
     )
     return int(n)
+
+
+@contextlib.asynccontextmanager
+async def holding_coupon_rows(stack: Stack, coupon_ids: list[str]) -> AsyncIterator[None]:
+    """A slow database: hold the coupons' rows locked, so every batch touching them waits."""
+    async with stack.pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute(
+                "SELECT id FROM coupons WHERE id = ANY($1::uuid[]) FOR UPDATE",
+                [uuid.UUID(c) for c in coupon_ids],
+            )
+            yield
+        finally:
+            await tx.rollback()

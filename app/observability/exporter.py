@@ -19,22 +19,16 @@ from typing import Protocol
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
     CollectorRegistry,
-    generate_latest,
 )
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
 
 from app.adapters import postgres
 from app.autoscaling.lag import LagReader, LagReadError, LagSnapshot, PartitionLag
 from app.config import Settings
-from app.observability.http import serve_in_background
+from app.observability.http import health_app, serve_in_background
 from app.observability.lag_state import CouponGauge, ExporterState
 
 log = logging.getLogger(__name__)
@@ -237,28 +231,6 @@ def exporter_registry(state: ExporterState) -> CollectorRegistry:
     return registry
 
 
-def exporter_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> Starlette:
-    """/metrics from ``registry``; /healthz (alive); /readyz (a Kafka poll succeeded lately)."""
-
-    async def metrics_endpoint(_: Request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    async def healthz(_: Request) -> Response:
-        return PlainTextResponse("ok")
-
-    async def readyz(_: Request) -> Response:
-        ok = ready()
-        return PlainTextResponse("ready" if ok else "not ready", status_code=200 if ok else 503)
-
-    return Starlette(
-        routes=[
-            Route("/metrics", metrics_endpoint),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-        ]
-    )
-
-
 async def run_lag_exporter(
     settings: Settings,
     *,
@@ -288,11 +260,11 @@ async def run_lag_exporter(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
-    def ready() -> bool:
+    async def ready() -> bool:  # a Kafka poll succeeded lately
         return state.kafka_ok_since(time.time() - 3 * max(poll_interval_s, 5.0))
 
     server, server_task = serve_in_background(
-        exporter_app(exporter_registry(state), ready),
+        health_app(ready, exporter_registry(state)),
         settings.api_host,
         settings.lag_exporter_port if port is None else port,
     )

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -16,9 +16,11 @@ from starlette.routing import Route
 ReadyCheck = Callable[[], Awaitable[bool]]
 
 
-def health_app(ready: ReadyCheck) -> Starlette:
+def health_app(ready: ReadyCheck, registry: CollectorRegistry = REGISTRY) -> Starlette:
+    """/metrics from ``registry``, /healthz (alive), /readyz (``ready()``)."""
+
     async def metrics_endpoint(_: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")

@@ -14,6 +14,7 @@ from tests.stack import (
     Stack,
     consumers_waiting_on_locks,
     coupons_on_every_partition,
+    holding_coupon_rows,
     isolated_settings,
     wait_until,
 )
@@ -34,11 +35,7 @@ async def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(stack: Sta
     ids = [uuid.UUID(c) for c in coupons]
 
     # Hold every coupon row: each consumer's batch blocks inside its transaction.
-    blocker = await stack.pool.acquire()
-    tx = blocker.transaction()
-    await tx.start()
-    await blocker.execute("SELECT id FROM coupons WHERE id = ANY($1::uuid[]) FOR UPDATE", ids)
-    try:
+    async with holding_coupon_rows(stack, coupons):
         presses = [(c, f"u{i}") for c in coupons for i in range(USERS)]
         answers = await asyncio.gather(*(stack.request_issue(c, u) for c, u in presses))
         accepted = sum(a.status_code == 202 for a in answers)
@@ -53,9 +50,6 @@ async def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(stack: Sta
         victim = stack.consumers[0]
         victim.stop(signal.SIGKILL)
         assert victim.popen.returncode == -signal.SIGKILL
-    finally:
-        await tx.rollback()
-        await stack.pool.release(blocker)
 
     for coupon_id in coupons:
         await stack.wait_processed(coupon_id, STOCK, timeout=90)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from tests.stack import (
     Stack,
     consumers_waiting_on_locks,
     coupons_on_every_partition,
+    holding_coupon_rows,
     isolated_settings,
     wait_until,
 )
@@ -45,29 +45,23 @@ async def test_burst_scales_consumers_up_to_partitions_and_back_without_loss(
     task = asyncio.create_task(scaler.run(stop))
     try:
         coupons = await coupons_on_every_partition(stack, STOCK)
-        ids = [uuid.UUID(c) for c in coupons]
         # A slow database: the consumer's batches wait on the coupon rows, so lag builds up.
-        blocker = await stack.pool.acquire()
-        tx = blocker.transaction()
-        await tx.start()
-        await blocker.execute("SELECT id FROM coupons WHERE id = ANY($1::uuid[]) FOR UPDATE", ids)
         started = time.monotonic()
-        first = await asyncio.gather(
-            *(stack.request_issue(c, f"a{i}") for c in coupons for i in range(USERS // 2))
-        )
+        async with holding_coupon_rows(stack, coupons):
+            first = await asyncio.gather(
+                *(stack.request_issue(c, f"a{i}") for c in coupons for i in range(USERS // 2))
+            )
 
-        async def at_partition_count() -> bool:
-            return pool.count() == settings.partitions
+            async def at_partition_count() -> bool:
+                return pool.count() == settings.partitions
 
-        await wait_until(at_partition_count, 30, "the consumers to scale up to the partition count")
-        scaled_up_after = time.monotonic() - started
+            await wait_until(at_partition_count, 30, "the consumers to scale up to partitions")
+            scaled_up_after = time.monotonic() - started
 
-        async def blocked() -> bool:  # the new consumers have their partitions and wait too
-            return await consumers_waiting_on_locks(stack) >= 1
+            async def blocked() -> bool:  # the new consumers have their partitions and wait too
+                return await consumers_waiting_on_locks(stack) >= 1
 
-        await wait_until(blocked, 30, "a batch waiting on the locked rows")
-        await tx.rollback()
-        await stack.pool.release(blocker)
+            await wait_until(blocked, 30, "a batch waiting on the locked rows")
         # More presses while the group rebalances and drains.
         second = await asyncio.gather(
             *(stack.request_issue(c, f"b{i}") for c in coupons for i in range(USERS // 2))
