@@ -82,6 +82,19 @@ async def end_to_end_ms(conn: asyncpg.Connection) -> dict[str, float]:
     return {"p50": p50, "p95": p95, "p99": p99, "max": float(row["mx"])}
 
 
+async def batch_throughput(conn: asyncpg.Connection) -> float:
+    """Rows per second between the first and the last batch transaction (``processed_at`` is
+    the transaction's start), not counting the first batch's rows."""
+    row = await conn.fetchrow(
+        "WITH b AS (SELECT min(processed_at) AS t0, max(processed_at) AS t1 FROM issue_requests)"
+        " SELECT extract(epoch FROM b.t1 - b.t0) AS span,"
+        " (SELECT count(*) FROM issue_requests, b WHERE processed_at > b.t0) AS n FROM b"
+    )
+    if row is None or not row["span"]:
+        return 0.0
+    return float(row["n"]) / float(row["span"])
+
+
 async def processed_span_s(conn: asyncpg.Connection) -> float:
     """Seconds between the first and the last batch transaction that wrote a row."""
     span = await conn.fetchval(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,20 +39,33 @@ class Sampler:
     samples: list[Sample] = field(default_factory=list)
     _t0: float = field(default_factory=time.monotonic)
     _last_lag: int | None = None
-    _lag_at: float = -1e9
+    _lag_task: asyncio.Task[None] | None = None
 
     def restart_clock(self) -> None:
         self._t0 = time.monotonic()
 
-    async def sample(self) -> Sample:
-        now = time.monotonic()
-        if self.lag_reader is not None and now - self._lag_at >= self.lag_every_s:
-            self._lag_at = now
+    async def __aenter__(self) -> Sampler:
+        if self.lag_reader is not None:
+            self._lag_task = asyncio.create_task(self._read_lag_forever(self.lag_reader))
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
+
+    async def _read_lag_forever(self, reader: LagReader) -> None:
+        """Lag at its own pace, so a slow broker read never delays the row counts."""
+        while True:
             try:
-                snapshot = await self.lag_reader.read(self.topic, self.group)
-                self._last_lag = snapshot.total_lag
+                self._last_lag = (await reader.read(self.topic, self.group)).total_lag
             except (LagReadError, OSError):
                 self._last_lag = None
+            await asyncio.sleep(self.lag_every_s)
+
+    async def sample(self) -> Sample:
+        now = time.monotonic()
         answered, accepted = self.answers()
         s = Sample(
             t=now - self._t0,
