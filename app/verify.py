@@ -33,10 +33,10 @@ from uuid import UUID
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from app.adapters.redis_gate import RedisGate
+from app.autoscaling.lag import TopicNotFound, read_lag
 from app.config import Settings
 from app.consumer.dlq import Entry, list_dead_letters
 from app.domain.codec import DecodeError, decode
@@ -375,47 +375,20 @@ async def _read_topic(settings: Settings, report: VerifyReport) -> _TopicState |
     """Lag of the consumer group per partition of the request topic, and the dead letters."""
     try:
         async with asyncio.timeout(_KAFKA_TIMEOUT_S):
-            partitions, lag = await read_partition_lag(
-                settings.kafka_bootstrap, settings.topic, settings.consumer_group
-            )
+            try:
+                snapshot = await read_lag(
+                    settings.kafka_bootstrap, settings.topic, settings.consumer_group
+                )
+                lag = {p.partition: p.lag for p in snapshot.partitions}
+            except TopicNotFound:
+                lag = {}
             dlq = await list_dead_letters(settings.kafka_bootstrap, settings.dlq_topic)
     except Exception as exc:
         report.notes.append(f"broker at {settings.kafka_bootstrap} could not be read: {exc!r}")
         return None
     report.partition_lag = lag
     report.dead_letters = len(dlq)
-    return _TopicState(partitions, lag, dlq)
-
-
-async def read_partition_lag(bootstrap: str, topic: str, group: str) -> tuple[int, dict[int, int]]:
-    """(partition count, {partition: high watermark - committed offset}) for ``group``.
-
-    Assigns partitions by hand (never joins the group, commits nothing); the high watermark comes
-    from a fetch, as in ``app.consumer.dlq``, not from ListOffsets.
-    """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            return 0, {}
-        consumer.assign(tps)
-        committed = {tp: await consumer.committed(tp) for tp in tps}
-        for tp in tps:
-            consumer.seek(tp, committed[tp] or 0)
-        while any(consumer.highwater(tp) is None for tp in tps):
-            await consumer.getmany(*tps, timeout_ms=200, max_records=1)
-        lag = {}
-        for tp in tps:
-            high = consumer.highwater(tp)
-            assert high is not None
-            lag[tp.partition] = max(0, high - (committed[tp] or 0))
-        return len(tps), lag
-    finally:
-        await consumer.stop()
+    return _TopicState(len(lag), lag, dlq)
 
 
 # --- the command --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -12,15 +13,17 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from app.config import Settings
 from app.consumer.dlq import list_dead_letters
 from app.devstack import child_env
-from tests.stack import Stack, consumers_waiting_on_locks, wait_until
+from tests.stack import Stack, wait_until
 
 REPORT_ENV = "COUPON_CHAOS_REPORT"
 
@@ -32,6 +35,8 @@ class Sale:
     coupons: list[str]
     answers: Counter[int] = field(default_factory=Counter)
     accepted_users: dict[str, set[str]] = field(default_factory=dict)
+    accepted_per_coupon: Counter[str] = field(default_factory=Counter)
+    retried_503: int = 0
 
     @property
     def accepted(self) -> int:
@@ -41,23 +46,42 @@ class Sale:
     def requests(self) -> int:
         return sum(self.answers.values())
 
-    async def wave(self, stack: Stack, users: Sequence[str]) -> Counter[int]:
-        """Every user presses on every coupon of the sale, all at once."""
+    async def wave(
+        self, stack: Stack, users: Sequence[str], retry_503_for: float = 0
+    ) -> Counter[int]:
+        """Every user presses on every coupon of the sale, all at once.
+
+        With ``retry_503_for`` > 0, a press answered 503 is retried (as a client would) until it
+        gets another answer or the time is up; the final answers are returned.
+        """
         presses = [(c, u) for c in self.coupons for u in users]
-        responses = await asyncio.gather(*(stack.request_issue(c, u) for c, u in presses))
-        got: Counter[int] = Counter()
-        for (coupon, user), r in zip(presses, responses, strict=True):
-            got[r.status_code] += 1
-            if r.status_code == 202:
-                self.accepted_users.setdefault(coupon, set()).add(user)
-        self.answers += got
-        assert not [code for code in got if code >= 500 and code != 503], got
-        return got
+        responses = await asyncio.gather(*(self.press(stack, c, u) for c, u in presses))
+        final = dict(zip(presses, (r.status_code for r in responses), strict=True))
+        deadline = time.monotonic() + retry_503_for
+        while time.monotonic() < deadline and 503 in final.values():
+            again = [p for p, code in final.items() if code == 503]
+            self.retried_503 += len(again)
+            answers = await asyncio.gather(*(self.press(stack, c, u) for c, u in again))
+            final.update(zip(again, (r.status_code for r in answers), strict=True))
+            await asyncio.sleep(0.2)
+        return Counter(final.values())
+
+    async def press(self, stack: Stack, coupon: str, user: str) -> httpx.Response:
+        r = await stack.request_issue(coupon, user)
+        self._note(coupon, user, r)
+        assert r.status_code < 500 or r.status_code == 503, r.text
+        return r
+
+    def _note(self, coupon: str, user: str, r: httpx.Response) -> None:
+        self.answers[r.status_code] += 1
+        if r.status_code == 202:
+            self.accepted_users.setdefault(coupon, set()).add(user)
+            self.accepted_per_coupon[coupon] += 1
 
     async def drain(self, stack: Stack, timeout: float = 90) -> None:
-        """Wait until every accepted request of the sale has its row."""
+        """Wait until every accepted request of the sale has its row (one row per acceptance)."""
         for coupon in self.coupons:
-            await stack.wait_processed(coupon, len(self.accepted_users.get(coupon, ())), timeout)
+            await stack.wait_processed(coupon, self.accepted_per_coupon[coupon], timeout)
 
 
 def users(prefix: str, n: int) -> list[str]:
@@ -81,12 +105,56 @@ async def coupon_rows_locked(stack: Stack, coupons: Sequence[str]) -> AsyncItera
         await stack.pool.release(conn)
 
 
-async def wait_blocked_batches(stack: Stack, at_least: int, timeout: float = 60) -> int:
-    async def blocked() -> int:
-        n = await consumers_waiting_on_locks(stack)
-        return n if n >= at_least else 0
+async def blocked_consumers(stack: Stack) -> set[int]:
+    """Indexes of this stack's consumer processes with a batch blocked on a row lock right now.
 
-    return await wait_until(blocked, timeout, f"{at_least} consumer batches blocked on the lock")
+    PostgreSQL names the client port of each waiting backend; /proc says which process owns it.
+    """
+    ports = {
+        r["client_port"]
+        for r in await stack.pool.fetch(
+            "SELECT client_port FROM pg_stat_activity WHERE application_name = $1"
+            " AND wait_event_type = 'Lock'",
+            f"coupon-consumer:{stack.settings.consumer_group}",
+        )
+    }
+    inode_of_port = _local_port_inodes()
+    wanted = {inode_of_port[p] for p in ports if p in inode_of_port}
+    return {
+        i for i in live_consumers(stack) if _socket_inodes(stack.consumers[i].popen.pid) & wanted
+    }
+
+
+def _local_port_inodes() -> dict[int, str]:
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table, encoding="ascii") as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                found[int(fields[1].rsplit(":", 1)[1], 16)] = fields[9]
+    return found
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    return inodes
+
+
+async def wait_blocked(stack: Stack, every: bool) -> set[int]:
+    """Wait until one consumer (or every live one) is blocked mid-batch; returns which are."""
+
+    async def blocked() -> set[int]:
+        now = await blocked_consumers(stack)
+        return now if now and (not every or set(live_consumers(stack)) <= now) else set()
+
+    what = "every live consumer" if every else "a consumer"
+    return await wait_until(blocked, 60, f"{what} to block mid-batch on the row lock")
 
 
 def live_consumers(stack: Stack) -> list[int]:
@@ -112,7 +180,7 @@ async def dead_letters_for(settings: Settings, coupons: Sequence[str]) -> int:
 _CLI_HAS_VERIFY: bool | None = None
 
 
-async def _cli(settings: Settings, *args: str) -> tuple[int, str, str]:
+async def cli(settings: Settings, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -131,9 +199,9 @@ async def run_verify(settings: Settings) -> dict[str, Any]:
     """``coupon-issuer verify --json`` over the whole schema; fails the test on any violation."""
     global _CLI_HAS_VERIFY
     if _CLI_HAS_VERIFY is None:
-        _CLI_HAS_VERIFY = (await _cli(settings, "verify", "--help"))[0] == 0
+        _CLI_HAS_VERIFY = (await cli(settings, "verify", "--help"))[0] == 0
     if _CLI_HAS_VERIFY:
-        code, out, err = await _cli(settings, "verify", "--json")
+        code, out, err = await cli(settings, "verify", "--json")
         assert code in (0, 1), f"verify crashed ({code}): {err[-2000:]}"
         report: dict[str, Any] = json.loads(out)
         assert (code == 0) == report["ok"], (code, report)

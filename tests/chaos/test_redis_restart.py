@@ -1,0 +1,142 @@
+"""Redis dies and comes back empty mid-sale: clean 503s meanwhile, the gate is rebuilt, no over-issue.
+
+The machine's Redis is shared with other tests, so this scenario starts its own redis-server.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import pytest_asyncio
+
+from app.devstack import ManagedProcess, _detach_and_die_with_parent, _start_redis, wait_for_port
+from app.verify import verify
+from tests.chaos.harness import (
+    Sale,
+    coupon_rows_locked,
+    record,
+    run_verify,
+    users,
+    wait_blocked,
+)
+from tests.stack import Stack, isolated_settings, wait_until
+
+pytestmark = pytest.mark.slow
+GATE_CHECKS = {"gate_missing_holder", "gate_too_small"}
+
+
+@dataclass
+class OwnRedis:
+    """A throw-away redis-server (no persistence: a restart is also a flush)."""
+
+    url: str
+    process: ManagedProcess
+
+    def kill(self) -> None:
+        self.process.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        popen = subprocess.Popen(
+            self.process.popen.args,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=_detach_and_die_with_parent,
+        )
+        self.process = ManagedProcess("redis", popen)
+        wait_for_port("127.0.0.1", urlparse(self.url).port or 6379, 10, "redis-server")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def redis_stack(
+    kafka_bootstrap: str, tmp_path: Path
+) -> AsyncIterator[tuple[Stack, OwnRedis]]:
+    url, process = _start_redis(tmp_path)
+    redis = OwnRedis(url, process)
+    settings = isolated_settings(kafka_bootstrap, redis_url=url)
+    stack = await Stack(settings, tmp_path).start(consumers=2)
+    yield stack, redis
+    await stack.stop()
+    redis.process.stop()
+
+
+async def _readyz(stack: Stack) -> int:
+    assert stack.http is not None
+    return (await stack.http.get("/readyz")).status_code
+
+
+async def _until_ready(stack: Stack) -> None:
+    async def ready() -> bool:
+        return await _readyz(stack) == 200
+
+    await wait_until(ready, 30, "the API to be ready again")
+
+
+async def _while_away(stack: Stack, sale: Sale, prefix: str) -> int:
+    """Presses while Redis is down: every one a clean 503 naming the gate; /readyz says 503."""
+    got = await sale.wave(stack, users(prefix, 20))
+    assert set(got) == {503}, got
+    assert stack.http is not None
+    answer = await stack.request_issue(sale.coupons[0], f"{prefix}-probe")
+    assert answer.status_code == 503 and answer.json()["success"] is False, answer.text
+    assert await _readyz(stack) == 503
+    return got[503] + 1
+
+
+async def test_redis_lost_mid_sale_answers_503_rebuilds_the_gate_and_never_over_issues(
+    redis_stack: tuple[Stack, OwnRedis], capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack, redis = redis_stack
+    started, stock = time.monotonic(), 200
+    sale = Sale([await stack.create_coupon(stock)])
+    coupon = sale.coupons[0]
+    unavailable = 0
+
+    # 1. Redis dies while 120 accepted requests are still in flight (the coupon row is held).
+    async with coupon_rows_locked(stack, sale.coupons):
+        assert (await sale.wave(stack, users("before", 120))) == {202: 120}
+        await wait_blocked(stack, every=False)
+        redis.kill()
+        unavailable += await _while_away(stack, sale, "away1")
+        redis.restart()  # empty: the gate's users set and counters are gone
+        await _until_ready(stack)
+        # Rebuilt from PostgreSQL, which has no holder yet: the gate re-admits in-flight users
+        # and admits up to the stock again. PostgreSQL must refuse all of the excess.
+        await sale.wave(stack, users("before", 60) + users("after", 140))
+    await sale.drain(stack)
+    outcomes = await stack.outcomes(coupon)
+    assert outcomes["ISSUED"] == stock  # never more, whatever the gate admitted
+    assert sale.accepted > stock
+    first = await verify(stack.settings, None)
+    in_flight_gap = [v for v in first.violations if v.check in GATE_CHECKS]
+    assert [v for v in first.violations if v.check not in GATE_CHECKS] == []
+
+    # 2. Redis dies again once everything is processed: the rebuild is now exact.
+    redis.kill()
+    unavailable += await _while_away(stack, sale, "away2")
+    redis.restart()
+    await _until_ready(stack)
+    late = await sale.wave(stack, users("before", 10) + users("late", 10), retry_503_for=20)
+    assert late == {409: 10, 410: 10}, late  # holders are known again; stock is gone
+    report = await run_verify(stack.settings)
+    record(
+        capsys,
+        "redis-restart",
+        sale,
+        report,
+        started,
+        answered_503=unavailable,
+        retried_503_after_ready=sale.retried_503,
+        over_admitted_by_gate=sale.accepted - stock,
+        gate_gap_after_inflight_rebuild=len(in_flight_gap),
+    )
+    if in_flight_gap:
+        pytest.xfail(
+            "known gap: a gate rebuilt while requests are in flight misses their holders until"
+            f" the next rebuild ({'; '.join(v.detail for v in in_flight_gap)})"
+        )
