@@ -60,7 +60,8 @@ async def _lag_reader(bootstrap: str) -> LagReader | None:
 async def measure_ceilings(ctx: RunContext) -> dict[str, Any]:
     """Raw PostgreSQL batched insert and raw Redis gate script rates."""
     scratch = ctx.isolated("scratch")
-    rows = max(50_000, min(300_000, ctx.opts.backlog * 2))
+    rows = max(10_000, min(300_000, ctx.opts.backlog * 2))
+    calls = max(5_000, min(200_000, ctx.opts.backlog * 2))
     ctx.bar.phase("limit: PG insert", 1)
     pg = await ceilings.postgres_insert_rate(
         scratch.database_url,
@@ -75,7 +76,7 @@ async def measure_ceilings(ctx: RunContext) -> dict[str, Any]:
     pipelined, direct = await ceilings.redis_gate_rates(
         scratch.redis_url,
         scratch.redis_prefix,
-        calls=200_000,
+        calls=calls,
         concurrency=64,
         pipeline=500,
         time_limit_s=4,
@@ -154,6 +155,8 @@ async def _drain(
         started = time.monotonic()
         for _ in range(consumers):
             procs.add_consumer(extra_env)
+        meter = CpuMeter({**procs.pids(), **ctx.extra_pids})
+        meter.start()
         first: tuple[float, int] | None = None
         last = await sampler.sample()
         deadline = started + ctx.opts.drain_timeout_s + 30
@@ -165,6 +168,10 @@ async def _drain(
                 first = (last.t, last.processed)
             if measure_s is not None and first is not None and last.t - first[0] >= measure_s:
                 break
+        meter.groups["postgres"] = await db.backend_pids(
+            conn, f"coupon-consumer:{settings.consumer_group}"
+        )
+        meter.stop()
         span = (last.t - first[0]) if first else 0.0
         sampled_rate = (last.processed - first[1]) / span if first and span > 0 else 0.0
         batches = await db.batch_throughput(conn)
@@ -179,6 +186,8 @@ async def _drain(
             "measured_s": span,
             "drain_s_from_start": last.t,
             "batch_max": int(extra_env.get("COUPON_BATCH_MAX", settings.batch_max)),
+            "cpu_seconds": meter.used,
+            "cpu_share": meter.shares(ctx.cores),
             "timeseries": sampler.as_dicts(),
         }
     finally:

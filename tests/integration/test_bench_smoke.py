@@ -1,0 +1,69 @@
+"""A small run of the benchmark (the full one is `make bench`): every phase, a few hundred presses.
+
+It checks what the report promises: the correctness verdict is computed and true, every section
+and ratio is present, and the JSON and the plot are written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from app.bench.cli import bench
+from app.bench.options import BenchOptions
+from app.bench.report import print_table, write_json, write_plot
+from app.config import Settings
+from tests.stack import DATABASE_URL, REDIS_URL
+
+
+def test_a_small_bench_run_reports_correct_results(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap, database_url=DATABASE_URL, redis_url=REDIS_URL
+    )
+    opts = BenchOptions(
+        requests=400,
+        duplicate_ratio=0.1,
+        coupons_per_partition=1,
+        concurrency=16,
+        generators=2,
+        api_workers=1,
+        consumers=3,
+        partitions=3,
+        max_load_seconds=20,
+        drain_timeout_s=20,
+        backlog=3000,
+        naive_seconds=1.0,
+        naive_backlog=1000,
+        progress=False,
+        log_dir=tmp_path / "logs",
+    )
+
+    report = bench(settings, opts)
+
+    sale = report["sale"]
+    assert sale["sent"] == 400 and sale["not_sent"] == 0
+    assert sale["accepted"] > 0 and sale["accepted_per_s"] > 0
+    assert set(sale["latency_ms"]) == {"p50", "p95", "p99", "max"}
+    assert sale["answers"]["DUPLICATE"] > 0  # a tenth of the presses repeat a user
+    assert sale["drained"] and sale["drain_after_last_answer_s"] is not None
+    correctness = sale["correctness"]
+    assert correctness["ok"], correctness
+    assert correctness["issued"] == correctness["expected_issued"] > 0
+    assert correctness["accepted"] == sale["accepted"]
+    assert correctness["accepted_without_outcome"] == 0
+    assert set(sale["end_to_end_ms"]) == {"p50", "p95", "p99", "max"}
+    assert sale["cpu_share"]["generators"] > 0 and sale["cpu_share"]["api"] > 0
+
+    assert report["drain"]["drained"] and report["drain"]["processed"] == 3000
+    assert report["drain"]["issues_per_s"] > 0 and report["drain"]["broker_produce_per_s"] > 0
+    assert report["baseline"]["batch_max"] == 1 and report["baseline"]["issues_per_s"] > 0
+    limits = report["limits"]
+    assert limits["postgres_insert_rows_per_s"] > 0 and limits["redis_gate_pipelined_per_s"] > 0
+    assert all(v is not None for v in report["ratios"].values()), report["ratios"]
+    assert report["machine"]["cores"] >= 1
+
+    write_json(report, tmp_path / "bench.json")
+    write_plot(report, tmp_path / "bench.png")
+    assert json.loads((tmp_path / "bench.json").read_text())["sale"]["correctness"]["ok"]
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    print_table(report)
