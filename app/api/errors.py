@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
+from typing import Any
+
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.schemas import FieldError, ValidationFailure
+from app.api.schemas import Failure, FieldError, ValidationFailure
 from app.domain.outcomes import GateOutcome
 
 # outcome -> (status code, message)
@@ -31,8 +35,17 @@ def failure(status: int, reason: str, message: str) -> Response:
     return json_response({"success": False, "message": message, "reason": reason}, status)
 
 
+# Answers every write may give before its handler runs (middleware / body parsing).
+BODY_ANSWERS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Failure, "description": "The body could not be read as JSON"},
+    413: {"model": Failure, "description": "The body is larger than COUPON_MAX_BODY_BYTES"},
+    415: {"model": Failure, "description": "The body is not application/json"},
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_failed)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RedisConnectionError, _gate_unavailable)
     app.add_exception_handler(RedisTimeoutError, _gate_unavailable)
 
@@ -52,6 +65,19 @@ async def _validation_failed(_: Request, exc: Exception) -> Response:
     summary = "; ".join(f"{e.field}: {e.message}" for e in errors)
     body = ValidationFailure(message=f"Invalid request: {summary}", errors=errors)
     return json_response(body.model_dump(), 422)
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    """Framework-raised HTTP errors (unparseable body, 404 route, 405) in our failure shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    reason = HTTPStatus(exc.status_code).name if exc.status_code in _KNOWN_STATUSES else "ERROR"
+    response = failure(exc.status_code, reason, str(exc.detail))
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+_KNOWN_STATUSES = {s.value for s in HTTPStatus}
 
 
 async def _gate_unavailable(_: Request, exc: Exception) -> Response:

@@ -66,7 +66,8 @@ class BodyRules:
             return
         headers = dict(scope["headers"])
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if content_type != _JSON:
+        has_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+        if has_body and content_type != _JSON:
             await _reject(send, 415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.")
             return
         declared = headers.get(b"content-length")

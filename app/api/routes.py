@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from app.adapters import postgres
 from app.adapters.kafka import BrokerUnavailable
 from app.adapters.rate_limit import Limit
-from app.api.errors import GATE_ANSWERS, failure, json_response
+from app.api.errors import BODY_ANSWERS, GATE_ANSWERS, failure, json_response
 from app.api.schemas import (
     CouponCreate,
     CouponView,
@@ -62,7 +62,10 @@ class AdminAuthRequired(Exception):
     "/api/coupons",
     status_code=201,
     dependencies=[Depends(require_admin)],
-    responses={401: {"model": Failure, "description": "Admin token missing or wrong"}},
+    responses={
+        401: {"model": Failure, "description": "Admin token missing or wrong"},
+        **BODY_ANSWERS,
+    },
 )
 async def create_coupon(body: CouponCreate, svc: Svc) -> CouponView:
     coupon = Coupon(
@@ -103,6 +106,10 @@ async def get_coupon(coupon_id: UUID, svc: Svc) -> Any:
         409: {"model": Failure, "description": "Duplicate request"},
         410: {"model": Failure, "description": "Sold out or expired"},
         503: {"model": Failure, "description": "Broker or gate unavailable"},
+        401: {"model": Failure, "description": "Signed-user mode: X-User-Token missing or invalid"},
+        403: {"model": Failure, "description": "Signed-user mode: token issued for another user"},
+        429: {"model": Failure, "description": "Rate limit exceeded (see Retry-After)"},
+        **BODY_ANSWERS,
     },
 )
 async def queue_issue(
@@ -237,7 +244,10 @@ async def dead_letters(svc: Svc) -> list[dict[str, Any]]:
 @router.post(
     "/api/admin/dead-letters/replay",
     dependencies=[Depends(require_admin)],
-    responses={401: {"model": Failure, "description": "Admin token missing or wrong"}},
+    responses={
+        401: {"model": Failure, "description": "Admin token missing or wrong"},
+        **BODY_ANSWERS,
+    },
 )
 async def replay(svc: Svc) -> dict[str, int]:
     """Send dead letters not replayed before back to the request topic."""

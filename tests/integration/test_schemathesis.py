@@ -42,29 +42,6 @@ CASES = [
 ]
 # Rules the schema cannot express: a schema-valid coupon may still be refused (expiresAt in the past).
 EXCLUDED_CHECKS = {("POST", "/api/coupons"): [positive_data_acceptance]}
-# Gaps in app/api's declared responses, found by this test; strict: fixing one fails its xfail.
-KNOWN_GAPS = {
-    ("POST", "/api/coupons", GenerationMode.NEGATIVE): "undeclared 400 for a body that is not JSON",
-    (
-        "POST",
-        "/api/coupons/{coupon_id}/issue/queue",
-        GenerationMode.NEGATIVE,
-    ): "undeclared 400 for a body that is not JSON",
-    (
-        "POST",
-        "/api/admin/dead-letters/replay",
-        GenerationMode.POSITIVE,
-    ): "a body-less POST is answered 415, undeclared (the operation declares no body)",
-}
-
-
-def _params() -> list[Any]:
-    marked = []
-    for method, path, mode in CASES:
-        gap = KNOWN_GAPS.get((method, path, mode))
-        marks = [pytest.mark.xfail(strict=True, reason=gap)] if gap else []
-        marked.append(pytest.param(method, path, mode, marks=marks, id=f"{method} {path} {mode}"))
-    return marked
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +56,9 @@ def api_schema(kafka_bootstrap: str) -> Iterator[Any]:
     asgi.shutdown_lifespans()
 
 
-@pytest.mark.parametrize(("method", "path", "mode"), _params())
+@pytest.mark.parametrize(
+    ("method", "path", "mode"), CASES, ids=[f"{m} {p} {g}" for m, p, g in CASES]
+)
 def test_no_server_error_and_every_response_matches_the_schema(
     api_schema: Any, method: str, path: str, mode: GenerationMode
 ) -> None:
