@@ -36,7 +36,9 @@ from app.observability import metrics
 router = APIRouter()
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """Async on purpose: FastAPI runs a sync dependency in a worker thread (a thread hop and GIL
+    hand-off on every request of the hot path)."""
     svc: Services = request.app.state.services
     return svc
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeAlias, TypeVar
@@ -227,15 +228,19 @@ class IssueWorker:
 
     async def _after_commit(self, plan: BatchPlan) -> None:
         now = datetime.now(UTC)
+        # One labelled-counter update per outcome and batch, not per message: a labels() lookup
+        # and a locked inc() per message cost about a tenth of the consumer's CPU at 1000/batch.
+        outcomes: Counter[str] = Counter()
+        observe = metrics.CONSUMER_END_TO_END.observe
         for decision in plan.decisions:
             if decision.status is IssueStatus.ISSUED:
-                metrics.CONSUMER_MESSAGES.labels("issued").inc()
+                outcomes["issued"] += 1
             else:
                 reason = decision.reason.value.lower() if decision.reason else "unknown"
-                metrics.CONSUMER_MESSAGES.labels(f"rejected_{reason}").inc()
-            metrics.CONSUMER_END_TO_END.observe(
-                max(0.0, (now - decision.request.requested_at).total_seconds())
-            )
+                outcomes[f"rejected_{reason}"] += 1
+            observe(max(0.0, (now - decision.request.requested_at).total_seconds()))
+        for outcome, n in outcomes.items():
+            metrics.CONSUMER_MESSAGES.labels(outcome).inc(n)
         if plan.already_processed:
             metrics.CONSUMER_MESSAGES.labels("duplicate_delivery").inc(plan.already_processed)
         try:
