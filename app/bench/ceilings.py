@@ -85,7 +85,7 @@ async def redis_gate_rates(
         script = client.register_script(
             (resources.files("app.adapters") / "gate_reserve.lua").read_text()
         )
-        keys = gate._keys(coupon)  # the same keys the gate uses
+        keys = gate.keys(coupon)  # the same keys the gate uses
         now_ms = int(time.time() * 1000)
         pipelined = await _pipelined(
             client, script, keys, now_ms, calls, pipeline, concurrency, time_limit_s
@@ -110,7 +110,7 @@ async def _pipelined(
     done = 0
     next_start = 0
     stop_at = time.perf_counter() + time_limit_s
-    await script(keys=keys, args=["warm", now_ms])  # type: ignore[operator]  # loads the SHA
+    await script(keys=keys, args=["warm", now_ms, "warm"])  # type: ignore[operator]  # loads the SHA
 
     async def worker() -> None:
         nonlocal done, next_start
@@ -119,7 +119,7 @@ async def _pipelined(
             next_start += pipeline
             async with client.pipeline(transaction=False) as pipe:
                 for i in range(start, min(start + pipeline, calls)):
-                    await script(keys=keys, args=[f"p{i}", now_ms], client=pipe)  # type: ignore[operator]
+                    await script(keys=keys, args=[f"p{i}", now_ms, f"r{i}"], client=pipe)  # type: ignore[operator]
                 answers = await pipe.execute()
             done += len(answers)
 
@@ -140,7 +140,7 @@ async def _through_gate(
         for i in range(offset, calls, concurrency):
             if time.perf_counter() > stop_at:
                 return
-            await gate.reserve(coupon, f"g{i}", now)
+            await gate.reserve(coupon, f"g{i}", uuid.uuid4(), now)
             done += 1
 
     started = time.perf_counter()
