@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     api_workers: int = Field(1, ge=1, description="API worker processes")
     consumer_metrics_port: int = Field(9100, description="Consumer /metrics and /healthz port")
     lag_exporter_port: int = Field(9101, description="Lag exporter /metrics port")
-    lag_exporter_interval_s: float = Field(5.0, gt=0, description="How often the exporter reads lag")
+    lag_exporter_interval_s: float = Field(
+        5.0, gt=0, description="How often the exporter reads lag"
+    )
     max_body_bytes: int = Field(16384, ge=256, description="Largest accepted request body")
 
     # --- operator -------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ from app.consumer.dlq import Entry, list_dead_letters
 from app.domain.codec import DecodeError, decode
 
 _KAFKA_TIMEOUT_S = 30.0
-_SSCAN_COUNT = 5000
 
 # --- read-only SQL (set-based, parameterised) ---------------------------------------------------
 _COUPON_FIGURES = """
@@ -349,18 +348,14 @@ async def _users_with_outcome(
 async def _read_gates(
     settings: Settings, coupon_ids: Sequence[UUID], report: VerifyReport
 ) -> dict[UUID, _GateState]:
-    """Each coupon's gate: meta total and the full users set (SSCAN, never a blocking SMEMBERS)."""
-    client = aioredis.from_url(settings.redis_url, socket_timeout=5, decode_responses=True)
+    """Each coupon's gate: meta total and every holder."""
+    client = aioredis.from_url(settings.redis_url, socket_timeout=5)
     gate = RedisGate(client, settings.redis_prefix)
     states: dict[UUID, _GateState] = {}
     try:
         for cid in coupon_ids:
-            meta_key, users_key, _, _ = gate._keys(cid)  # the gate's own key layout
-            total = await client.hget(meta_key, "total")
-            members = {m async for m in client.sscan_iter(users_key, count=_SSCAN_COUNT)}
-            states[cid] = _GateState(
-                total is not None, None if total is None else int(total), members
-            )
+            snap = await gate.snapshot(cid)
+            states[cid] = _GateState(snap.loaded, snap.total, set(snap.holders))
     except Exception as exc:  # Redis away: say so, do not guess
         report.violations.append(
             Violation("unverifiable", f"Redis at {settings.redis_url} could not be read: {exc!r}")

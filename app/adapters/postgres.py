@@ -127,12 +127,13 @@ def _coupon(row: Mapping[str, object]) -> Coupon:
 # --- issue requests ---------------------------------------------------------------------------
 
 
-async def issued_users(conn: Connection, coupon_id: UUID) -> list[str]:
-    """Every user holding the coupon (used to rebuild the Redis gate)."""
+async def holders(conn: Connection, coupon_id: UUID) -> list[tuple[str, UUID]]:
+    """Every (user, request id) holding the coupon (used to rebuild the Redis gate)."""
     rows = await conn.fetch(
-        "SELECT user_id FROM issue_requests WHERE coupon_id = $1 AND status = 'ISSUED'", coupon_id
+        "SELECT user_id, request_id FROM issue_requests WHERE coupon_id = $1 AND status = 'ISSUED'",
+        coupon_id,
     )
-    return [r["user_id"] for r in rows]
+    return [(r["user_id"], r["request_id"]) for r in rows]
 
 
 async def user_outcome(

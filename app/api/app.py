@@ -12,6 +12,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.adapters import kafka, postgres
 from app.adapters.rate_limit import RateLimiter
@@ -35,7 +39,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool = await postgres.create_pool(
             settings.database_url, settings.db_schema, settings.db_pool_size, "coupon-api"
         )
-        redis_client = aioredis.from_url(settings.redis_url, socket_timeout=2)
+        # Reconnect-and-retry on a dropped connection (a Redis restart leaves dead pooled sockets);
+        # safe because the gate script is idempotent per request id.
+        redis_client = aioredis.from_url(
+            settings.redis_url,
+            socket_timeout=2,
+            health_check_interval=15,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
         producer = kafka.make_producer(
             settings.kafka_bootstrap, settings.producer_linger_ms, settings.publish_timeout_ms
         )

@@ -126,21 +126,21 @@ async def queue_issue(
     if refused is not None:
         return refused
     now = datetime.now(UTC)
-    answer = await svc.gate.reserve(coupon_id, body.userId, now)
+    queued = IssueRequest(coupon_id, body.userId, uuid.uuid4(), now)
+    answer = await svc.gate.reserve(coupon_id, body.userId, queued.request_id, now)
     if not answer.loaded:
         await svc.warm_gate(coupon_id)
-        answer = await svc.gate.reserve(coupon_id, body.userId, now)
+        answer = await svc.gate.reserve(coupon_id, body.userId, queued.request_id, now)
     outcome = answer.outcome or GateOutcome.NOT_FOUND
     status, message = GATE_ANSWERS[outcome]
     if outcome is not GateOutcome.ACCEPTED:
         metrics.API_ISSUE_REQUESTS.labels(outcome.value.lower()).inc()
         return failure(status, outcome.value, message)
-    queued = IssueRequest(coupon_id, body.userId, uuid.uuid4(), now)
     started = time.perf_counter()
     try:
         await svc.publisher.publish(queued)
     except BrokerUnavailable:
-        await svc.gate.release(coupon_id, body.userId)
+        await svc.gate.release(coupon_id, body.userId, queued.request_id)
         metrics.API_ISSUE_REQUESTS.labels("broker_unavailable").inc()
         return failure(503, "BROKER_UNAVAILABLE", "Could not queue the request; please retry.")
     metrics.API_PUBLISH_DURATION.observe(time.perf_counter() - started)

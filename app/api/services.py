@@ -38,7 +38,7 @@ class Services:
             if coupon is None:
                 await self.gate.mark_missing(coupon_id)
                 return False
-            holders = await postgres.issued_users(conn, coupon_id)
+            holders = await postgres.holders(conn, coupon_id)
         await self.gate.load(coupon.id, coupon.total_quantity, coupon.expires_at, holders)
         log.info("rebuilt gate for coupon %s from PostgreSQL (%d holders)", coupon_id, len(holders))
         return True

@@ -244,6 +244,11 @@ class IssueWorker:
         if plan.already_processed:
             metrics.CONSUMER_MESSAGES.labels("duplicate_delivery").inc(plan.already_processed)
         try:
-            await self._gate.count_processed(processed_per_coupon(plan))
+            issued = [
+                (d.request.coupon_id, d.request.user_id, d.request.request_id)
+                for d in plan.decisions
+                if d.status is IssueStatus.ISSUED
+            ]
+            await self._gate.record_processed(processed_per_coupon(plan), issued)
         except Exception as exc:  # queueSize is advisory; never fail an issued batch for it
             log.warning("could not update processed counters in Redis: %r", exc)

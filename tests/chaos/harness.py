@@ -36,7 +36,6 @@ class Sale:
     answers: Counter[int] = field(default_factory=Counter)
     accepted_users: dict[str, set[str]] = field(default_factory=dict)
     accepted_per_coupon: Counter[str] = field(default_factory=Counter)
-    retried_503: int = 0
 
     @property
     def accepted(self) -> int:
@@ -46,25 +45,11 @@ class Sale:
     def requests(self) -> int:
         return sum(self.answers.values())
 
-    async def wave(
-        self, stack: Stack, users: Sequence[str], retry_503_for: float = 0
-    ) -> Counter[int]:
-        """Every user presses on every coupon of the sale, all at once.
-
-        With ``retry_503_for`` > 0, a press answered 503 is retried (as a client would) until it
-        gets another answer or the time is up; the final answers are returned.
-        """
+    async def wave(self, stack: Stack, users: Sequence[str]) -> Counter[int]:
+        """Every user presses on every coupon of the sale, all at once."""
         presses = [(c, u) for c in self.coupons for u in users]
         responses = await asyncio.gather(*(self.press(stack, c, u) for c, u in presses))
-        final = dict(zip(presses, (r.status_code for r in responses), strict=True))
-        deadline = time.monotonic() + retry_503_for
-        while time.monotonic() < deadline and 503 in final.values():
-            again = [p for p, code in final.items() if code == 503]
-            self.retried_503 += len(again)
-            answers = await asyncio.gather(*(self.press(stack, c, u) for c, u in again))
-            final.update(zip(again, (r.status_code for r in answers), strict=True))
-            await asyncio.sleep(0.2)
-        return Counter(final.values())
+        return Counter(r.status_code for r in responses)
 
     async def press(self, stack: Stack, coupon: str, user: str) -> httpx.Response:
         r = await stack.request_issue(coupon, user)

@@ -29,7 +29,6 @@ from tests.chaos.harness import (
 from tests.stack import Stack, isolated_settings, wait_until
 
 pytestmark = pytest.mark.slow
-GATE_CHECKS = {"gate_missing_holder", "gate_too_small"}
 
 
 @dataclass
@@ -112,16 +111,19 @@ async def test_redis_lost_mid_sale_answers_503_rebuilds_the_gate_and_never_over_
     outcomes = await stack.outcomes(coupon)
     assert outcomes["ISSUED"] == stock  # never more, whatever the gate admitted
     assert sale.accepted > stock
+    # The consumer records every holder it issues in the gate, so the gate rebuilt mid-flight
+    # knows them all once they are processed.
     first = await verify(stack.settings, None)
-    in_flight_gap = [v for v in first.violations if v.check in GATE_CHECKS]
-    assert [v for v in first.violations if v.check not in GATE_CHECKS] == []
+    assert first.violations == []
 
     # 2. Redis dies again once everything is processed: the rebuild is now exact.
     redis.kill()
     unavailable += await _while_away(stack, sale, "away2")
     redis.restart()
     await _until_ready(stack)
-    late = await sale.wave(stack, users("before", 10) + users("late", 10), retry_503_for=20)
+    # Dead pooled connections are replaced and the call retried (the gate script is idempotent
+    # per request id): no 503 once Redis is back.
+    late = await sale.wave(stack, users("before", 10) + users("late", 10))
     assert late == {409: 10, 410: 10}, late  # holders are known again; stock is gone
     report = await run_verify(stack.settings)
     record(
@@ -131,12 +133,5 @@ async def test_redis_lost_mid_sale_answers_503_rebuilds_the_gate_and_never_over_
         report,
         started,
         answered_503=unavailable,
-        retried_503_after_ready=sale.retried_503,
         over_admitted_by_gate=sale.accepted - stock,
-        gate_gap_after_inflight_rebuild=len(in_flight_gap),
     )
-    if in_flight_gap:
-        pytest.xfail(
-            "known gap: a gate rebuilt while requests are in flight misses their holders until"
-            f" the next rebuild ({'; '.join(v.detail for v in in_flight_gap)})"
-        )

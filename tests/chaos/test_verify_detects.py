@@ -75,7 +75,8 @@ class World:
             [(uuid.uuid4(), cid, u, NOW) for u in holders],
         )
         if gate_users is not None:
-            await self.gate.load(cid, total, NOW + timedelta(hours=1), gate_users)
+            gate_holders = [(u, uuid.uuid4()) for u in gate_users]
+            await self.gate.load(cid, total, NOW + timedelta(hours=1), gate_holders)
         return cid
 
 
@@ -103,7 +104,7 @@ async def test_every_broken_invariant_is_reported_and_a_healthy_coupon_is_not(
     doubled = await world.coupon(5, 2, ["a", "a"], ["a"])
     forgotten = await world.coupon(5, 2, ["a", "b"], ["a"])  # a holder the gate lost
     wrong_total = await world.coupon(5, 1, ["a"], ["a"])
-    await client.hset(world.gate._keys(wrong_total)[0], "total", 7)
+    await client.hset(world.gate.keys(wrong_total)[0], "total", 7)
     in_flight = await world.coupon(5, 0, [], ["queued"])
     lost_id = next(
         c
