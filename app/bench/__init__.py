@@ -1,8 +1,5 @@
-"""The benchmark and load test (`coupon-issuer bench`, `make bench`)."""
+"""The benchmark and load test (`coupon-issuer bench`, `make bench`).
 
-from __future__ import annotations
-
-from app.bench.cli import run_bench
-from app.bench.options import add_bench_arguments
-
-__all__ = ["add_bench_arguments", "run_bench"]
+Imports nothing itself: the CLI builds its parser from `app.bench.options` on every start, and
+the load generator (aiohttp, rich, asyncpg) must not slow down the other subcommands.
+"""
