@@ -1,11 +1,18 @@
 -- Atomically decide one "get coupon" press at the gate.
 -- KEYS[1] meta hash {total, expires_ms}   KEYS[2] holders hash {user id: request id}
 -- KEYS[3] processed counter               KEYS[4] "known missing" marker
--- ARGV[1] user id   ARGV[2] now (epoch ms)   ARGV[3] request id
+-- KEYS[5] this user's press counter for the current second (rate limit)
+-- ARGV[1] user id   ARGV[2] now (epoch ms)   ARGV[3] request id   ARGV[4] presses/s allowed (0: off)
 -- Returns {code, queue_ahead}: 0 accepted, 1 duplicate, 2 sold out, 3 expired,
--- 4 unknown coupon, -1 gate not loaded (the caller rebuilds it from PostgreSQL and retries).
+-- 4 unknown coupon, 5 rate limited, -1 gate not loaded (the caller rebuilds it and retries).
 -- Idempotent per request id: a retry whose first reply was lost gets "accepted" again, never
 -- "duplicate", so a client retry after a dropped connection cannot strand a reservation.
+local limit = tonumber(ARGV[4])
+if limit > 0 then
+  local presses = redis.call('INCR', KEYS[5])
+  if presses == 1 then redis.call('EXPIRE', KEYS[5], 2) end
+  if presses > limit then return {5, 0} end
+end
 local meta = redis.call('HMGET', KEYS[1], 'total', 'expires_ms')
 if not meta[1] then
   if redis.call('EXISTS', KEYS[4]) == 1 then return {4, 0} end

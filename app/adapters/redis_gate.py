@@ -18,6 +18,7 @@ _CODES = {
     2: GateOutcome.SOLD_OUT,
     3: GateOutcome.EXPIRED,
     4: GateOutcome.NOT_FOUND,
+    5: GateOutcome.RATE_LIMITED,
 }
 _MISSING_TTL_SECONDS = 10
 _REBUILD_CHUNK = 5000
@@ -58,15 +59,30 @@ class RedisGate:
 
         One hash tag per coupon keeps them on one Redis Cluster slot (the script needs that).
         """
-        base = f"{self._prefix}:{{{coupon_id}}}"
+        base = self._base(coupon_id)
         return f"{base}:meta", f"{base}:holders", f"{base}:processed", f"{base}:missing"
 
+    def _base(self, coupon_id: UUID) -> str:
+        return f"{self._prefix}:{{{coupon_id}}}"
+
     async def reserve(
-        self, coupon_id: UUID, user_id: str, request_id: UUID, now: datetime
+        self,
+        coupon_id: UUID,
+        user_id: str,
+        request_id: UUID,
+        now: datetime,
+        presses_per_second: int = 0,
     ) -> GateAnswer:
-        """Check and reserve in one atomic step; a retry with the same request id is idempotent."""
+        """Rate-limit, check and reserve in one atomic step (one round trip per press).
+
+        A retry with the same request id is idempotent. ``presses_per_second`` limits one user's
+        presses on this coupon (0: no limit).
+        """
+        now_ms = _epoch_ms(now)
+        rate_key = f"{self._base(coupon_id)}:rl:{user_id}:{now_ms // 1000}"
         code, ahead = await self._reserve(
-            keys=self.keys(coupon_id), args=[user_id, _epoch_ms(now), str(request_id)]
+            keys=[*self.keys(coupon_id), rate_key],
+            args=[user_id, now_ms, str(request_id), presses_per_second],
         )
         return GateAnswer(_CODES.get(int(code)), int(ahead))
 

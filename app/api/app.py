@@ -21,6 +21,7 @@ from app.adapters import kafka, postgres
 from app.adapters.rate_limit import RateLimiter
 from app.adapters.redis_gate import RedisGate
 from app.api.errors import failure, install_error_handlers, json_response
+from app.api.fast_path import IssueFastPath
 from app.api.middleware import BodyRules, ObservedRequests
 from app.api.routes import AdminAuthRequired, router
 from app.api.services import Services
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_api_route(
         "/metrics", _metrics_endpoint(settings.api_workers > 1), include_in_schema=False
     )
+    app.add_middleware(IssueFastPath, services=lambda: app.state.services)
     app.add_middleware(BodyRules, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ObservedRequests)
     return app

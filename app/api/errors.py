@@ -23,6 +23,7 @@ GATE_ANSWERS: dict[GateOutcome, tuple[int, str]] = {
     GateOutcome.SOLD_OUT: (410, "This coupon is sold out."),
     GateOutcome.EXPIRED: (410, "This coupon has expired."),
     GateOutcome.NOT_FOUND: (404, "No such coupon."),
+    GateOutcome.RATE_LIMITED: (429, "Too many requests; slow down."),
 }
 
 
@@ -80,5 +81,9 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 _KNOWN_STATUSES = {s.value for s in HTTPStatus}
 
 
-async def _gate_unavailable(_: Request, exc: Exception) -> Response:
+def gate_unavailable() -> Response:
     return failure(503, "UNAVAILABLE", "The issue gate (Redis) is unavailable; try again shortly.")
+
+
+async def _gate_unavailable(_: Request, exc: Exception) -> Response:
+    return gate_unavailable()

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import hmac
-import math
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-import jwt
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 
 from app.adapters import postgres
-from app.adapters.kafka import BrokerUnavailable
-from app.adapters.rate_limit import Limit
-from app.api.errors import BODY_ANSWERS, GATE_ANSWERS, failure, json_response
+from app.api.errors import BODY_ANSWERS, failure
+from app.api.issue import issue_press
 from app.api.schemas import (
     CouponCreate,
     CouponView,
@@ -28,10 +24,8 @@ from app.api.schemas import (
 )
 from app.api.services import Services
 from app.consumer.dlq import list_dead_letters, replay_dead_letters
-from app.domain.codec import IssueRequest
 from app.domain.coupon import Coupon
-from app.domain.outcomes import GateOutcome, IssueStatus
-from app.observability import metrics
+from app.domain.outcomes import IssueStatus
 
 router = APIRouter()
 
@@ -121,79 +115,13 @@ async def queue_issue(
     request: Request,
     x_user_token: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """Admit or refuse a press at the Redis gate; queue admitted ones on Kafka (acked)."""
-    refused = await _refuse_unvouched_or_too_fast(svc, request, body.userId, x_user_token)
-    if refused is not None:
-        return refused
-    now = datetime.now(UTC)
-    queued = IssueRequest(coupon_id, body.userId, uuid.uuid4(), now)
-    answer = await svc.gate.reserve(coupon_id, body.userId, queued.request_id, now)
-    if not answer.loaded:
-        await svc.warm_gate(coupon_id)
-        answer = await svc.gate.reserve(coupon_id, body.userId, queued.request_id, now)
-    outcome = answer.outcome or GateOutcome.NOT_FOUND
-    status, message = GATE_ANSWERS[outcome]
-    if outcome is not GateOutcome.ACCEPTED:
-        metrics.API_ISSUE_REQUESTS.labels(outcome.value.lower()).inc()
-        return failure(status, outcome.value, message)
-    started = time.perf_counter()
-    try:
-        await svc.publisher.publish(queued)
-    except BrokerUnavailable:
-        await svc.gate.release(coupon_id, body.userId, queued.request_id)
-        metrics.API_ISSUE_REQUESTS.labels("broker_unavailable").inc()
-        return failure(503, "BROKER_UNAVAILABLE", "Could not queue the request; please retry.")
-    metrics.API_PUBLISH_DURATION.observe(time.perf_counter() - started)
-    metrics.API_ISSUE_REQUESTS.labels("accepted").inc()
-    return json_response(
-        {
-            "success": True,
-            "message": message,
-            "queueSize": answer.queue_ahead,
-            "requestId": str(queued.request_id),
-        },
-        202,
-    )
+    """Admit or refuse a press at the Redis gate; queue admitted ones on Kafka (acked).
 
-
-async def _refuse_unvouched_or_too_fast(
-    svc: Services, request: Request, user_id: str, token: str | None
-) -> Response | None:
-    """Signed-user mode (a gateway vouches for the user) and per-user / per-IP rate limits."""
-    secret = svc.settings.user_jwt_secret
-    if secret is not None:
-        subject = verified_subject(token, secret.get_secret_value())
-        if subject is None:
-            metrics.API_ISSUE_REQUESTS.labels("unauthorized").inc()
-            return failure(401, "UNAUTHORIZED", "A valid X-User-Token is required.")
-        if subject != user_id:
-            metrics.API_ISSUE_REQUESTS.labels("unauthorized").inc()
-            return failure(403, "FORBIDDEN", "The token was issued for another user.")
+    The same press also takes the ASGI fast path (api/fast_path.py) when its body is plain; this
+    route answers the rest (validation errors) and documents the contract.
+    """
     client_ip = request.client.host if request.client else "unknown"
-    wait = await svc.limiter.exceeded(
-        Limit(f"user:{user_id}", svc.settings.rate_limit_per_user),
-        Limit(f"ip:{client_ip}", svc.settings.rate_limit_per_ip),
-    )
-    if wait is None:
-        return None
-    metrics.API_ISSUE_REQUESTS.labels("rate_limited").inc()
-    response = failure(429, "RATE_LIMITED", "Too many requests; slow down.")
-    response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
-    return response
-
-
-def verified_subject(token: str | None, secret: str) -> str | None:
-    """The ``sub`` of a valid, unexpired HS256 token, else None."""
-    if not token:
-        return None
-    try:
-        claims = jwt.decode(
-            token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]}
-        )
-    except jwt.PyJWTError:
-        return None
-    subject = claims.get("sub")
-    return subject if isinstance(subject, str) else None
+    return await issue_press(svc, coupon_id, body.userId, x_user_token, client_ip)
 
 
 @router.get(

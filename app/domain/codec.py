@@ -10,7 +10,7 @@ from uuid import UUID
 import orjson
 
 MESSAGE_VERSION = 1
-USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,64}")  # use fullmatch: "$" allows a trailing \n
 
 
 class DecodeError(ValueError):
@@ -63,7 +63,7 @@ def decode(raw: bytes | None) -> IssueRequest:
     except ValueError as exc:
         raise DecodeError(str(exc)) from None
     user_id = _str_field(doc, "userId")
-    if not USER_ID_PATTERN.match(user_id):
+    if not USER_ID_PATTERN.fullmatch(user_id):
         raise DecodeError("invalid userId")
     if requested_at.tzinfo is None:
         requested_at = requested_at.replace(tzinfo=UTC)

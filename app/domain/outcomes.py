@@ -13,6 +13,7 @@ class GateOutcome(enum.StrEnum):
     SOLD_OUT = "SOLD_OUT"
     EXPIRED = "EXPIRED"
     NOT_FOUND = "NOT_FOUND"
+    RATE_LIMITED = "RATE_LIMITED"
 
 
 class IssueStatus(enum.StrEnum):

@@ -72,7 +72,7 @@ async def test_missing_and_unknown_fields_are_422(shared_stack: Stack) -> None:
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "owner"
 
 
-@pytest.mark.parametrize("user_id", ["", "x" * 65, "has space", "semi;colon"])
+@pytest.mark.parametrize("user_id", ["", "x" * 65, "has space", "semi;colon", "newline\n"])
 async def test_bad_user_ids_are_422(shared_stack: Stack, user_id: str) -> None:
     coupon_id = await shared_stack.create_coupon(1)
     r = await shared_stack.request_issue(coupon_id, user_id)

@@ -1,0 +1,105 @@
+"""The issue press, end to end at the API: vouch, limit, gate, publish. Shared by the FastAPI
+route (documented contract, error shapes) and the ASGI fast path (the hot path)."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from datetime import UTC, datetime
+from uuid import UUID
+
+import jwt
+from starlette.responses import Response
+
+from app.adapters.kafka import BrokerUnavailable
+from app.adapters.rate_limit import Limit
+from app.api.errors import GATE_ANSWERS, failure, json_response
+from app.api.services import Services
+from app.domain.codec import IssueRequest
+from app.domain.outcomes import GateOutcome
+from app.observability import metrics
+
+RETRY_AFTER_SECONDS = "1"  # rate-limit windows are one second
+
+
+async def issue_press(
+    svc: Services, coupon_id: UUID, user_id: str, token: str | None, client_ip: str
+) -> Response:
+    """Admit or refuse one press at the Redis gate; queue an admitted one on Kafka (acked)."""
+    refused = await _refuse_unvouched(svc, user_id, token) or await _refuse_busy_ip(svc, client_ip)
+    if refused is not None:
+        return refused
+    now = datetime.now(UTC)
+    queued = IssueRequest(coupon_id, user_id, uuid.uuid4(), now)
+    limit = svc.settings.rate_limit_per_user
+    answer = await svc.gate.reserve(coupon_id, user_id, queued.request_id, now, limit)
+    if not answer.loaded:
+        await svc.warm_gate(coupon_id)
+        answer = await svc.gate.reserve(coupon_id, user_id, queued.request_id, now, limit)
+    outcome = answer.outcome or GateOutcome.NOT_FOUND
+    status, message = GATE_ANSWERS[outcome]
+    if outcome is not GateOutcome.ACCEPTED:
+        metrics.API_ISSUE_REQUESTS.labels(outcome.value.lower()).inc()
+        response = failure(status, outcome.value, message)
+        if outcome is GateOutcome.RATE_LIMITED:
+            response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return response
+    started = time.perf_counter()
+    try:
+        await svc.publisher.publish(queued)
+    except BrokerUnavailable:
+        await svc.gate.release(coupon_id, user_id, queued.request_id)
+        metrics.API_ISSUE_REQUESTS.labels("broker_unavailable").inc()
+        return failure(503, "BROKER_UNAVAILABLE", "Could not queue the request; please retry.")
+    metrics.API_PUBLISH_DURATION.observe(time.perf_counter() - started)
+    metrics.API_ISSUE_REQUESTS.labels("accepted").inc()
+    return json_response(
+        {
+            "success": True,
+            "message": message,
+            "queueSize": answer.queue_ahead,
+            "requestId": str(queued.request_id),
+        },
+        202,
+    )
+
+
+async def _refuse_unvouched(svc: Services, user_id: str, token: str | None) -> Response | None:
+    """Signed-user mode: a gateway vouches for the user with an HS256 JWT (off by default)."""
+    secret = svc.settings.user_jwt_secret
+    if secret is None:
+        return None
+    subject = verified_subject(token, secret.get_secret_value())
+    if subject is None:
+        metrics.API_ISSUE_REQUESTS.labels("unauthorized").inc()
+        return failure(401, "UNAUTHORIZED", "A valid X-User-Token is required.")
+    if subject != user_id:
+        metrics.API_ISSUE_REQUESTS.labels("unauthorized").inc()
+        return failure(403, "FORBIDDEN", "The token was issued for another user.")
+    return None
+
+
+async def _refuse_busy_ip(svc: Services, client_ip: str) -> Response | None:
+    """Per-IP limit (off by default: behind a gateway every user shares its address)."""
+    wait = await svc.limiter.exceeded(Limit(f"ip:{client_ip}", svc.settings.rate_limit_per_ip))
+    if wait is None:
+        return None
+    metrics.API_ISSUE_REQUESTS.labels("rate_limited").inc()
+    response = failure(429, "RATE_LIMITED", "Too many requests; slow down.")
+    response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return response
+
+
+def verified_subject(token: str | None, secret: str) -> str | None:
+    """The ``sub`` of a valid, unexpired HS256 token, else None."""
+    if not token:
+        return None
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]}
+        )
+    except jwt.PyJWTError:
+        return None
+    subject = claims.get("sub")
+    return subject if isinstance(subject, str) else None
