@@ -9,6 +9,7 @@ from importlib import resources
 from uuid import UUID
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from app.domain.outcomes import GateOutcome
 
@@ -78,13 +79,23 @@ class RedisGate:
         A retry with the same request id is idempotent. ``presses_per_second`` limits one user's
         presses on this coupon (0: no limit).
         """
+        keys, args = self._reserve_call(coupon_id, user_id, request_id, now, presses_per_second)
+        code, ahead = await self._reserve(keys=keys, args=args)
+        return GateAnswer(_CODES.get(int(code)), int(ahead))
+
+    async def queue_reserve(
+        self, pipe: Pipeline, coupon_id: UUID, user_id: str, request_id: UUID, now: datetime
+    ) -> None:
+        """Add a reserve to ``pipe`` (for measuring Redis's own ceiling with the real script)."""
+        keys, args = self._reserve_call(coupon_id, user_id, request_id, now, 0)
+        await self._reserve(keys=keys, args=args, client=pipe)
+
+    def _reserve_call(
+        self, coupon_id: UUID, user_id: str, request_id: UUID, now: datetime, limit: int
+    ) -> tuple[list[str], list[str | int]]:
         now_ms = _epoch_ms(now)
         rate_key = f"{self._base(coupon_id)}:rl:{user_id}:{now_ms // 1000}"
-        code, ahead = await self._reserve(
-            keys=[*self.keys(coupon_id), rate_key],
-            args=[user_id, now_ms, str(request_id), presses_per_second],
-        )
-        return GateAnswer(_CODES.get(int(code)), int(ahead))
+        return [*self.keys(coupon_id), rate_key], [user_id, now_ms, str(request_id), limit]
 
     async def release(self, coupon_id: UUID, user_id: str, request_id: UUID) -> None:
         """Undo this request's reservation (its message never reached the broker)."""

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from uuid import UUID
 
 import asyncpg
@@ -82,16 +81,11 @@ async def redis_gate_rates(
         gate = RedisGate(client, prefix)
         coupon = uuid.uuid4()
         await gate.load(coupon, 10_000_000, datetime.now(UTC) + timedelta(hours=1), holders=())
-        script = client.register_script(
-            (resources.files("app.adapters") / "gate_reserve.lua").read_text()
-        )
-        keys = gate.keys(coupon)  # the same keys the gate uses
-        now_ms = int(time.time() * 1000)
         pipelined = await _pipelined(
-            client, script, keys, now_ms, calls, pipeline, concurrency, time_limit_s
+            client, gate, coupon, calls, pipeline, concurrency, time_limit_s
         )
         direct = await _through_gate(gate, coupon, calls // 4, concurrency, time_limit_s)
-        await client.delete(*keys)
+        await client.delete(*gate.keys(coupon))
         return pipelined, direct
     finally:
         await client.aclose()
@@ -99,9 +93,8 @@ async def redis_gate_rates(
 
 async def _pipelined(
     client: aioredis.Redis,
-    script: object,
-    keys: Sequence[str],
-    now_ms: int,
+    gate: RedisGate,
+    coupon: UUID,
     calls: int,
     pipeline: int,
     concurrency: int,
@@ -110,7 +103,8 @@ async def _pipelined(
     done = 0
     next_start = 0
     stop_at = time.perf_counter() + time_limit_s
-    await script(keys=keys, args=["warm", now_ms, "warm"])  # type: ignore[operator]  # loads the SHA
+    now = datetime.now(UTC)
+    await gate.reserve(coupon, "warm", uuid.uuid4(), now)  # loads the script's SHA
 
     async def worker() -> None:
         nonlocal done, next_start
@@ -119,7 +113,7 @@ async def _pipelined(
             next_start += pipeline
             async with client.pipeline(transaction=False) as pipe:
                 for i in range(start, min(start + pipeline, calls)):
-                    await script(keys=keys, args=[f"p{i}", now_ms, f"r{i}"], client=pipe)  # type: ignore[operator]
+                    await gate.queue_reserve(pipe, coupon, f"p{i}", uuid.uuid4(), now)
                 answers = await pipe.execute()
             done += len(answers)
 
