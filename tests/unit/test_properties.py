@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.domain.codec import IssueRequest
+from app.domain.invariants import CouponFigures, check_database
 from app.domain.issuance import BatchPlan, CouponStock, decide_batch
 from app.domain.outcomes import IssueStatus, RejectReason
-from app.verify import CouponFigures, check_database
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 COUPONS = [uuid.UUID(int=1), uuid.UUID(int=2)]
