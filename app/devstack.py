@@ -279,9 +279,8 @@ def prepare(settings: Settings) -> None:
 class ConsumerProcesses:
     """Consumer processes of the local stack; the autoscaler's actuator (see autoscaling/local)."""
 
-    def __init__(self, env: Mapping[str, str], settings: Settings, log_dir: Path | None = None):
+    def __init__(self, env: Mapping[str, str], log_dir: Path | None = None):
         self._env = env
-        self._settings = settings
         self._log_dir = log_dir
         self.running: list[ManagedProcess] = []
         self._draining: list[ManagedProcess] = []
@@ -343,7 +342,7 @@ async def _serve_dev(settings: Settings, autoscale: bool, consumers: int) -> int
         loop.add_signal_handler(sig, stop.set)
     env = child_env(settings)
     api = spawn("api", ["api"], env)
-    pool = ConsumerProcesses(env, settings)
+    pool = ConsumerProcesses(env)
     scaler_task: asyncio.Task[None] | None = None
     try:
         pool.scale_to(max(1, min(consumers, settings.partitions)))

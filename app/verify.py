@@ -230,7 +230,7 @@ def render_table(report: VerifyReport) -> str:
         )
         lines.append("  ".join(v.rjust(w) for v, (_, w) in zip(cells, _COLUMNS, strict=True)))
     for v in report.violations:
-        lines.append(f"VIOLATION {v.check} [{_str_or_none(v.coupon_id) or '-'}]: {v.detail}")
+        lines.append(f"VIOLATION {v.check} [{v.coupon_id or '-'}]: {v.detail}")
     lines += [f"note: {n}" for n in report.notes]
     verdict = "OK" if report.ok else "FAILED"
     lines.append(
@@ -238,7 +238,3 @@ def render_table(report: VerifyReport) -> str:
         f" {report.dead_letters} dead letter(s), lag {sum(report.partition_lag.values())}"
     )
     return "\n".join(lines)
-
-
-def _str_or_none(value: UUID | None) -> str | None:
-    return None if value is None else str(value)

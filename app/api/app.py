@@ -56,7 +56,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         svc = Services(
             settings=settings,
             pool=pool,
-            redis=redis_client,
             gate=RedisGate(redis_client, settings.redis_prefix),
             producer=producer,
             publisher=kafka.Publisher(producer, settings.topic, settings.publish_timeout_ms / 1000),

@@ -75,14 +75,12 @@ class BodyRules:
             await _reject(send, 413, "PAYLOAD_TOO_LARGE", "The request body is too large.")
             return
         received = 0
-        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received, too_large
+            nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_body_bytes:
-                too_large = True
                 raise _BodyTooLarge
             return message
 

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from app.adapters import postgres
@@ -25,7 +24,6 @@ log = logging.getLogger(__name__)
 class Services:
     settings: Settings
     pool: asyncpg.Pool
-    redis: aioredis.Redis
     gate: RedisGate
     producer: AIOKafkaProducer
     publisher: Publisher

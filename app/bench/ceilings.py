@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-import asyncpg
 import redis.asyncio as aioredis
 
 from app.adapters import kafka, postgres
@@ -176,9 +175,3 @@ async def broker_produce_rate(
         return Rate(acked, time.perf_counter() - started)
     finally:
         await producer.stop()
-
-
-async def scratch_connection_check(dsn: str) -> None:
-    """Fail early with a clear message when PostgreSQL does not answer."""
-    conn = await asyncpg.connect(dsn, timeout=10)
-    await conn.close()

@@ -73,10 +73,6 @@ async def processed_count(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM issue_requests"))
 
 
-async def issued_count(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM issue_requests WHERE status = 'ISSUED'"))
-
-
 async def end_to_end_ms(conn: asyncpg.Connection) -> dict[str, float]:
     """Accepted press to final outcome in PostgreSQL (processed_at - requested_at), in ms."""
     row = await conn.fetchrow(

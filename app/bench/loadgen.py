@@ -87,7 +87,6 @@ class GeneratorResult:
     finished_at: array[float]  # time.time() when the answer arrived (0 for not sent)
     request_ids: list[str] = field(default_factory=list)
     started_at: float = 0.0
-    ended_at: float = 0.0
     cpu_seconds: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
 
@@ -142,7 +141,6 @@ async def _send_all(job: GeneratorJob, result: GeneratorResult, progress: Any) -
 
         result.started_at = time.time()
         await asyncio.gather(*(worker() for _ in range(job.concurrency)))
-        result.ended_at = time.time()
     progress[slot] = done
     progress[slot + 1] = accepted
 

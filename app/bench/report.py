@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 # The old system's own claims (issue 6), for the "x the old design" column.
-OLD_REDIS_LIST_WORKER_PER_S = 33.0
 OLD_KAFKA_3_PARTITIONS_PER_S = 100.0
 
 

@@ -29,7 +29,7 @@ async def test_burst_scales_consumers_up_to_partitions_and_back_without_loss(
 ) -> None:
     stack = await Stack(isolated_settings(kafka_bootstrap), tmp_path).start(consumers=0)
     settings = stack.settings
-    pool = ConsumerProcesses(child_env(settings), settings, tmp_path)
+    pool = ConsumerProcesses(child_env(settings), tmp_path)
     lag = GroupLag(settings.kafka_bootstrap, settings.topic, settings.consumer_group)
     spec = ScalingSpec(
         min_replicas=1,
