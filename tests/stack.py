@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.adapters.postgres import consumer_connection_name
 from app.config import Settings
 from app.devstack import ManagedProcess, child_env, free_port, prepare, spawn
 
@@ -234,7 +235,7 @@ async def consumers_waiting_on_locks(stack: Stack) -> int:
     n = await stack.pool.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
         " AND wait_event_type = 'Lock'",
-        f"coupon-consumer:{stack.settings.consumer_group}",
+        consumer_connection_name(stack.settings.consumer_group),
     )
     return int(n)
 

@@ -18,6 +18,12 @@ from app.domain.outcomes import IssueStatus
 _MIGRATION_LOCK = 0x636F75706F6E  # advisory lock id: "coupon"
 
 
+def consumer_connection_name(group: str) -> str:
+    """The application_name of a consumer's connections: batches waiting on locks, or to be
+    terminated, can be found in pg_stat_activity by consumer group."""
+    return f"coupon-consumer:{group}"
+
+
 async def create_pool(
     dsn: str, schema: str, size: int, application_name: str = "coupon-issuer"
 ) -> Pool:

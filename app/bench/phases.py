@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from app.adapters import postgres
 from app.autoscaling.lag import LagReader
 from app.bench import ceilings, db, loadgen
 from app.bench.options import BenchOptions
@@ -169,7 +170,7 @@ async def _drain(
             if measure_s is not None and first is not None and last.t - first[0] >= measure_s:
                 break
         meter.groups["postgres"] = await db.backend_pids(
-            conn, f"coupon-consumer:{settings.consumer_group}"
+            conn, postgres.consumer_connection_name(settings.consumer_group)
         )
         meter.stop()
         span = (last.t - first[0]) if first else 0.0

@@ -23,7 +23,7 @@ async def run_consumer(settings: Settings) -> None:
         settings.database_url,
         settings.db_schema,
         settings.db_pool_size,
-        application_name=f"coupon-consumer:{settings.consumer_group}",
+        application_name=postgres.consumer_connection_name(settings.consumer_group),
     )
     redis_client = aioredis.from_url(settings.redis_url)
     producer = kafka.make_producer(

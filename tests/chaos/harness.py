@@ -20,6 +20,7 @@ import asyncpg
 import httpx
 import pytest
 
+from app.adapters.postgres import consumer_connection_name
 from app.config import Settings
 from app.consumer.dlq import list_dead_letters
 from app.devstack import child_env
@@ -100,7 +101,7 @@ async def blocked_consumers(stack: Stack) -> set[int]:
         for r in await stack.pool.fetch(
             "SELECT client_port FROM pg_stat_activity WHERE application_name = $1"
             " AND wait_event_type = 'Lock'",
-            f"coupon-consumer:{stack.settings.consumer_group}",
+            consumer_connection_name(stack.settings.consumer_group),
         )
     }
     inode_of_port = _local_port_inodes()

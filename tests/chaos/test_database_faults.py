@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from app.adapters.postgres import consumer_connection_name
 from app.autoscaling.lag import read_lag
 from tests.chaos.harness import (
     Sale,
@@ -32,7 +33,7 @@ async def terminate_consumer_backends(stack: Stack) -> int:
     n = await stack.pool.fetchval(
         "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
         " WHERE application_name = $1",
-        f"coupon-consumer:{stack.settings.consumer_group}",
+        consumer_connection_name(stack.settings.consumer_group),
     )
     return int(n)
 
