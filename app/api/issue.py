@@ -13,7 +13,6 @@ import jwt
 from starlette.responses import Response
 
 from app.adapters.kafka import BrokerUnavailable
-from app.adapters.rate_limit import Limit
 from app.api.errors import GATE_ANSWERS, failure, json_response
 from app.api.services import Services
 from app.domain.codec import IssueRequest
@@ -82,7 +81,7 @@ async def _refuse_unvouched(svc: Services, user_id: str, token: str | None) -> R
 
 async def _refuse_busy_ip(svc: Services, client_ip: str) -> Response | None:
     """Per-IP limit (off by default: behind a gateway every user shares its address)."""
-    wait = await svc.limiter.exceeded(Limit(f"ip:{client_ip}", svc.settings.rate_limit_per_ip))
+    wait = await svc.limiter.exceeded(f"ip:{client_ip}", svc.settings.rate_limit_per_ip)
     if wait is None:
         return None
     metrics.API_ISSUE_REQUESTS.labels("rate_limited").inc()
