@@ -46,6 +46,19 @@ def _parser() -> argparse.ArgumentParser:
     dlq.add_argument("action", choices=["list", "replay"])
     add("lag-exporter", _lag_exporter, "Export consumer lag and coupon gauges to Prometheus.")
     add("operator", _operator, "Run the ConsumerAutoscaler operator (kopf).")
+    reconcile = add(
+        "reconcile", _reconcile, "Settle reservations that never reached the queue (one pass)."
+    )
+    reconcile.add_argument(
+        "--every", type=float, metavar="SECONDS", help="keep running, a pass every SECONDS"
+    )
+    reconcile.add_argument(
+        "--confirm-after",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="one pass: observe twice this far apart, settle what both saw (default 3)",
+    )
     verify = add("verify", _verify, "Check the invariants; exit non-zero on any violation.")
     verify.add_argument("--coupon", help="only this coupon id")
     verify.add_argument("--json", action="store_true", help="machine-readable report")
@@ -157,6 +170,35 @@ def _operator(settings: Settings, _: argparse.Namespace) -> int:
     from app.autoscaling.operator import run_operator
 
     run_operator(settings)
+    return 0
+
+
+def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from app.reconciler.reconcile import reconcile_once, reconcile_until
+
+    if args.every:
+        stop = asyncio.Event()
+
+        async def forever() -> None:
+            import signal
+
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await reconcile_until(settings, stop, args.every)
+
+        _run(forever())
+        return 0
+    report = _run(reconcile_once(settings, args.confirm_after))
+    if report.skipped:
+        print(f"reconcile: nothing settled, {report.skipped}", file=sys.stderr)
+        return 2
+    for r in report.released:
+        print(f"released coupon={r.coupon_id} user={r.user_id} request={r.request_id}")
+    print(
+        f"reconcile: {report.coupons} coupon(s) checked, {report.suspects} suspect(s),"
+        f" {len(report.released)} stranded reservation(s) released"
+    )
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +36,29 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Attempts before a message is dead-lettered")
     retry_backoff_ms: int = Field(100, ge=0, description="First retry delay; doubles each attempt")
     db_pool_size: int = Field(4, ge=1, description="PostgreSQL pool size per process")
+    db_acquire_timeout_s: float = Field(
+        5.0, gt=0, description="Longest wait for a pooled PostgreSQL connection (then 503)"
+    )
+    redis_max_connections: int = Field(
+        64, ge=1, description="Redis connections per process; more presses queue for one"
+    )
+    redis_pool_timeout_s: float = Field(
+        5.0, gt=0, description="Longest wait for a pooled Redis connection (then 503)"
+    )
+    gate_rebuild_wait_s: float = Field(
+        10.0, gt=0, description="Longest wait for another process rebuilding a coupon's gate"
+    )
+
+    # --- reconciler -----------------------------------------------------------------------------
+    reconcile_interval_s: float = Field(
+        10.0, gt=0, description="Seconds between reconciler passes (in the lag exporter)"
+    )
+    reconcile_min_age_s: float = Field(
+        30.0,
+        gt=0,
+        description="A reservation younger than this is never settled (keep it well above the"
+        " publish timeout)",
+    )
 
     # --- processes ------------------------------------------------------------------------------
     api_host: str = Field("0.0.0.0", description="API listen address")
@@ -66,6 +89,14 @@ class Settings(BaseSettings):
     rate_limit_per_ip: int = Field(
         0, ge=0, description="Issue requests per client IP per second (0 = off)"
     )
+
+    @field_validator("admin_token", "user_jwt_secret")
+    @classmethod
+    def _secret_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty secret would compare equal to an absent header: refuse it rather than open up.
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is set but empty: unset it or give it a real value")
+        return value
 
     # --- logging --------------------------------------------------------------------------------
     log_format: Literal["json", "text"] = Field("text", description="json in containers")

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 from app.autoscaling.local import GroupLag, LocalScaler
 from app.autoscaling.policy import ScalingSpec
 from app.config import Settings
+from app.reconciler.reconcile import reconcile_until
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
@@ -344,6 +345,10 @@ async def _serve_dev(settings: Settings, autoscale: bool, consumers: int) -> int
     api = spawn("api", ["api"], env)
     pool = ConsumerProcesses(env)
     scaler_task: asyncio.Task[None] | None = None
+    # The local stack settles stranded reservations too (the chart runs this in the lag exporter).
+    reconciling = asyncio.create_task(
+        reconcile_until(settings, stop, settings.reconcile_interval_s)
+    )
     try:
         pool.scale_to(max(1, min(consumers, settings.partitions)))
         await asyncio.to_thread(_wait_for_api, api, settings.api_port)
@@ -364,6 +369,7 @@ async def _serve_dev(settings: Settings, autoscale: bool, consumers: int) -> int
                 pass
     finally:
         stop.set()
+        await reconciling
         if scaler_task:
             await scaler_task
             await lag.close()

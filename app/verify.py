@@ -9,15 +9,17 @@ reports figures plus every violation of:
 - ``gate_missing_holder`` / ``gate_too_small`` / ``gate_total_mismatch``: when the gate is loaded,
   every holder is in its holders, the set is not smaller than the issued count, and its total
   equals the database's;
-- ``lost_request``: every accepted request (a holder in the gate) has a row in
-  ``issue_requests``, or is still in flight (its partition has lag), or is in the DLQ;
+- ``stranded_reservation``: every accepted request (a holder in the gate) has a row in
+  ``issue_requests``, or is still in flight (its partition has lag, or it is younger than
+  ``reconcile_min_age_s`` and may still be publishing), or is in the DLQ;
 - ``unverifiable``: a system could not be read, so the checks above could not all be made.
 
 Reads are ordered so that a live system does not produce false alarms: the database snapshot
 before Redis for the holder check (a holder joins the gate before its row exists), and for the
 lost-request check Redis members first, then topic lag, then outcomes (a request moving along the
 pipeline meanwhile is seen further along, never missed). An API that dies between reserving a user
-and the broker's ack leaves a reservation with no message: that is reported as lost, rightly.
+and the broker's ack leaves a reservation with no message: that is reported as stranded, rightly,
+until ``coupon-issuer reconcile`` settles it.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ import asyncio
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
-from aiokafka.partitioner import DefaultPartitioner
 
 from app.adapters import postgres
+from app.adapters.kafka import partition_for
 from app.adapters.redis_gate import RedisGate
 from app.autoscaling.lag import TopicNotFound, read_lag
 from app.config import Settings
@@ -48,6 +51,7 @@ from app.domain.invariants import (
     check_database,
     check_gate,
 )
+from app.domain.request_ids import created_at
 
 _KAFKA_TIMEOUT_S = 30.0
 
@@ -83,26 +87,30 @@ async def verify(settings: Settings, coupon_id: UUID | None) -> VerifyReport:
         if gate is not None:
             report.violations += check_gate(figures, gate, holders.get(figures.coupon_id, set()))
             waiting = candidates[figures.coupon_id] - decided.get(figures.coupon_id, set())
-            report.violations += _check_accepted(figures, waiting, topic)
+            report.violations += _check_accepted(figures, waiting, gate.young, topic)
     return report
 
 
 def _check_accepted(
-    c: CouponFigures, waiting: set[str], topic: _TopicState | None
+    c: CouponFigures, waiting: set[str], young: set[str], topic: _TopicState | None
 ) -> list[Violation]:
     """Where the coupon's requests live on the topic, then the pure check."""
     if topic is None:
-        return check_accepted(c, waiting, None, None, None)
+        return check_accepted(c, waiting, young, None, None, None)
     key = str(c.coupon_id).encode()
     letters = [e for e in topic.dlq if e.letter.original_key == key]
     c.dead_lettered = len(letters)
     partition = None
     if topic.partitions:
-        every = list(range(topic.partitions))
-        partition = int(DefaultPartitioner()(key, every, every))
+        partition = partition_for(key, topic.partitions)
     dead = {user for _, user in _dead_letter_users(letters)}
     return check_accepted(
-        c, waiting, dead, partition, topic.lag.get(partition) if partition is not None else None
+        c,
+        waiting,
+        young,
+        dead,
+        partition,
+        topic.lag.get(partition) if partition is not None else None,
     )
 
 
@@ -142,10 +150,14 @@ async def _read_gates(
     client = aioredis.from_url(settings.redis_url, socket_timeout=5)
     gate = RedisGate(client, settings.redis_prefix)
     states: dict[UUID, GateState] = {}
+    now = datetime.now(UTC)
+    min_age = timedelta(seconds=settings.reconcile_min_age_s)
     try:
         for cid in coupon_ids:
             snap = await gate.snapshot(cid)
-            states[cid] = GateState(snap.loaded, snap.total, set(snap.holders))
+            holders = await gate.holder_requests(cid)
+            young = {user for user, request in holders.items() if _younger(request, now, min_age)}
+            states[cid] = GateState(snap.loaded, snap.total, set(holders), young)
     except Exception as exc:  # Redis away: say so, do not guess
         report.violations.append(
             Violation("unverifiable", f"Redis at {settings.redis_url} could not be read: {exc!r}")
@@ -174,6 +186,14 @@ async def _read_topic(settings: Settings, report: VerifyReport) -> _TopicState |
     report.partition_lag = lag
     report.dead_letters = len(dlq)
     return _TopicState(len(lag), lag, dlq)
+
+
+def _younger(request_id: str, now: datetime, min_age: timedelta) -> bool:
+    try:
+        made = created_at(UUID(request_id))
+    except ValueError:
+        return False
+    return made is not None and now - made < min_age
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -208,7 +228,7 @@ _COLUMNS = (
     ("pending", 7),
     ("inflight", 8),
     ("dlq", 5),
-    ("lost", 5),
+    ("stranded", 8),
 )
 
 
@@ -226,7 +246,7 @@ def render_table(report: VerifyReport) -> str:
             str(c.accepted_without_outcome),
             str(c.in_flight),
             str(c.dead_lettered),
-            str(c.lost),
+            str(c.stranded),
         )
         lines.append("  ".join(v.rjust(w) for v, (_, w) in zip(cells, _COLUMNS, strict=True)))
     for v in report.violations:

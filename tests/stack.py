@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.adapters.kafka import partition_for
 from app.adapters.postgres import consumer_connection_name
 from app.config import Settings
 from app.devstack import ManagedProcess, child_env, free_port, prepare, spawn
@@ -213,10 +214,7 @@ class Stack:
 
 def partition_of(coupon_id: str, partitions: int) -> int:
     """The partition the producer's default partitioner picks for a coupon id key."""
-    from aiokafka.partitioner import DefaultPartitioner
-
-    every = list(range(partitions))
-    return int(DefaultPartitioner()(coupon_id.encode(), every, every))
+    return partition_for(coupon_id.encode(), partitions)
 
 
 async def coupons_on_every_partition(stack: Stack, total: int) -> list[str]:

@@ -9,12 +9,17 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 
 from app.domain.codec import IssueRequest, encode
 
 
 class BrokerUnavailable(Exception):
-    """The broker did not acknowledge a message in time."""
+    """The message never left this process (no broker to send it to): nothing was queued."""
+
+
+class PublishUnconfirmed(Exception):
+    """The message was handed to the broker but no ack came in time: it may still be queued."""
 
 
 class TopicProblem(Exception):
@@ -86,14 +91,31 @@ class Publisher:
         self._timeout_s = timeout_s
 
     async def publish(self, request: IssueRequest) -> int:
-        """Send and wait for the ack; returns the partition. Raises BrokerUnavailable."""
+        """Send and wait for the ack; returns the partition.
+
+        Raises BrokerUnavailable when the message never left (safe to undo the reservation), and
+        PublishUnconfirmed when it was sent but not acknowledged in time: a stalled broker can
+        still append it later, so nobody may claim it was rolled back.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout_at(deadline):
                 sent = await self._producer.send(self._topic, encode(request), key=request.key())
+        except (KafkaError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"broker unreachable: {exc!r}") from exc
+        try:
+            async with asyncio.timeout_at(deadline):
                 meta = await sent
         except (KafkaError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"broker did not acknowledge: {exc!r}") from exc
+            raise PublishUnconfirmed(f"no ack from the broker: {exc!r}") from exc
         return int(meta.partition)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition the producer's default partitioner picks for ``key`` (a coupon id)."""
+    every = list(range(partitions))
+    return int(DefaultPartitioner()(key, every, every))
 
 
 def make_consumer(bootstrap: str, group: str, max_records: int) -> AIOKafkaConsumer:

@@ -13,7 +13,8 @@ from asyncpg import Connection, Pool, Record
 
 from app.domain.coupon import Coupon, DiscountType
 from app.domain.issuance import CouponStock, Decision
-from app.domain.outcomes import IssueStatus
+from app.domain.outcomes import FailReason, IssueStatus
+from app.domain.status import RecordedOutcome
 
 _MIGRATION_LOCK = 0x636F75706F6E  # advisory lock id: "coupon"
 
@@ -105,6 +106,11 @@ async def get_coupon(conn: Connection, coupon_id: UUID) -> Coupon | None:
     return _coupon(row) if row else None
 
 
+async def coupon_ids(conn: Connection) -> list[UUID]:
+    """Every coupon id (the gate's registry of known coupons is built from it)."""
+    return [r["id"] for r in await conn.fetch("SELECT id FROM coupons")]
+
+
 async def active_coupons(conn: Connection, now: datetime, limit: int = 1000) -> list[Coupon]:
     """Coupons not yet expired, newest first."""
     rows = await conn.fetch(
@@ -142,20 +148,75 @@ async def holders(conn: Connection, coupon_id: UUID) -> list[tuple[str, UUID]]:
     return [(r["user_id"], r["request_id"]) for r in rows]
 
 
-async def user_outcome(
+async def recorded_outcomes(
     conn: Connection, coupon_id: UUID, user_id: str
-) -> tuple[IssueStatus, str | None, datetime] | None:
-    """The user's final outcome for a coupon: an ISSUED row wins over any rejected one."""
-    row = await conn.fetchrow(
-        "SELECT status, reason, processed_at FROM issue_requests"
+) -> list[RecordedOutcome]:
+    """Every outcome recorded for this user and coupon: decisions and failures."""
+    rows = await conn.fetch(
+        "SELECT request_id, status, reason, processed_at AS at FROM issue_requests"
         " WHERE coupon_id = $1 AND user_id = $2"
-        " ORDER BY (status = 'ISSUED') DESC, processed_at DESC LIMIT 1",
+        " UNION ALL"
+        " SELECT request_id, 'FAILED', reason, failed_at FROM failed_requests"
+        " WHERE coupon_id = $1 AND user_id = $2",
         coupon_id,
         user_id,
     )
-    if row is None:
-        return None
-    return IssueStatus(row["status"]), row["reason"], row["processed_at"]
+    return [
+        RecordedOutcome(r["request_id"], IssueStatus(r["status"]), r["reason"], r["at"])
+        for r in rows
+    ]
+
+
+async def record_failure(
+    conn: Connection,
+    request_id: UUID,
+    coupon_id: UUID,
+    user_id: str,
+    reason: FailReason,
+    detail: str,
+) -> None:
+    """Record that an accepted request ended with no decision (idempotent per request id)."""
+    await conn.execute(
+        "INSERT INTO failed_requests (request_id, coupon_id, user_id, reason, detail)"
+        " VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (request_id) DO UPDATE SET detail = EXCLUDED.detail, failed_at = now()"
+        " WHERE failed_requests.reason = EXCLUDED.reason",
+        request_id,
+        coupon_id,
+        user_id,
+        reason.value,
+        detail[:2000],
+    )
+
+
+async def undecided_requests(conn: Connection, request_ids: Sequence[UUID]) -> set[UUID]:
+    """Which of these request ids have no issue decision (no row in issue_requests)."""
+    rows = await conn.fetch(
+        "SELECT h.id FROM unnest($1::uuid[]) AS h(id)"
+        " WHERE NOT EXISTS (SELECT 1 FROM issue_requests r WHERE r.request_id = h.id)",
+        list(request_ids),
+    )
+    return {r["id"] for r in rows}
+
+
+async def probe_writes(pool: Pool) -> None:
+    """Raise unless the database takes the issue path's writes (rolled back: changes nothing).
+
+    Tells "the database refuses everything" (read-only after a failover, a missing table, lost
+    privileges) from "this message is refused" when a lone message fails.
+    """
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute("UPDATE coupons SET issued_quantity = issued_quantity WHERE false")
+            await conn.execute(
+                "INSERT INTO issue_requests (request_id, coupon_id, user_id, status, reason,"
+                " requested_at) VALUES (gen_random_uuid(), gen_random_uuid(), 'probe',"
+                " 'REJECTED', 'UNKNOWN_COUPON', now())"
+            )
+        finally:
+            await tx.rollback()
 
 
 @asynccontextmanager

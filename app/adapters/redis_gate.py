@@ -18,10 +18,8 @@ _CODES = {
     1: GateOutcome.DUPLICATE,
     2: GateOutcome.SOLD_OUT,
     3: GateOutcome.EXPIRED,
-    4: GateOutcome.NOT_FOUND,
     5: GateOutcome.RATE_LIMITED,
 }
-_MISSING_TTL_SECONDS = 10
 _REBUILD_CHUNK = 5000
 
 
@@ -54,14 +52,19 @@ class RedisGate:
         self._prefix = prefix
         self._reserve = client.register_script(_script("gate_reserve.lua"))
         self._release = client.register_script(_script("gate_release.lua"))
+        self._unlock = client.register_script(_script("gate_unlock.lua"))
+        # The registry of every coupon id, with a marker saying it was loaded whole: unknown ids
+        # are refused from Redis alone. Its own hash tag: one slot, apart from the coupons'.
+        self._registry = f"{prefix}:{{registry}}:ids"
+        self._registry_loaded = f"{prefix}:{{registry}}:loaded"
 
-    def keys(self, coupon_id: UUID) -> tuple[str, str, str, str]:
-        """The coupon's keys: meta, holders, processed counter, known-missing marker.
+    def keys(self, coupon_id: UUID) -> tuple[str, str, str]:
+        """The coupon's keys: meta, holders, processed counter.
 
         One hash tag per coupon keeps them on one Redis Cluster slot (the script needs that).
         """
         base = self._base(coupon_id)
-        return f"{base}:meta", f"{base}:holders", f"{base}:processed", f"{base}:missing"
+        return f"{base}:meta", f"{base}:holders", f"{base}:processed"
 
     def _base(self, coupon_id: UUID) -> str:
         return f"{self._prefix}:{{{coupon_id}}}"
@@ -104,14 +107,22 @@ class RedisGate:
     async def has_reserved(self, coupon_id: UUID, user_id: str) -> bool:
         return bool(await self._redis.hexists(self.keys(coupon_id)[1], user_id))
 
-    async def snapshot(self, coupon_id: UUID) -> GateSnapshot:
-        """Meta and every holder (HSCAN: never one blocking call on a large hash)."""
-        meta, holders_key, _, _ = self.keys(coupon_id)
-        total = await self._redis.hget(meta, "total")
-        holders = {
-            k.decode() if isinstance(k, bytes) else str(k)
-            async for k, _ in self._redis.hscan_iter(holders_key, count=1000)
+    async def holding_request(self, coupon_id: UUID, user_id: str) -> UUID | None:
+        """The request id holding this user's reservation, if any."""
+        held = await self._redis.hget(self.keys(coupon_id)[1], user_id)
+        return None if held is None else UUID(_text(held))
+
+    async def holder_requests(self, coupon_id: UUID) -> dict[str, str]:
+        """Every holder and the request id holding it (HSCAN: never one blocking call)."""
+        return {
+            _text(user): _text(request)
+            async for user, request in self._redis.hscan_iter(self.keys(coupon_id)[1], count=1000)
         }
+
+    async def snapshot(self, coupon_id: UUID) -> GateSnapshot:
+        """Meta and every holder."""
+        total = await self._redis.hget(self.keys(coupon_id)[0], "total")
+        holders = await self.holder_requests(coupon_id)
         return GateSnapshot(
             total is not None, None if total is None else int(total), frozenset(holders)
         )
@@ -130,7 +141,7 @@ class RedisGate:
 
         Only adds: a concurrent rebuild or a reservation taken meanwhile is never undone.
         """
-        meta, users, processed, missing = self.keys(coupon_id)
+        meta, users, processed = self.keys(coupon_id)
         pairs = {user: str(request_id) for user, request_id in holders}
         items = list(pairs.items())
         for start in range(0, len(items), _REBUILD_CHUNK):
@@ -138,12 +149,40 @@ class RedisGate:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(processed, len(pairs), nx=True)
             pipe.hset(meta, mapping={"total": total, "expires_ms": _epoch_ms(expires_at)})
-            pipe.delete(missing)
             await pipe.execute()
 
-    async def mark_missing(self, coupon_id: UUID) -> None:
-        """Remember briefly that a coupon does not exist, so unknown ids do not hammer PostgreSQL."""
-        await self._redis.set(self.keys(coupon_id)[3], 1, ex=_MISSING_TTL_SECONDS)
+    # --- the coupon registry ---------------------------------------------------------------------
+
+    async def is_registered(self, coupon_id: UUID) -> bool | None:
+        """Whether the coupon exists, from Redis alone; None when the registry is not loaded."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(self._registry_loaded)
+            pipe.sismember(self._registry, str(coupon_id))
+            loaded, member = await pipe.execute()
+        return bool(member) if loaded else None
+
+    async def register(self, coupon_ids: Iterable[UUID], *, complete: bool = False) -> None:
+        """Add coupon ids; ``complete`` marks the registry as holding every coupon that exists.
+
+        Only adds, so a load racing with a coupon being created can never drop that coupon.
+        """
+        ids = [str(c) for c in coupon_ids]
+        for start in range(0, len(ids), _REBUILD_CHUNK):
+            await self._redis.sadd(self._registry, *ids[start : start + _REBUILD_CHUNK])
+        if complete:
+            await self._redis.set(self._registry_loaded, 1)
+
+    # --- one rebuild at a time, across processes ------------------------------------------------
+
+    async def lock_rebuild(self, coupon_id: UUID, token: str, ttl_ms: int) -> bool:
+        """Take the coupon's short rebuild lock (expires by itself if its holder dies)."""
+        return bool(await self._redis.set(self._lock_key(coupon_id), token, nx=True, px=ttl_ms))
+
+    async def unlock_rebuild(self, coupon_id: UUID, token: str) -> None:
+        await self._unlock(keys=[self._lock_key(coupon_id)], args=[token])
+
+    def _lock_key(self, coupon_id: UUID) -> str:
+        return f"{self._base(coupon_id)}:rebuilding"
 
     async def record_processed(
         self,
@@ -165,6 +204,10 @@ class RedisGate:
 
 def _script(name: str) -> str:
     return (resources.files("app.adapters") / name).read_text()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _epoch_ms(moment: datetime) -> int:

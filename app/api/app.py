@@ -42,13 +42,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         # Reconnect-and-retry on a dropped connection (a Redis restart leaves dead pooled sockets);
         # safe because the gate script is idempotent per request id.
-        redis_client = aioredis.from_url(
+        # A blocking pool: a burst of presses queues for a connection (up to
+        # redis_pool_timeout_s) instead of failing once every connection is busy.
+        redis_pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            timeout=settings.redis_pool_timeout_s,
             socket_timeout=2,
             health_check_interval=15,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
+        redis_client = aioredis.Redis(connection_pool=redis_pool)
         producer = kafka.make_producer(
             settings.kafka_bootstrap, settings.producer_linger_ms, settings.publish_timeout_ms
         )
@@ -62,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limiter=RateLimiter(redis_client, settings.redis_prefix),
         )
         app.state.services = svc
+        if settings.admin_token is None:
+            log.warning("COUPON_ADMIN_TOKEN is not set: the admin endpoints are open")
         try:
             rebuilt = await svc.warm_active_gates()
             if rebuilt:
@@ -73,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await producer.stop()
             await redis_client.aclose()
+            await redis_pool.aclose()
             await pool.close()
 
     app = FastAPI(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +26,24 @@ GATE_ANSWERS: dict[GateOutcome, tuple[int, str]] = {
     GateOutcome.NOT_FOUND: (404, "No such coupon."),
     GateOutcome.RATE_LIMITED: (429, "Too many requests; slow down."),
 }
+UNCONFIRMED_MESSAGE = (
+    "Your request was received but the queue has not confirmed it yet; its status shows the"
+    " outcome shortly. Do not press again."
+)
+BROKER_UNAVAILABLE_MESSAGE = "Could not queue the request; nothing was reserved, please retry."
+
+# Faults of a dependency: each answers 503 in the failure shape, never a plain-text 500.
+_GATE_DOWN = ("UNAVAILABLE", "The issue gate (Redis) is unavailable; try again shortly.")
+_DATABASE_DOWN = ("DATABASE_UNAVAILABLE", "The database is unavailable; try again shortly.")
+_UNAVAILABLE: tuple[tuple[type[Exception], tuple[str, str]], ...] = (
+    (RedisConnectionError, _GATE_DOWN),
+    (RedisTimeoutError, _GATE_DOWN),
+    (asyncpg.PostgresError, _DATABASE_DOWN),
+    (asyncpg.InterfaceError, _DATABASE_DOWN),
+    (OSError, _DATABASE_DOWN),
+    (TimeoutError, ("BUSY", "The service is busy; try again shortly.")),
+)
+DEPENDENCY_FAULTS = tuple(kind for kind, _ in _UNAVAILABLE)
 
 
 def json_response(body: object, status: int) -> Response:
@@ -47,8 +66,9 @@ BODY_ANSWERS: dict[int | str, dict[str, Any]] = {
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_failed)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RedisConnectionError, _gate_unavailable)
-    app.add_exception_handler(RedisTimeoutError, _gate_unavailable)
+    for kind in DEPENDENCY_FAULTS:
+        app.add_exception_handler(kind, _dependency_failed)
+    app.add_exception_handler(Exception, _internal_error)
 
 
 async def _validation_failed(_: Request, exc: Exception) -> Response:
@@ -81,9 +101,19 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 _KNOWN_STATUSES = {s.value for s in HTTPStatus}
 
 
-def gate_unavailable() -> Response:
-    return failure(503, "UNAVAILABLE", "The issue gate (Redis) is unavailable; try again shortly.")
+def unavailable(exc: BaseException) -> Response:
+    """503 for a dependency fault, naming which kind of dependency failed."""
+    for kind, (reason, message) in _UNAVAILABLE:
+        if isinstance(exc, kind):
+            response = failure(503, reason, message)
+            response.headers["Retry-After"] = "1"
+            return response
+    return failure(503, "UNAVAILABLE", "A dependency is unavailable; try again shortly.")
 
 
-async def _gate_unavailable(_: Request, exc: Exception) -> Response:
-    return gate_unavailable()
+async def _dependency_failed(_: Request, exc: Exception) -> Response:
+    return unavailable(exc)
+
+
+async def _internal_error(_: Request, __: Exception) -> Response:
+    return failure(500, "INTERNAL_ERROR", "Something went wrong on our side; try again.")

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import orjson
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import gate_unavailable
+from app.api.errors import DEPENDENCY_FAULTS, unavailable
 from app.api.issue import issue_press
 from app.api.services import Services
 from app.domain.codec import USER_ID_PATTERN
@@ -67,8 +65,8 @@ class IssueFastPath:
                 token.decode("latin-1") if token else None,
                 client[0] if client else "unknown",
             )
-        except (RedisConnectionError, RedisTimeoutError):
-            response = gate_unavailable()
+        except DEPENDENCY_FAULTS as exc:
+            response = unavailable(exc)
         await response(scope, receive, send)
 
 

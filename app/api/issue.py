@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from datetime import UTC, datetime
 from uuid import UUID
 
 import jwt
 from starlette.responses import Response
 
-from app.adapters.kafka import BrokerUnavailable
-from app.api.errors import GATE_ANSWERS, failure, json_response
+from app.adapters.kafka import BrokerUnavailable, PublishUnconfirmed
+from app.api.errors import (
+    BROKER_UNAVAILABLE_MESSAGE,
+    GATE_ANSWERS,
+    UNCONFIRMED_MESSAGE,
+    failure,
+    json_response,
+)
 from app.api.services import Services
 from app.domain.codec import IssueRequest
 from app.domain.outcomes import GateOutcome
+from app.domain.request_ids import new_request_id
 from app.observability import metrics
 
 RETRY_AFTER_SECONDS = "1"  # rate-limit windows are one second
@@ -30,11 +36,10 @@ async def issue_press(
     if refused is not None:
         return refused
     now = datetime.now(UTC)
-    queued = IssueRequest(coupon_id, user_id, uuid.uuid4(), now)
+    queued = IssueRequest(coupon_id, user_id, new_request_id(), now)
     limit = svc.settings.rate_limit_per_user
     answer = await svc.gate.reserve(coupon_id, user_id, queued.request_id, now, limit)
-    if not answer.loaded:
-        await svc.warm_gate(coupon_id)
+    if not answer.loaded and await svc.open_gate(coupon_id):
         answer = await svc.gate.reserve(coupon_id, user_id, queued.request_id, now, limit)
     outcome = answer.outcome or GateOutcome.NOT_FOUND
     status, message = GATE_ANSWERS[outcome]
@@ -48,17 +53,28 @@ async def issue_press(
     try:
         await svc.publisher.publish(queued)
     except BrokerUnavailable:
+        # It never left this process: undoing the reservation is safe, and so is a retry.
         await svc.gate.release(coupon_id, user_id, queued.request_id)
         metrics.API_ISSUE_REQUESTS.labels("broker_unavailable").inc()
-        return failure(503, "BROKER_UNAVAILABLE", "Could not queue the request; please retry.")
+        return failure(503, "BROKER_UNAVAILABLE", BROKER_UNAVAILABLE_MESSAGE)
+    except PublishUnconfirmed:
+        # It may still be appended (a stalled broker): keep the reservation and claim nothing.
+        # The consumer issues it if it lands; the reconciler settles it if it never does.
+        metrics.API_ISSUE_REQUESTS.labels("unconfirmed").inc()
+        return _accepted(UNCONFIRMED_MESSAGE, answer.queue_ahead, queued, "UNCONFIRMED")
     metrics.API_PUBLISH_DURATION.observe(time.perf_counter() - started)
     metrics.API_ISSUE_REQUESTS.labels("accepted").inc()
+    return _accepted(message, answer.queue_ahead, queued, "QUEUED")
+
+
+def _accepted(message: str, ahead: int, queued: IssueRequest, status: str) -> Response:
     return json_response(
         {
             "success": True,
             "message": message,
-            "queueSize": answer.queue_ahead,
+            "queueSize": ahead,
             "requestId": str(queued.request_id),
+            "status": status,
         },
         202,
     )

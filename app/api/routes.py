@@ -26,6 +26,7 @@ from app.api.services import Services
 from app.consumer.dlq import list_dead_letters, replay_dead_letters
 from app.domain.coupon import Coupon
 from app.domain.outcomes import IssueStatus
+from app.domain.status import user_status
 
 router = APIRouter()
 
@@ -74,7 +75,9 @@ async def create_coupon(body: CouponCreate, svc: Svc) -> CouponView:
         expires_at=body.expiresAt,
         created_at=datetime.now(UTC),
     )
-    async with svc.pool.acquire() as conn:
+    # Registered before it exists: a coupon in PostgreSQL is never unknown to the gate.
+    await svc.gate.register([coupon.id])
+    async with svc.db() as conn:
         await postgres.insert_coupon(conn, coupon)
     await svc.gate.load(coupon.id, coupon.total_quantity, coupon.expires_at, holders=())
     return CouponView.of(coupon)
@@ -86,7 +89,7 @@ async def create_coupon(body: CouponCreate, svc: Svc) -> CouponView:
     responses={404: {"model": Failure, "description": "Unknown coupon"}},
 )
 async def get_coupon(coupon_id: UUID, svc: Svc) -> Any:
-    async with svc.pool.acquire() as conn:
+    async with svc.db() as conn:
         coupon = await postgres.get_coupon(conn, coupon_id)
     if coupon is None:
         return failure(404, "NOT_FOUND", "No such coupon.")
@@ -130,20 +133,22 @@ async def queue_issue(
     responses={404: {"model": Failure, "description": "The user never asked for this coupon"}},
 )
 async def issue_status(coupon_id: UUID, user_id: str, svc: Svc) -> Any:
-    async with svc.pool.acquire() as conn:
-        outcome = await postgres.user_outcome(conn, coupon_id, user_id)
-    if outcome is not None:
-        status, reason, processed_at = outcome
-        return IssueStatusView(
-            couponId=coupon_id,
-            userId=user_id,
-            status=status.value,
-            issuedAt=processed_at if status is IssueStatus.ISSUED else None,
-            reason=reason,
-        )
-    if await svc.gate.has_reserved(coupon_id, user_id):
-        return IssueStatusView(couponId=coupon_id, userId=user_id, status="PENDING")
-    return failure(404, "NOT_FOUND", "This user has not requested this coupon.")
+    """PENDING until the request has an outcome; ISSUED, REJECTED (with a reason) and FAILED
+    (with a reason; the reservation was given back and the user may press again) are final."""
+    holding = await svc.gate.holding_request(coupon_id, user_id)
+    async with svc.db() as conn:
+        recorded = await postgres.recorded_outcomes(conn, coupon_id, user_id)
+    found = user_status(recorded, holding)
+    if found is None:
+        return failure(404, "NOT_FOUND", "This user has not requested this coupon.")
+    return IssueStatusView(
+        couponId=coupon_id,
+        userId=user_id,
+        status=found.status.value,
+        issuedAt=found.at if found.status is IssueStatus.ISSUED else None,
+        reason=found.reason,
+        requestId=found.request_id,
+    )
 
 
 @router.get(

@@ -74,6 +74,13 @@ class IssueAccepted(BaseModel):
     message: str
     queueSize: int
     requestId: UUID
+    status: Literal["QUEUED", "UNCONFIRMED"] = Field(
+        "QUEUED",
+        description="QUEUED: the broker acknowledged the request. UNCONFIRMED: it was sent but"
+        " no acknowledgement came in time; the reservation is kept and the status endpoint shows"
+        " the outcome (ISSUED, REJECTED, or FAILED with reason NOT_QUEUED once the reconciler"
+        " settles a request that never reached the queue).",
+    )
 
 
 class Failure(BaseModel):
@@ -97,6 +104,13 @@ class ValidationFailure(BaseModel):
 class IssueStatusView(BaseModel):
     couponId: UUID
     userId: str
-    status: Literal["PENDING", "ISSUED", "REJECTED"]
+    status: Literal["PENDING", "ISSUED", "REJECTED", "FAILED"] = Field(
+        description="PENDING: accepted, no outcome yet. ISSUED. REJECTED: refused by the issuer"
+        " (reason SOLD_OUT, EXPIRED, DUPLICATE, UNKNOWN_COUPON). FAILED: ended without a decision"
+        " and the reservation was given back, so the user may press again (reason DEAD_LETTERED:"
+        " parked on the dead-letter topic, a replay may still issue it; NOT_QUEUED: it never"
+        " reached the queue)."
+    )
     issuedAt: datetime | None = None
     reason: str | None = None
+    requestId: UUID | None = None

@@ -116,7 +116,11 @@ class LagReader:
             request_timeout_ms=int(self._timeout_s * 1000),
             metadata_max_age_ms=30_000,  # notice added partitions within a minute
         )
-        await self._guard(consumer.start())
+        try:
+            await self._guard(consumer.start())
+        except BaseException:
+            await consumer.stop()  # a failed start leaves sockets and tasks behind otherwise
+            raise
         self._offsets = consumer
         return self
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
+from app.adapters.kafka import partition_for
 from app.config import Settings
 from app.devstack import ManagedProcess, child_env, free_port, spawn
 
@@ -38,10 +39,7 @@ def isolated(settings: Settings, label: str, **overrides: object) -> Settings:
 
 def partition_of(coupon_id: str, partitions: int) -> int:
     """The partition the producer's default partitioner picks for a coupon id key."""
-    from aiokafka.partitioner import DefaultPartitioner
-
-    every = list(range(partitions))
-    return int(DefaultPartitioner()(coupon_id.encode(), every, every))
+    return partition_for(coupon_id.encode(), partitions)
 
 
 def coupon_ids_covering(partitions: int, per_partition: int = 1) -> list[str]:

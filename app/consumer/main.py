@@ -45,7 +45,8 @@ async def run_consumer(settings: Settings) -> None:
     )
 
     async def ready() -> bool:
-        return worker.joined.is_set()
+        # Not ready while a partition waits out a database or broker fault: it shows in kubectl.
+        return worker.joined.is_set() and not worker.stalled
 
     server, server_task = serve_in_background(
         health_app(ready), settings.api_host, settings.consumer_metrics_port

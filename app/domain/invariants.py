@@ -38,7 +38,7 @@ class CouponFigures:
     accepted_without_outcome: int = 0
     in_flight: int = 0
     dead_lettered: int = 0
-    lost: int = 0
+    stranded: int = 0
 
     @property
     def rejected_total(self) -> int:
@@ -84,6 +84,7 @@ class GateState:
     loaded: bool
     total: int | None
     members: set[str]
+    young: set[str] = field(default_factory=set)  # holders whose request may still be publishing
 
 
 def check_database(c: CouponFigures) -> list[Violation]:
@@ -153,39 +154,44 @@ def check_gate(c: CouponFigures, gate: GateState, holders: set[str]) -> list[Vio
 def check_accepted(
     c: CouponFigures,
     waiting: set[str],
+    young: set[str],
     dead_letter_users: set[str] | None,
     partition: int | None,
     partition_lag: int | None,
 ) -> list[Violation]:
-    """Accepted users with no row: fine if dead-lettered or their partition still has lag.
+    """Accepted users with no row: fine while young (still publishing), dead-lettered, or while
+    their partition has lag; otherwise their reservation is stranded.
 
     ``dead_letter_users`` is None when the broker could not be read (then nothing can be told).
     """
     c.accepted_without_outcome = len(waiting)
     if dead_letter_users is None:
-        if waiting:
+        if waiting - young:
             return [
                 Violation(
                     "unverifiable",
                     f"{len(waiting)} accepted request(s) without outcome; the broker could not"
-                    " be read to tell in-flight from lost",
+                    " be read to tell in-flight from stranded",
                     c.coupon_id,
                 )
             ]
         return []
     c.partition, c.partition_lag = partition, partition_lag
     rest = waiting - dead_letter_users
-    if rest and (partition_lag or 0) > 0:
+    if (partition_lag or 0) > 0:
         c.in_flight = len(rest)
         return []
-    c.lost = len(rest)
-    if not rest:
+    c.in_flight = len(rest & young)
+    stranded = rest - young
+    c.stranded = len(stranded)
+    if not stranded:
         return []
     return [
         Violation(
-            "lost_request",
-            f"{len(rest)} accepted request(s) with no outcome, no lag on partition"
-            f" {partition} and no dead letter, e.g. {sorted(rest)[:3]}",
+            "stranded_reservation",
+            f"{len(stranded)} reservation(s) with no outcome, no lag on partition {partition},"
+            f" no dead letter and older than the publish deadline, e.g. {sorted(stranded)[:3]}"
+            " (coupon-issuer reconcile settles them)",
             c.coupon_id,
         )
     ]

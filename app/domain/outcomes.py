@@ -17,11 +17,12 @@ class GateOutcome(enum.StrEnum):
 
 
 class IssueStatus(enum.StrEnum):
-    """Final (or pending) status of one user's request for one coupon."""
+    """Status of one user's request for one coupon; every status but PENDING is final."""
 
     PENDING = "PENDING"
     ISSUED = "ISSUED"
     REJECTED = "REJECTED"
+    FAILED = "FAILED"
 
 
 class RejectReason(enum.StrEnum):
@@ -31,3 +32,14 @@ class RejectReason(enum.StrEnum):
     EXPIRED = "EXPIRED"
     DUPLICATE = "DUPLICATE"
     UNKNOWN_COUPON = "UNKNOWN_COUPON"
+
+
+class FailReason(enum.StrEnum):
+    """Why an accepted request ended with no decision; its reservation was given back."""
+
+    # The consumer could not process it (a data fault, after every attempt): it is on the
+    # dead-letter topic, and a replay can still issue it.
+    DEAD_LETTERED = "DEAD_LETTERED"
+    # It never reached the queue (the API died or the broker never took it): the reconciler
+    # released it. The user may press again.
+    NOT_QUEUED = "NOT_QUEUED"

@@ -28,8 +28,10 @@ from prometheus_client import (
 from app.adapters import postgres
 from app.autoscaling.lag import LagReader, LagReadError, LagSnapshot, PartitionLag
 from app.config import Settings
+from app.observability import metrics
 from app.observability.http import health_app, serve_in_background
 from app.observability.lag_state import CouponGauge, ExporterState
+from app.reconciler.reconcile import reconcile_until
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +230,13 @@ def exporter_registry(state: ExporterState) -> CollectorRegistry:
     registry.register(state)
     for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
         registry.register(collector)
+    # The reconciler runs in this process (see run_lag_exporter): its metrics are served here.
+    for metric in (
+        metrics.RECONCILER_RUNS,
+        metrics.RECONCILER_RELEASED,
+        metrics.RECONCILER_SUSPECTS,
+    ):
+        registry.register(metric)
     return registry
 
 
@@ -269,14 +278,19 @@ async def run_lag_exporter(
         settings.lag_exporter_port if port is None else port,
     )
     log.info(
-        "lag exporter started: group=%s topic=%s every %.1fs",
+        "lag exporter (and reconciler) started: group=%s topic=%s every %.1fs",
         settings.consumer_group,
         settings.topic,
         poll_interval_s,
     )
+    reconciling = asyncio.create_task(
+        reconcile_until(settings, stop, settings.reconcile_interval_s)
+    )
     try:
         await exporter.run(stop)
     finally:
+        stop.set()
+        await reconciling
         server.should_exit = True
         await server_task
         await exporter.close()

@@ -57,7 +57,22 @@ CONSUMER_END_TO_END = Histogram(
     buckets=_E2E_BUCKETS,
 )
 CONSUMER_RETRIES = Counter(
-    "coupon_consumer_retries", "Processing retries, by kind (transient, data).", ["kind"]
+    "coupon_consumer_retries",
+    "Processing retries, by kind (transient: an infrastructure fault waited out; data: a message"
+    " that failed alone tried again).",
+    ["kind"],
+)
+CONSUMER_STALLED_PARTITIONS = Gauge(
+    "coupon_consumer_stalled_partitions",
+    "Partitions paused on an infrastructure fault (database or broker), waiting it out.",
+)
+CONSUMER_COMMIT_FAILURES = Counter(
+    "coupon_consumer_commit_failures",
+    "Offset commits that failed (a rebalance or the broker); those messages are redelivered.",
+)
+CONSUMER_RELEASED = Counter(
+    "coupon_consumer_reservations_released",
+    "Gate reservations given back for dead-lettered requests.",
 )
 CONSUMER_REBALANCES = Counter("coupon_consumer_rebalances", "Partition assignments received.")
 CONSUMER_ASSIGNED_PARTITIONS = Gauge(
@@ -70,7 +85,7 @@ CONSUMER_ASSIGNED_PARTITIONS = Gauge(
 def _initialise_known_labels() -> None:
     for gate_outcome in GateOutcome:
         API_ISSUE_REQUESTS.labels(gate_outcome.value.lower())
-    for refusal in ("broker_unavailable", "rate_limited", "unauthorized"):
+    for refusal in ("broker_unavailable", "unconfirmed", "rate_limited", "unauthorized"):
         API_ISSUE_REQUESTS.labels(refusal)
     for outcome in ("issued", "duplicate_delivery", "failed", "dead_lettered"):
         CONSUMER_MESSAGES.labels(outcome)
@@ -81,6 +96,38 @@ def _initialise_known_labels() -> None:
 
 
 _initialise_known_labels()
+
+
+# --- API: the gate's own work -------------------------------------------------------------------
+GATE_REBUILDS = Counter(
+    "coupon_gate_rebuilds",
+    "Coupon gates rebuilt from PostgreSQL by this process (after Redis lost them).",
+)
+GATE_DB_READS = Counter(
+    "coupon_gate_db_reads",
+    "PostgreSQL reads made by the gate's cold path, by purpose (gate: one coupon's gate,"
+    " registry: every coupon id).",
+    ["purpose"],
+)
+for _purpose in ("gate", "registry"):
+    GATE_DB_READS.labels(_purpose)
+
+# --- reconciler ---------------------------------------------------------------------------------
+RECONCILER_RUNS = Counter(
+    "coupon_reconciler_runs",
+    "Reconciler passes, by result (ok, skipped: a system could not be read, error).",
+    ["result"],
+)
+RECONCILER_RELEASED = Counter(
+    "coupon_reconciler_released",
+    "Stranded reservations the reconciler released (accepted, never reached the queue).",
+)
+RECONCILER_SUSPECTS = Gauge(
+    "coupon_reconciler_suspects",
+    "Reservations with no outcome and no lag seen in the last pass, waiting for confirmation.",
+)
+for _result in ("ok", "skipped", "error"):
+    RECONCILER_RUNS.labels(_result)
 
 
 # --- lag exporter -------------------------------------------------------------------------------

@@ -133,12 +133,12 @@ async def test_every_broken_invariant_is_reported_and_a_healthy_coupon_is_not(
         (str(forgotten), "gate_missing_holder"),
         (str(forgotten), "gate_too_small"),
         (str(wrong_total), "gate_total_mismatch"),
-        (str(lost), "lost_request"),
+        (str(lost), "stranded_reservation"),
     }
     assert found(report) == expected
     by_id = {c["coupon_id"]: c for c in report["coupons"]}
     assert by_id[str(in_flight)]["in_flight"] == 1 and by_id[str(in_flight)]["partition_lag"] >= 1
-    assert by_id[str(dead)]["dead_lettered"] == 1 and by_id[str(dead)]["lost"] == 0
+    assert by_id[str(dead)]["dead_lettered"] == 1 and by_id[str(dead)]["stranded"] == 0
     assert by_id[str(healthy)]["rejected"] == {"SOLD_OUT": 1}
     assert by_id[str(cold)]["gate_loaded"] is False
 

@@ -1,4 +1,9 @@
-"""Broker away at the API: 503, the reservation is rolled back, and the user can retry."""
+"""Broker away at the API: an unacknowledged press is never reported as rolled back.
+
+It is answered 202 UNCONFIRMED with its request id, the reservation is kept, the status shows
+PENDING; once the broker is back the reconciler settles what never reached the queue (FAILED,
+NOT_QUEUED, reservation released) and the user may press again.
+"""
 
 from __future__ import annotations
 
@@ -8,55 +13,72 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_asyncio
+import redis.asyncio as aioredis
 
 from app.adapters.redis_gate import RedisGate
 from app.devstack import TansuBroker, prepare
+from app.reconciler.reconcile import reconcile_once
 from tests.stack import Stack, isolated_settings, wait_until
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def own_broker_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, TansuBroker]]:
     broker = TansuBroker().start()
-    stack = await Stack(
-        isolated_settings(broker.bootstrap, publish_timeout_ms=1500), tmp_path
-    ).start(consumers=0)
+    settings = isolated_settings(broker.bootstrap, publish_timeout_ms=1500, reconcile_min_age_s=2)
+    stack = await Stack(settings, tmp_path).start(consumers=0)
     yield stack, broker
     await stack.stop()
     broker.stop()
 
 
-async def test_unacknowledged_publish_answers_503_and_releases_the_reservation(
+async def test_an_unacknowledged_press_keeps_its_reservation_until_settled(
     own_broker_stack: tuple[Stack, TansuBroker],
 ) -> None:
     stack, broker = own_broker_stack
+    http = stack.http
+    assert http is not None
     coupon_id = await stack.create_coupon(5)
-    assert (await stack.request_issue(coupon_id, "early")).status_code == 202
+    early = await stack.request_issue(coupon_id, "early")
+    assert early.status_code == 202 and early.json()["status"] == "QUEUED"
 
     broker.stop()
     answer = await stack.request_issue(coupon_id, "unlucky")
-    assert answer.status_code == 503
-    assert answer.json() == {
-        "success": False,
-        "reason": "BROKER_UNAVAILABLE",
-        "message": "Could not queue the request; please retry.",
-    }
-    import redis.asyncio as aioredis
-
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert body["success"] is True and body["status"] == "UNCONFIRMED"
+    assert "not confirmed" in body["message"]
     client = aioredis.from_url(stack.settings.redis_url)
     gate = RedisGate(client, stack.settings.redis_prefix)
-    assert not await gate.has_reserved(uuid.UUID(coupon_id), "unlucky")
-    assert await gate.has_reserved(uuid.UUID(coupon_id), "early")
-    await client.aclose()
-    http = stack.http
-    assert http is not None
-    assert (await http.get(f"/api/coupons/{coupon_id}/issues/unlucky")).status_code == 404
+    assert await gate.holding_request(uuid.UUID(coupon_id), "unlucky") == uuid.UUID(
+        body["requestId"]
+    )
+    status = (await http.get(f"/api/coupons/{coupon_id}/issues/unlucky")).json()
+    assert status["status"] == "PENDING" and status["requestId"] == body["requestId"]
     assert (await http.get("/readyz")).status_code == 503
+    # Nothing can be told while the broker is away: the reconciler settles nothing.
+    assert (await reconcile_once(stack.settings, confirm_after_s=0.1)).skipped
 
-    # The broker comes back (memory storage: topics are re-created as a deployment would).
+    # The broker comes back empty (memory storage; topics re-created as a deployment would):
+    # neither message is queued, so both reservations are stranded.
     broker.start()
     await asyncio.to_thread(prepare, stack.settings)
 
-    async def retry_accepted() -> bool:
-        return (await stack.request_issue(coupon_id, "unlucky")).status_code == 202
+    async def settled() -> set[str]:
+        report = await reconcile_once(stack.settings, confirm_after_s=0.5)
+        return {r.user_id for r in report.released}
 
-    await wait_until(retry_accepted, 30, "the retried request to be accepted", interval=0.5)
+    released = await wait_until(settled, 60, "the reconciler to settle both reservations")
+    released |= await settled()
+    assert released == {"early", "unlucky"}
+    assert not await gate.has_reserved(uuid.UUID(coupon_id), "unlucky")
+    await client.aclose()
+    status = (await http.get(f"/api/coupons/{coupon_id}/issues/unlucky")).json()
+    assert (status["status"], status["reason"]) == ("FAILED", "NOT_QUEUED")
+
+    async def retry_accepted() -> bool:
+        r = await stack.request_issue(coupon_id, "unlucky")
+        return r.status_code == 202 and r.json()["status"] == "QUEUED"
+
+    await wait_until(retry_accepted, 30, "the user's new press to be queued", interval=0.5)
+    status = (await http.get(f"/api/coupons/{coupon_id}/issues/unlucky")).json()
+    assert status["status"] == "PENDING"

@@ -6,12 +6,13 @@ import asyncio
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
 
 from app.adapters.kafka import make_producer
+from app.adapters.redis_gate import RedisGate
 from app.consumer.dlq import list_dead_letters
 from app.devstack import child_env
-from app.domain.codec import IssueRequest, encode
 from tests.stack import Stack, wait_until
 
 
@@ -36,7 +37,10 @@ async def test_poison_and_failing_messages_are_dead_lettered_and_replayable(
     shared_stack: Stack,
 ) -> None:
     stack = shared_stack
-    coupon_id = await stack.create_coupon(10)
+    http = stack.http
+    assert http is not None
+    coupon_id = await stack.create_coupon(6)
+    cid = uuid.UUID(coupon_id)
     schema = stack.settings.db_schema
     # A real failure inside the issue transaction, for one user only.
     await stack.pool.execute(
@@ -50,19 +54,21 @@ async def test_poison_and_failing_messages_are_dead_lettered_and_replayable(
           FOR EACH ROW EXECUTE FUNCTION "{schema}".refuse_poison();
         """
     )
+    client = aioredis.from_url(stack.settings.redis_url)
+    gate = RedisGate(client, stack.settings.redis_prefix)
     try:
         producer = make_producer(stack.settings.kafka_bootstrap, linger_ms=0, timeout_ms=10_000)
         await producer.start()
-        key = coupon_id.encode()
-        await (await producer.send(stack.settings.topic, b"\x00not json", key=key))
-        poison = IssueRequest(uuid.UUID(coupon_id), "poison-1", uuid.uuid4(), datetime.now(UTC))
-        await (await producer.send(stack.settings.topic, encode(poison), key=key))
+        await (await producer.send(stack.settings.topic, b"\x00not json", key=coupon_id.encode()))
         await producer.stop()
-        # Requests behind them on the same partition still get through.
+        # The poisoned user presses like everybody else: the gate reserves one of the 6 coupons.
+        assert (await stack.request_issue(coupon_id, "poison-1")).status_code == 202
+        # Requests behind it on the same partition still get through.
         answers = await asyncio.gather(
             *(stack.request_issue(coupon_id, f"fine-{i}") for i in range(5))
         )
         assert all(a.status_code == 202 for a in answers)
+        assert (await stack.request_issue(coupon_id, "too-late")).status_code == 410
         await stack.wait_processed(coupon_id, 5)
 
         async def two_letters() -> list:  # type: ignore[type-arg]
@@ -78,15 +84,34 @@ async def test_poison_and_failing_messages_are_dead_lettered_and_replayable(
         assert failing.attempts == 3 and "refused by test trigger" in failing.error
         assert failing.topic == stack.settings.topic
         assert await stack.outcomes(coupon_id) == {"ISSUED": 5}
+
+        # The user sees a final outcome, and the coupon goes back to the gate.
+        async def failed_status() -> dict:  # type: ignore[type-arg]
+            body = (await http.get(f"/api/coupons/{coupon_id}/issues/poison-1")).json()
+            return body if body.get("status") == "FAILED" else {}
+
+        status = await wait_until(failed_status, 30, "the poisoned user's FAILED status")
+        assert status["reason"] == "DEAD_LETTERED"
+        assert not await gate.has_reserved(cid, "poison-1")
+        assert len((await gate.snapshot(cid)).holders) == 5  # stock returned to the gate
         listing = cli(stack, "dlq", "list")
         assert "refused by test trigger" in listing and "attempts=3" in listing
     finally:
         await stack.pool.execute(f'DROP TRIGGER refuse_poison ON "{schema}".issue_requests')
 
-    # The cause is fixed: replay sends the dead letters back and the poison user is issued.
+    # The cause is fixed: replay sends the dead letters back and the poison user is issued (the
+    # recorded failure does not make the replay an "already processed" no-op).
     assert "replayed 2 dead letter" in cli(stack, "dlq", "replay")
     await stack.wait_processed(coupon_id, 6)
     assert await stack.outcomes(coupon_id) == {"ISSUED": 6}
+    status = (await http.get(f"/api/coupons/{coupon_id}/issues/poison-1")).json()
+    assert status["status"] == "ISSUED"
+
+    async def gate_knows_the_holder() -> bool:
+        return await gate.has_reserved(cid, "poison-1")
+
+    await wait_until(gate_knows_the_holder, 30, "the replayed holder back in the gate")
+    await client.aclose()
 
     # The undecodable one is still poison: it comes back to the DLQ (a third letter). A second
     # replay resends only that new letter, never the two already replayed.

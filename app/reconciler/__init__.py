@@ -1,0 +1,1 @@
+"""The reconciler settles reservations that have no outcome (see app/domain/settlement.py)."""

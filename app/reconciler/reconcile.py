@@ -1,0 +1,175 @@
+"""Where a reservation with no outcome is settled: ``coupon-issuer reconcile``, and a periodic
+pass in the lag exporter (one replica, already deployed by the chart).
+
+A pass reads, in this order, so that a request moving along the pipeline meanwhile is seen
+further along, never settled by mistake: the gate's holders, then the topic's lag, then
+PostgreSQL's decisions. Reservations that look stranded twice in a row (app/domain/settlement.py)
+get a FAILED outcome with reason NOT_QUEUED, and then their reservation is given back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from app.adapters import postgres
+from app.adapters.kafka import partition_for
+from app.adapters.redis_gate import RedisGate
+from app.autoscaling.lag import LagReader, LagReadError
+from app.config import Settings
+from app.domain.outcomes import FailReason
+from app.domain.settlement import Reservation, confirmed, stranded_suspects
+from app.observability import metrics
+
+log = logging.getLogger(__name__)
+_RECENTLY_EXPIRED = timedelta(days=1)  # holders of coupons expired longer ago are left alone
+
+
+@dataclass(frozen=True, slots=True)
+class PassReport:
+    coupons: int
+    suspects: int
+    released: list[Reservation]
+    skipped: str | None = None  # why nothing could be told this time
+
+
+class Reconciler:
+    """Settles stranded reservations; remembers the previous pass's suspects to confirm them."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, gate: RedisGate) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._gate = gate
+        self._suspects: set[Reservation] = set()
+
+    async def run_pass(self) -> PassReport:
+        """One observation; releases the reservations the previous pass suspected too."""
+        try:
+            report = await self._observe_and_settle()
+        except Exception:
+            metrics.RECONCILER_RUNS.labels("error").inc()
+            raise
+        metrics.RECONCILER_RUNS.labels("skipped" if report.skipped else "ok").inc()
+        return report
+
+    async def _observe_and_settle(self) -> PassReport:
+        now = datetime.now(UTC)
+        async with self._pool.acquire() as conn:
+            coupons = [c.id for c in await postgres.active_coupons(conn, now - _RECENTLY_EXPIRED)]
+        holders = {cid: await self._gate.holder_requests(cid) for cid in coupons}
+        lag = await self._partition_lag()
+        if lag is None:
+            return PassReport(len(coupons), len(self._suspects), [], "broker could not be read")
+        request_ids = [UUID(r) for held in holders.values() for r in held.values() if _is_uuid(r)]
+        async with self._pool.acquire() as conn:
+            undecided = await postgres.undecided_requests(conn, request_ids)
+        min_age = timedelta(seconds=self._settings.reconcile_min_age_s)
+        suspects = [
+            r
+            for cid, held in holders.items()
+            for r in stranded_suspects(
+                cid,
+                held,
+                undecided,
+                lag.get(partition_for(str(cid).encode(), len(lag))),
+                now,
+                min_age,
+            )
+        ]
+        stranded = confirmed(self._suspects, suspects)
+        self._suspects = set(suspects) - set(stranded)
+        metrics.RECONCILER_SUSPECTS.set(len(self._suspects))
+        for reservation in stranded:
+            await self._settle(reservation)
+        return PassReport(len(coupons), len(suspects), stranded)
+
+    async def _partition_lag(self) -> dict[int, int] | None:
+        try:
+            async with LagReader(self._settings.kafka_bootstrap) as reader:
+                snapshot = await reader.read(self._settings.topic, self._settings.consumer_group)
+        except (LagReadError, OSError) as exc:
+            log.warning("reconciler: cannot read the topic's lag, settling nothing: %r", exc)
+            return None
+        return {p.partition: p.lag for p in snapshot.partitions}
+
+    async def _settle(self, r: Reservation) -> None:
+        """Record the outcome first: if giving back fails, the next pass finds it again."""
+        async with self._pool.acquire() as conn:
+            await postgres.record_failure(
+                conn,
+                r.request_id,
+                r.coupon_id,
+                r.user_id,
+                FailReason.NOT_QUEUED,
+                "accepted at the gate, never reached the queue; reservation released",
+            )
+        await self._gate.release(r.coupon_id, r.user_id, r.request_id)
+        metrics.RECONCILER_RELEASED.inc()
+        log.warning(
+            "released stranded reservation: coupon %s user %s request %s",
+            r.coupon_id,
+            r.user_id,
+            r.request_id,
+        )
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+async def reconcile_until(settings: Settings, stop: asyncio.Event, interval_s: float) -> None:
+    """Run a pass every ``interval_s`` until ``stop`` is set; nothing that fails here is fatal."""
+    while not stop.is_set():
+        try:
+            async with _reconciler(settings) as reconciler:
+                while not stop.is_set():
+                    report = await reconciler.run_pass()
+                    if report.released:
+                        log.info("reconciler released %d reservation(s)", len(report.released))
+                    await _wait(stop, interval_s)
+        except Exception as exc:
+            log.warning("reconciler pass failed, trying again: %r", exc)
+            await _wait(stop, interval_s)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+async def reconcile_once(settings: Settings, confirm_after_s: float) -> PassReport:
+    """Two observations ``confirm_after_s`` apart; settles what both saw stranded."""
+    async with _reconciler(settings) as reconciler:
+        first = await reconciler.run_pass()
+        if first.skipped or not first.suspects:
+            return first
+        await asyncio.sleep(confirm_after_s)
+        return await reconciler.run_pass()
+
+
+@asynccontextmanager
+async def _reconciler(settings: Settings) -> AsyncIterator[Reconciler]:
+    """A reconciler with its own connections, closed after use."""
+    pool = await postgres.create_pool(
+        settings.database_url, settings.db_schema, 2, application_name="coupon-reconciler"
+    )
+    client = aioredis.from_url(settings.redis_url, socket_timeout=5)
+    try:
+        yield Reconciler(settings, pool, RedisGate(client, settings.redis_prefix))
+    finally:
+        await client.aclose()
+        await pool.close()
