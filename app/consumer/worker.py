@@ -334,6 +334,7 @@ class IssueWorker:
             before_sleep=before_sleep,
             reraise=True,
         )
+
         async def attempt() -> T:  # tenacity awaits only what is a coroutine function
             return await operation()
 

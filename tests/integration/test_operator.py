@@ -198,9 +198,7 @@ async def test_lag_scales_up_to_the_partitions_then_down_after_stabilization(
     await eventually(lambda: replicas(kmock) == 0, "scale to zero after the window", 15)
     # The stabilization window held the 3 replicas after the lag was gone: some status written
     # before the scale-down says so (read from the recorded writes, not raced).
-    assert any(
-        lag == 0 and reason.startswith("hold 3") for lag, reason in status_reasons(kmock)
-    )
+    assert any(lag == 0 and reason.startswith("hold 3") for lag, reason in status_reasons(kmock))
 
     assert max(replica_history(kmock)) == 3  # never above the partitions
     assert scale_patches(kmock) == 2  # idempotent: one patch per change, none while steady
