@@ -82,6 +82,7 @@ class Stack:
     consumers: list[ManagedProcess] = field(default_factory=list)
     consumer_ports: list[int] = field(default_factory=list)
     http: httpx.AsyncClient | None = None
+    consumer_env: dict[str, str] = field(default_factory=dict)  # extra env of the consumers only
     _pool: asyncpg.Pool | None = None
 
     @property
@@ -94,7 +95,11 @@ class Stack:
         for _ in range(consumers):
             self.add_consumer()
         self.http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=30, limits=httpx.Limits(max_connections=100)
+            base_url=self.base_url,
+            timeout=30,
+            # Idle connections are dropped before uvicorn closes them (5 s keep-alive): reusing
+            # one the server is closing at that moment fails the request with a ReadError.
+            limits=httpx.Limits(max_connections=100, keepalive_expiry=2),
         )
         await wait_until(self._api_ready, 60, "the API to be ready")
         self._pool = await asyncpg.create_pool(
@@ -115,7 +120,7 @@ class Stack:
         proc = self._spawn(
             f"consumer-{len(self.consumers)}",
             ["consumer"],
-            {"COUPON_CONSUMER_METRICS_PORT": str(port)},
+            {**self.consumer_env, "COUPON_CONSUMER_METRICS_PORT": str(port)},
         )
         self.consumers.append(proc)
         self.consumer_ports.append(port)
@@ -129,6 +134,11 @@ class Stack:
             return (await self.http.get("/readyz")).status_code == 200
         except httpx.TransportError:
             return False
+
+    async def api_metrics(self) -> dict[str, float]:
+        """The API process's /metrics, flattened (see ``scrape``)."""
+        assert self.http is not None
+        return scrape((await self.http.get("/metrics")).text)
 
     async def consumer_metrics(self, index: int) -> dict[str, float] | None:
         try:

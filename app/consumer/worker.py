@@ -176,6 +176,9 @@ class IssueWorker:
 
     async def hand_back(self, revoked: set[TopicPartition]) -> None:
         """Before partitions go: let their batches finish and commit; stalled ones give up."""
+        busy = sorted(tp.partition for tp in revoked if tp in self._lanes)
+        if busy:
+            log.warning("rebalance: finishing the batches in flight on partitions %s first", busy)
         await self._finish_lanes(revoked, grace_s=_REVOKE_GRACE_S)
 
     async def _finish_lanes(self, tps: set[TopicPartition], grace_s: float | None = None) -> None:

@@ -106,7 +106,14 @@ async def test_redis_lost_mid_sale_answers_503_rebuilds_the_gate_and_never_over_
         await _until_ready(stack)
         # Rebuilt from PostgreSQL, which has no holder yet: the gate re-admits in-flight users
         # and admits up to the stock again. PostgreSQL must refuse all of the excess.
+        before = await stack.api_metrics()
         await sale.wave(stack, users("before", 60) + users("after", 140))
+        after = await stack.api_metrics()
+    # 200 concurrent presses on a cold gate: one rebuild (and one registry load), not 200.
+    rebuilds = after["coupon_gate_rebuilds_total"] - before["coupon_gate_rebuilds_total"]
+    assert rebuilds == len(sale.coupons)
+    gate_reads = 'coupon_gate_db_reads_total{purpose="gate"}'
+    assert after[gate_reads] - before[gate_reads] == len(sale.coupons)
     await sale.drain(stack)
     outcomes = await stack.outcomes(coupon)
     assert outcomes["ISSUED"] == stock  # never more, whatever the gate admitted
@@ -133,5 +140,6 @@ async def test_redis_lost_mid_sale_answers_503_rebuilds_the_gate_and_never_over_
         report,
         started,
         answered_503=unavailable,
+        gate_rebuilds=int(rebuilds),
         over_admitted_by_gate=sale.accepted - stock,
     )

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from app.adapters.kafka import make_producer
 from app.adapters.redis_gate import RedisGate
 from app.consumer.dlq import list_dead_letters
+from app.verify import verify
 from app.devstack import child_env
 from tests.stack import Stack, wait_until
 
@@ -112,6 +113,8 @@ async def test_poison_and_failing_messages_are_dead_lettered_and_replayable(
 
     await wait_until(gate_knows_the_holder, 30, "the replayed holder back in the gate")
     await client.aclose()
+    report = await verify(stack.settings, cid)
+    assert report.ok and report.coupons[0].stranded == 0, report.violations
 
     # The undecodable one is still poison: it comes back to the DLQ (a third letter). A second
     # replay resends only that new letter, never the two already replayed.

@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 
 from app.adapters.redis_gate import RedisGate
 from app.domain.outcomes import GateOutcome
-from tests.stack import REDIS_URL, Stack, scrape
+from app.verify import verify
+from tests.stack import REDIS_URL, Stack
 
 NOW = datetime.now(UTC)
 
@@ -47,11 +48,6 @@ async def test_a_press_on_a_cold_gate_counts_once() -> None:
         await client.aclose()
 
 
-async def _metrics(stack: Stack) -> dict[str, float]:
-    assert stack.http is not None
-    return scrape((await stack.http.get("/metrics")).text)
-
-
 def _delta(before: dict[str, float], after: dict[str, float], sample: str) -> float:
     return after.get(sample, 0.0) - before.get(sample, 0.0)
 
@@ -63,13 +59,13 @@ REBUILDS = "coupon_gate_rebuilds_total"
 
 async def test_unknown_coupon_ids_are_refused_without_postgres(shared_stack: Stack) -> None:
     stack = shared_stack
-    before = await _metrics(stack)
+    before = await stack.api_metrics()
     answers = await asyncio.gather(
         *(stack.request_issue(str(uuid.uuid4()), f"u{i}") for i in range(300))
     )
     assert {a.status_code for a in answers} == {404}
     assert {a.json()["reason"] for a in answers} == {"NOT_FOUND"}
-    after = await _metrics(stack)
+    after = await stack.api_metrics()
     assert _delta(before, after, GATE_READS) == 0
     assert _delta(before, after, REGISTRY_READS) == 0
 
@@ -80,9 +76,9 @@ async def test_presses_on_a_lost_gate_rebuild_it_once(shared_stack: Stack) -> No
     client = aioredis.from_url(REDIS_URL)
     gate = RedisGate(client, stack.settings.redis_prefix)
     await client.delete(*gate.keys(uuid.UUID(coupon)))
-    before = await _metrics(stack)
+    before = await stack.api_metrics()
     answers = await asyncio.gather(*(stack.request_issue(coupon, f"cold-{i}") for i in range(90)))
-    after = await _metrics(stack)
+    after = await stack.api_metrics()
     await client.aclose()
     assert [a.status_code for a in answers] == [202] * 90
     assert _delta(before, after, REBUILDS) == 1
@@ -105,6 +101,8 @@ async def test_512_concurrent_presses_queue_for_redis_and_get_no_5xx(shared_stac
     assert [c for c in codes if c >= 500] == []
     assert codes == [202] * 512
     await stack.wait_processed(coupon, 512)
+    report = await verify(stack.settings, uuid.UUID(coupon))
+    assert report.ok and report.coupons[0].issued_quantity == 512, report.violations
 
 
 async def test_a_database_fault_answers_503_in_the_failure_shape(shared_stack: Stack) -> None:

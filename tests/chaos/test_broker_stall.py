@@ -1,0 +1,111 @@
+"""The broker stalls (SIGSTOP) for longer than the publish timeout mid-sale, then resumes.
+
+A press whose ack does not come in time may still be appended when the broker wakes up, so the
+API must never call it rolled back: it answers 202 UNCONFIRMED and keeps the reservation. After
+the stall, every such press ends in one final outcome (issued if it landed, FAILED NOT_QUEUED if
+the reconciler finds it never did), nobody told "failed" holds a coupon, and no reservation is
+left over the stock or without an outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from app.devstack import TansuBroker
+from app.reconciler.reconcile import reconcile_once
+from tests.chaos.harness import Sale, record, run_verify, users
+from tests.stack import Stack, isolated_settings, wait_until
+
+pytestmark = pytest.mark.slow
+FINAL = {"ISSUED", "REJECTED", "FAILED"}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stall_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, TansuBroker]]:
+    broker = TansuBroker().start()
+    settings = isolated_settings(broker.bootstrap, publish_timeout_ms=1000, reconcile_min_age_s=3)
+    stack = await Stack(settings, tmp_path).start(consumers=2)
+    yield stack, broker
+    await stack.stop()
+    broker.stop()
+
+
+async def _status(stack: Stack, coupon: str, user: str) -> dict[str, str]:
+    assert stack.http is not None
+    return dict((await stack.http.get(f"/api/coupons/{coupon}/issues/{user}")).json())
+
+
+async def test_a_stalled_broker_never_turns_an_issued_press_into_a_failed_one(
+    stall_stack: tuple[Stack, TansuBroker], capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack, broker = stall_stack
+    assert broker.process is not None
+    started, stock = time.monotonic(), 60
+    sale = Sale([await stack.create_coupon(stock)])
+    coupon = sale.coupons[0]
+    await sale.wave(stack, users("before", 20))
+    await sale.drain(stack)
+
+    broker.process.popen.send_signal(signal.SIGSTOP)
+    try:
+        stalled_at = time.monotonic()
+        answers = await asyncio.gather(
+            *(sale.press(stack, coupon, u) for u in users("stalled", 60))
+        )
+        stalled_for = time.monotonic() - stalled_at
+    finally:
+        broker.process.popen.send_signal(signal.SIGCONT)
+    assert stalled_for > stack.settings.publish_timeout_ms / 1000
+    told: dict[str, set[str]] = {"UNCONFIRMED": set(), "QUEUED": set(), "FAILED": set()}
+    for user, answer in zip(users("stalled", 60), answers, strict=True):
+        body = answer.json()
+        if answer.status_code == 202:
+            told[body["status"]].add(user)
+        elif answer.status_code == 503:
+            assert body["reason"] == "BROKER_UNAVAILABLE", body
+            told["FAILED"].add(user)
+        else:
+            assert (answer.status_code, body["reason"]) == (410, "SOLD_OUT"), body
+    assert told["UNCONFIRMED"], "the stall did not outlast the publish timeout"
+    await sale.wave(stack, users("after", 20))
+
+    kept = sale.accepted_users[coupon]
+
+    async def everyone_settled() -> bool:
+        await reconcile_once(stack.settings, confirm_after_s=0.5)
+        statuses = [(await _status(stack, coupon, u)).get("status") for u in kept]
+        return all(s in FINAL for s in statuses)
+
+    await wait_until(everyone_settled, 120, "every accepted press to reach a final outcome", 1)
+
+    outcomes = await stack.outcomes(coupon)
+    assert outcomes.get("ISSUED", 0) <= stock
+    for user in told["FAILED"]:  # told it failed: must not hold the coupon
+        assert (await _status(stack, coupon, user)).get("status") != "ISSUED"
+    settled = {u: (await _status(stack, coupon, u)) for u in told["UNCONFIRMED"]}
+    landed = sum(s["status"] in ("ISSUED", "REJECTED") for s in settled.values())
+    not_queued = sum(s.get("reason") == "NOT_QUEUED" for s in settled.values())
+    assert landed + not_queued == len(told["UNCONFIRMED"])
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        assert (await http.get("/readyz")).status_code == 200
+    report = await run_verify(stack.settings)  # no stranded reservation, gate within stock
+    record(
+        capsys,
+        "broker-stalled",
+        sale,
+        report,
+        started,
+        unconfirmed=len(told["UNCONFIRMED"]),
+        unconfirmed_landed=landed,
+        unconfirmed_not_queued=not_queued,
+        told_failed=len(told["FAILED"]),
+        stalled_s=round(stalled_for, 1),
+    )
