@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 from app.adapters.kafka import make_producer
 from app.adapters.redis_gate import RedisGate
 from app.consumer.dlq import list_dead_letters
-from app.verify import verify
 from app.devstack import child_env
+from app.verify import verify
 from tests.stack import Stack, wait_until
 
 
