@@ -82,3 +82,19 @@ async def test_an_unacknowledged_press_keeps_its_reservation_until_settled(
     await wait_until(retry_accepted, 30, "the user's new press to be queued", interval=0.5)
     status = (await http.get(f"/api/coupons/{coupon_id}/issues/unlucky")).json()
     assert status["status"] == "PENDING"
+
+
+async def test_the_reconciler_never_releases_a_queued_request(
+    own_broker_stack: tuple[Stack, TansuBroker],
+) -> None:
+    stack, _ = own_broker_stack  # no consumer: whatever is accepted stays queued (lag > 0)
+    coupon_id = await stack.create_coupon(5)
+    queued = await stack.request_issue(coupon_id, "waiting")
+    assert queued.status_code == 202 and queued.json()["status"] == "QUEUED"
+    eager = stack.settings.model_copy(update={"reconcile_min_age_s": 0.001})
+    report = await reconcile_once(eager, confirm_after_s=0.1)
+    assert report.skipped is None and report.released == []
+    client = aioredis.from_url(stack.settings.redis_url)
+    gate = RedisGate(client, stack.settings.redis_prefix)
+    assert await gate.has_reserved(uuid.UUID(coupon_id), "waiting")
+    await client.aclose()

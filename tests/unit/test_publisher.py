@@ -1,0 +1,54 @@
+"""The publisher tells "never left" (safe to undo) from "sent, not acknowledged" (may land)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, RequestTimedOutError
+
+from app.adapters.kafka import BrokerUnavailable, Publisher, PublishUnconfirmed
+from app.domain.codec import IssueRequest
+
+REQUEST = IssueRequest(uuid.uuid4(), "u", uuid.uuid4(), datetime.now(UTC))
+
+
+class _Producer:
+    """send() either fails before enqueueing or returns a future settled by ``outcome``."""
+
+    def __init__(self, refuse: Exception | None = None, outcome: Any = None) -> None:
+        self.refuse, self.outcome = refuse, outcome
+
+    async def send(self, *_: Any, **__: Any) -> asyncio.Future[Any]:
+        if self.refuse is not None:
+            raise self.refuse
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if isinstance(self.outcome, Exception):
+            future.set_exception(self.outcome)
+        elif self.outcome is not None:
+            future.set_result(self.outcome)
+        return future  # None: never settled (a stalled broker)
+
+
+class _Meta:
+    partition = 2
+
+
+async def test_acknowledged() -> None:
+    assert await Publisher(_Producer(outcome=_Meta()), "t", 1).publish(REQUEST) == 2  # type: ignore[arg-type]
+
+
+async def test_never_enqueued_is_unavailable() -> None:
+    publisher = Publisher(_Producer(refuse=KafkaConnectionError()), "t", 1)  # type: ignore[arg-type]
+    with pytest.raises(BrokerUnavailable):
+        await publisher.publish(REQUEST)
+
+
+@pytest.mark.parametrize("outcome", [RequestTimedOutError(), None])
+async def test_sent_but_not_acknowledged_is_unconfirmed(outcome: Any) -> None:
+    publisher = Publisher(_Producer(outcome=outcome), "t", 0.05)  # type: ignore[arg-type]
+    with pytest.raises(PublishUnconfirmed):
+        await publisher.publish(REQUEST)
