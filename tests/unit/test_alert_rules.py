@@ -21,6 +21,8 @@ REQUIRED = {
     "CouponDeadLetters",
     "CouponConsumerGroupEmptyWithLag",
     "CouponApiLatencyP99High",
+    "CouponConsumerStalled",
+    "CouponStrandedReservationsReleased",
 }
 
 
