@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.adapters.kafka import partition_for
 from app.adapters.postgres import consumer_connection_name
 from app.config import Settings
-from app.devstack import ManagedProcess, child_env, free_port, prepare, spawn
+from app.devstack import ManagedProcess, TansuBroker, child_env, free_port, prepare, spawn
 
 T = TypeVar("T")
 DATABASE_URL = "postgresql://127.0.0.1:5432/test"
@@ -220,6 +220,20 @@ class Stack:
             await self.http.aclose()
         if self._pool:
             await self._pool.close()
+
+
+@contextlib.asynccontextmanager
+async def stack_with_own_broker(
+    log_dir: Path, consumers: int, **overrides: Any
+) -> AsyncIterator[tuple[Stack, TansuBroker]]:
+    """A stack on a broker of its own, for scenarios that stop, stall or restart the broker."""
+    broker = TansuBroker().start()
+    stack = await Stack(isolated_settings(broker.bootstrap, **overrides), log_dir).start(consumers)
+    try:
+        yield stack, broker
+    finally:
+        await stack.stop()
+        broker.stop()
 
 
 def partition_of(coupon_id: str, partitions: int) -> int:

@@ -18,19 +18,17 @@ import pytest_asyncio
 from app.devstack import TansuBroker, prepare
 from app.reconciler.reconcile import reconcile_once
 from tests.chaos.harness import Sale, record, run_verify, users
-from tests.stack import Stack, isolated_settings, wait_until
+from tests.stack import Stack, stack_with_own_broker, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def broker_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, TansuBroker]]:
-    broker = TansuBroker().start()  # its own fixed port, kept across the restart
-    settings = isolated_settings(broker.bootstrap, publish_timeout_ms=1500, reconcile_min_age_s=2)
-    stack = await Stack(settings, tmp_path).start(consumers=2)
-    yield stack, broker
-    await stack.stop()
-    broker.stop()
+    async with stack_with_own_broker(
+        tmp_path, 2, publish_timeout_ms=1500, reconcile_min_age_s=2
+    ) as pair:
+        yield pair
 
 
 async def test_broker_away_answers_503_and_the_sale_recovers_after(

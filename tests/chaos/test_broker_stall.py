@@ -22,7 +22,7 @@ import pytest_asyncio
 from app.devstack import TansuBroker
 from app.reconciler.reconcile import reconcile_once
 from tests.chaos.harness import Sale, record, run_verify, users
-from tests.stack import Stack, isolated_settings, wait_until
+from tests.stack import Stack, stack_with_own_broker, wait_until
 
 pytestmark = pytest.mark.slow
 FINAL = {"ISSUED", "REJECTED", "FAILED"}
@@ -30,12 +30,10 @@ FINAL = {"ISSUED", "REJECTED", "FAILED"}
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def stall_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, TansuBroker]]:
-    broker = TansuBroker().start()
-    settings = isolated_settings(broker.bootstrap, publish_timeout_ms=1000, reconcile_min_age_s=3)
-    stack = await Stack(settings, tmp_path).start(consumers=2)
-    yield stack, broker
-    await stack.stop()
-    broker.stop()
+    async with stack_with_own_broker(
+        tmp_path, 2, publish_timeout_ms=1000, reconcile_min_age_s=3
+    ) as pair:
+        yield pair
 
 
 async def _status(stack: Stack, coupon: str, user: str) -> dict[str, str]:

@@ -18,17 +18,15 @@ import redis.asyncio as aioredis
 from app.adapters.redis_gate import RedisGate
 from app.devstack import TansuBroker, prepare
 from app.reconciler.reconcile import reconcile_once
-from tests.stack import Stack, isolated_settings, wait_until
+from tests.stack import Stack, stack_with_own_broker, wait_until
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def own_broker_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, TansuBroker]]:
-    broker = TansuBroker().start()
-    settings = isolated_settings(broker.bootstrap, publish_timeout_ms=1500, reconcile_min_age_s=2)
-    stack = await Stack(settings, tmp_path).start(consumers=0)
-    yield stack, broker
-    await stack.stop()
-    broker.stop()
+    async with stack_with_own_broker(
+        tmp_path, 0, publish_timeout_ms=1500, reconcile_min_age_s=2
+    ) as pair:
+        yield pair
 
 
 async def test_an_unacknowledged_press_keeps_its_reservation_until_settled(
