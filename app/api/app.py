@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -16,6 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_fixed
 
 from app.adapters import kafka, postgres
 from app.adapters.rate_limit import RateLimiter
@@ -102,17 +104,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _start_producer(producer: object) -> None:
+async def _start_producer(producer: AIOKafkaProducer) -> None:
     """Wait for the broker at start (it may come up after us) instead of crash-looping at once."""
-    for attempt in range(1, _BROKER_START_ATTEMPTS + 1):
-        try:
-            await producer.start()  # type: ignore[attr-defined]
-            return
-        except Exception as exc:
-            if attempt == _BROKER_START_ATTEMPTS:
-                raise RuntimeError(f"broker unreachable after {attempt} attempts: {exc!r}") from exc
-            log.warning("broker not reachable yet (%r); retrying", exc)
-            await asyncio.sleep(1)
+
+    def warn(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("broker not reachable yet (%r); retrying", exc)
+
+    try:
+        await AsyncRetrying(
+            stop=stop_after_attempt(_BROKER_START_ATTEMPTS),
+            wait=wait_fixed(1),
+            before_sleep=warn,
+            reraise=True,
+        )(producer.start)
+    except Exception as exc:
+        raise RuntimeError(
+            f"broker unreachable after {_BROKER_START_ATTEMPTS} attempts: {exc!r}"
+        ) from exc
 
 
 async def _unauthorized(_: Request, __: Exception) -> Response:
