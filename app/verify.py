@@ -85,6 +85,8 @@ async def verify(settings: Settings, coupon_id: UUID | None) -> VerifyReport:
     for figures in report.coupons:
         gate = gates.get(figures.coupon_id)
         if gate is not None:
+            figures.gate_loaded, figures.gate_total = gate.loaded, gate.total
+            figures.gate_members = len(gate.members)
             report.violations += check_gate(figures, gate, holders.get(figures.coupon_id, set()))
             waiting = candidates[figures.coupon_id] - decided.get(figures.coupon_id, set())
             report.violations += _check_accepted(figures, waiting, gate.young, topic)
@@ -94,24 +96,20 @@ async def verify(settings: Settings, coupon_id: UUID | None) -> VerifyReport:
 def _check_accepted(
     c: CouponFigures, waiting: set[str], young: set[str], topic: _TopicState | None
 ) -> list[Violation]:
-    """Where the coupon's requests live on the topic, then the pure check."""
-    if topic is None:
-        return check_accepted(c, waiting, young, None, None, None)
-    key = str(c.coupon_id).encode()
-    letters = [e for e in topic.dlq if e.letter.original_key == key]
-    c.dead_lettered = len(letters)
-    partition = None
-    if topic.partitions:
-        partition = partition_for(key, topic.partitions)
-    dead = {user for _, user in _dead_letter_users(letters)}
-    return check_accepted(
-        c,
-        waiting,
-        young,
-        dead,
-        partition,
-        topic.lag.get(partition) if partition is not None else None,
-    )
+    """Where the coupon's requests live on the topic, then the pure check; fills the figures."""
+    dead: set[str] | None = None
+    if topic is not None:
+        key = str(c.coupon_id).encode()
+        letters = [e for e in topic.dlq if e.letter.original_key == key]
+        c.dead_lettered = len(letters)
+        if topic.partitions:
+            c.partition = partition_for(key, topic.partitions)
+            c.partition_lag = topic.lag.get(c.partition)
+        dead = {user for _, user in _dead_letter_users(letters)}
+    found = check_accepted(c.coupon_id, waiting, young, dead, c.partition, c.partition_lag)
+    c.accepted_without_outcome, c.in_flight = found.accepted_without_outcome, found.in_flight
+    c.stranded = found.stranded
+    return found.violations
 
 
 def _dead_letter_users(entries: Iterable[Entry]) -> list[tuple[UUID, str]]:

@@ -119,7 +119,6 @@ def check_database(c: CouponFigures) -> list[Violation]:
 
 def check_gate(c: CouponFigures, gate: GateState, holders: set[str]) -> list[Violation]:
     """A loaded gate must know every holder and the coupon's real total."""
-    c.gate_loaded, c.gate_total, c.gate_members = gate.loaded, gate.total, len(gate.members)
     if not gate.loaded:
         return []  # rebuilt from PostgreSQL on the next press; nothing to compare
     found = []
@@ -151,50 +150,55 @@ def check_gate(c: CouponFigures, gate: GateState, holders: set[str]) -> list[Vio
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class AcceptedCheck:
+    """Where the accepted requests without an outcome are, and what is wrong with them."""
+
+    accepted_without_outcome: int
+    in_flight: int = 0
+    stranded: int = 0
+    violations: list[Violation] = field(default_factory=list)
+
+
 def check_accepted(
-    c: CouponFigures,
+    coupon_id: UUID,
     waiting: set[str],
     young: set[str],
     dead_letter_users: set[str] | None,
     partition: int | None,
     partition_lag: int | None,
-) -> list[Violation]:
+) -> AcceptedCheck:
     """Accepted users with no row: fine while young (still publishing), dead-lettered, or while
     their partition has lag; otherwise their reservation is stranded.
 
     ``dead_letter_users`` is None when the broker could not be read (then nothing can be told).
     """
-    c.accepted_without_outcome = len(waiting)
     if dead_letter_users is None:
-        if waiting - young:
-            return [
-                Violation(
-                    "unverifiable",
-                    f"{len(waiting)} accepted request(s) without outcome; the broker could not"
-                    " be read to tell in-flight from stranded",
-                    c.coupon_id,
-                )
-            ]
-        return []
-    c.partition, c.partition_lag = partition, partition_lag
+        if not waiting - young:
+            return AcceptedCheck(len(waiting))
+        unverifiable = Violation(
+            "unverifiable",
+            f"{len(waiting)} accepted request(s) without outcome; the broker could not"
+            " be read to tell in-flight from stranded",
+            coupon_id,
+        )
+        return AcceptedCheck(len(waiting), violations=[unverifiable])
     rest = waiting - dead_letter_users
     if (partition_lag or 0) > 0:
-        c.in_flight = len(rest)
-        return []
-    c.in_flight = len(rest & young)
+        return AcceptedCheck(len(waiting), in_flight=len(rest))
     stranded = rest - young
-    c.stranded = len(stranded)
-    if not stranded:
-        return []
-    return [
-        Violation(
-            "stranded_reservation",
-            f"{len(stranded)} reservation(s) with no outcome, no lag on partition {partition},"
-            f" no dead letter and older than the publish deadline, e.g. {sorted(stranded)[:3]}"
-            " (coupon-issuer reconcile settles them)",
-            c.coupon_id,
+    found = []
+    if stranded:
+        found.append(
+            Violation(
+                "stranded_reservation",
+                f"{len(stranded)} reservation(s) with no outcome, no lag on partition {partition},"
+                f" no dead letter and older than the publish deadline, e.g. {sorted(stranded)[:3]}"
+                " (coupon-issuer reconcile settles them)",
+                coupon_id,
+            )
         )
-    ]
+    return AcceptedCheck(len(waiting), len(rest & young), len(stranded), found)
 
 
 def _str_or_none(value: UUID | None) -> str | None:
