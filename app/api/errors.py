@@ -13,17 +13,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.messages import DEFAULT_LANG, Lang, negotiate, text
 from app.api.schemas import Failure, FieldError, ValidationFailure
 from app.domain.outcomes import GateOutcome
 
-# outcome -> (status code, message)
-GATE_ANSWERS: dict[GateOutcome, tuple[int, str]] = {
-    GateOutcome.ACCEPTED: (202, "Your request is queued; the coupon is issued in order."),
-    GateOutcome.DUPLICATE: (409, "You have already requested this coupon."),
-    GateOutcome.SOLD_OUT: (410, "This coupon is sold out."),
-    GateOutcome.EXPIRED: (410, "This coupon has expired."),
-    GateOutcome.NOT_FOUND: (404, "No such coupon."),
-    GateOutcome.RATE_LIMITED: (429, "Too many requests; slow down."),
+# outcome -> status code; the message is messages.text(outcome.value, lang)
+GATE_ANSWERS: dict[GateOutcome, int] = {
+    GateOutcome.ACCEPTED: 202,
+    GateOutcome.DUPLICATE: 409,
+    GateOutcome.SOLD_OUT: 410,
+    GateOutcome.EXPIRED: 410,
+    GateOutcome.NOT_FOUND: 404,
+    GateOutcome.RATE_LIMITED: 429,
 }
 
 
@@ -34,6 +35,13 @@ def json_response(body: object, status: int) -> Response:
 
 def failure(status: int, reason: str, message: str) -> Response:
     return json_response({"success": False, "message": message, "reason": reason}, status)
+
+
+def refusal(
+    status: int, reason: str, lang: Lang = DEFAULT_LANG, key: str | None = None
+) -> Response:
+    """A failure whose message comes from the message table (``key`` defaults to ``reason``)."""
+    return failure(status, reason, text(key or reason, lang))
 
 
 # Answers every write may give before its handler runs (middleware / body parsing).
@@ -51,7 +59,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RedisTimeoutError, _gate_unavailable)
 
 
-async def _validation_failed(_: Request, exc: Exception) -> Response:
+async def _validation_failed(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = []
     for err in exc.errors():
@@ -64,7 +72,8 @@ async def _validation_failed(_: Request, exc: Exception) -> Response:
             )
         errors.append(FieldError(field=field or "body", message=message))
     summary = "; ".join(f"{e.field}: {e.message}" for e in errors)
-    body = ValidationFailure(message=f"Invalid request: {summary}", errors=errors)
+    intro = text("VALIDATION", negotiate(request.headers.get("accept-language")))
+    body = ValidationFailure(message=f"{intro}: {summary}", errors=errors)
     return json_response(body.model_dump(), 422)
 
 
@@ -81,9 +90,9 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 _KNOWN_STATUSES = {s.value for s in HTTPStatus}
 
 
-def gate_unavailable() -> Response:
-    return failure(503, "UNAVAILABLE", "The issue gate (Redis) is unavailable; try again shortly.")
+def gate_unavailable(lang: Lang = DEFAULT_LANG) -> Response:
+    return refusal(503, "UNAVAILABLE", lang)
 
 
-async def _gate_unavailable(_: Request, exc: Exception) -> Response:
-    return gate_unavailable()
+async def _gate_unavailable(request: Request, exc: Exception) -> Response:
+    return gate_unavailable(negotiate(request.headers.get("accept-language")))

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import gate_unavailable
 from app.api.issue import issue_press
+from app.api.messages import negotiate
 from app.api.services import Services
 from app.domain.codec import USER_ID_PATTERN
 
@@ -58,6 +59,7 @@ class IssueFastPath:
         headers = dict(scope["headers"])
         token = headers.get(b"x-user-token")
         client = scope.get("client")
+        lang = negotiate(headers.get(b"accept-language"))
         scope["route"] = _ROUTE
         try:
             response = await issue_press(
@@ -66,9 +68,10 @@ class IssueFastPath:
                 user_id,
                 token.decode("latin-1") if token else None,
                 client[0] if client else "unknown",
+                lang,
             )
         except (RedisConnectionError, RedisTimeoutError):
-            response = gate_unavailable()
+            response = gate_unavailable(lang)
         await response(scope, receive, send)
 
 

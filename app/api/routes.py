@@ -12,8 +12,9 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 
 from app.adapters import postgres
-from app.api.errors import BODY_ANSWERS, failure
+from app.api.errors import BODY_ANSWERS, refusal
 from app.api.issue import issue_press
+from app.api.messages import Lang, negotiate
 from app.api.schemas import (
     CouponCreate,
     CouponView,
@@ -40,6 +41,17 @@ async def services(request: Request) -> Services:
 Svc = Annotated[Services, Depends(services)]
 
 
+async def language(
+    accept_language: Annotated[
+        str | None, Header(description="`ko` answers messages in Korean; default English")
+    ] = None,
+) -> Lang:
+    return negotiate(accept_language)
+
+
+Language = Annotated[Lang, Depends(language)]
+
+
 async def require_admin(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> None:
     """Admin writes need ``Authorization: Bearer <COUPON_ADMIN_TOKEN>`` when a token is set."""
     expected = svc.settings.admin_token
@@ -63,7 +75,7 @@ class AdminAuthRequired(Exception):
         **BODY_ANSWERS,
     },
 )
-async def create_coupon(body: CouponCreate, svc: Svc) -> CouponView:
+async def create_coupon(body: CouponCreate, svc: Svc, _: Language) -> CouponView:
     coupon = Coupon(
         id=uuid.uuid4(),
         name=body.name,
@@ -85,11 +97,11 @@ async def create_coupon(body: CouponCreate, svc: Svc) -> CouponView:
     response_model=CouponView,
     responses={404: {"model": Failure, "description": "Unknown coupon"}},
 )
-async def get_coupon(coupon_id: UUID, svc: Svc) -> Any:
+async def get_coupon(coupon_id: UUID, svc: Svc, lang: Language) -> Any:
     async with svc.pool.acquire() as conn:
         coupon = await postgres.get_coupon(conn, coupon_id)
     if coupon is None:
-        return failure(404, "NOT_FOUND", "No such coupon.")
+        return refusal(404, "NOT_FOUND", lang)
     return CouponView.of(coupon)
 
 
@@ -113,6 +125,7 @@ async def queue_issue(
     body: IssueRequestBody,
     svc: Svc,
     request: Request,
+    lang: Language,
     x_user_token: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Admit or refuse a press at the Redis gate; queue admitted ones on Kafka (acked).
@@ -121,7 +134,7 @@ async def queue_issue(
     route answers the rest (validation errors) and documents the contract.
     """
     client_ip = request.client.host if request.client else "unknown"
-    return await issue_press(svc, coupon_id, body.userId, x_user_token, client_ip)
+    return await issue_press(svc, coupon_id, body.userId, x_user_token, client_ip, lang)
 
 
 @router.get(
@@ -129,7 +142,7 @@ async def queue_issue(
     response_model=IssueStatusView,
     responses={404: {"model": Failure, "description": "The user never asked for this coupon"}},
 )
-async def issue_status(coupon_id: UUID, user_id: str, svc: Svc) -> Any:
+async def issue_status(coupon_id: UUID, user_id: str, svc: Svc, lang: Language) -> Any:
     async with svc.pool.acquire() as conn:
         outcome = await postgres.user_outcome(conn, coupon_id, user_id)
     if outcome is not None:
@@ -143,7 +156,7 @@ async def issue_status(coupon_id: UUID, user_id: str, svc: Svc) -> Any:
         )
     if await svc.gate.has_reserved(coupon_id, user_id):
         return IssueStatusView(couponId=coupon_id, userId=user_id, status="PENDING")
-    return failure(404, "NOT_FOUND", "This user has not requested this coupon.")
+    return refusal(404, "NOT_FOUND", lang, key="NOT_FOUND.issue")
 
 
 @router.get(
