@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,6 +48,10 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How often the exporter reads lag"
     )
     max_body_bytes: int = Field(16384, ge=256, description="Largest accepted request body")
+    default_timezone: str = Field(
+        "UTC",
+        description="IANA zone for timestamps sent without an offset, and of answers (Asia/Seoul)",
+    )
 
     # --- operator -------------------------------------------------------------------------------
     pod_namespace: str | None = Field(
@@ -70,3 +75,17 @@ class Settings(BaseSettings):
     # --- logging --------------------------------------------------------------------------------
     log_format: Literal["json", "text"] = Field("text", description="json in containers")
     log_level: str = Field("INFO", description="Root log level")
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {name!r} (an IANA name, e.g. Asia/Seoul)") from exc
+        return name
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """``default_timezone`` as a tzinfo (ZoneInfo caches instances per name)."""
+        return ZoneInfo(self.default_timezone)

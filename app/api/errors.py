@@ -30,7 +30,8 @@ GATE_ANSWERS: dict[GateOutcome, int] = {
 
 def json_response(body: object, status: int) -> Response:
     """Serialize with orjson straight to bytes (the hot path answers thousands of these a second)."""
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    payload = orjson.dumps(body, option=orjson.OPT_UTC_Z)  # "Z" for UTC, as pydantic writes it
+    return Response(payload, status_code=status, media_type="application/json")
 
 
 def failure(status: int, reason: str, message: str) -> Response:

@@ -9,10 +9,11 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from app.adapters import postgres
-from app.api.errors import BODY_ANSWERS, refusal
+from app.api.errors import BODY_ANSWERS, json_response, refusal
 from app.api.issue import issue_press
 from app.api.messages import Lang, negotiate
 from app.api.schemas import (
@@ -69,13 +70,20 @@ class AdminAuthRequired(Exception):
 @router.post(
     "/api/coupons",
     status_code=201,
+    response_model=CouponView,
     dependencies=[Depends(require_admin)],
     responses={
         401: {"model": Failure, "description": "Admin token missing or wrong"},
         **BODY_ANSWERS,
     },
 )
-async def create_coupon(body: CouponCreate, svc: Svc, _: Language) -> CouponView:
+async def create_coupon(body: CouponCreate, svc: Svc, _: Language) -> Response:
+    now = datetime.now(UTC)
+    expires_at = body.expires_at(svc.settings.zone)
+    if expires_at <= now:
+        raise RequestValidationError(
+            [{"loc": ("body", "expiresAt"), "msg": "must be in the future", "type": "value_error"}]
+        )
     coupon = Coupon(
         id=uuid.uuid4(),
         name=body.name,
@@ -83,13 +91,13 @@ async def create_coupon(body: CouponCreate, svc: Svc, _: Language) -> CouponView
         discount_value=body.discountValue,
         total_quantity=body.totalQuantity,
         min_order_amount=body.minOrderAmount,
-        expires_at=body.expiresAt,
-        created_at=datetime.now(UTC),
+        expires_at=expires_at,
+        created_at=now,
     )
     async with svc.pool.acquire() as conn:
         await postgres.insert_coupon(conn, coupon)
     await svc.gate.load(coupon.id, coupon.total_quantity, coupon.expires_at, holders=())
-    return CouponView.of(coupon)
+    return _coupon_answer(coupon, svc, 201)
 
 
 @router.get(
@@ -102,7 +110,12 @@ async def get_coupon(coupon_id: UUID, svc: Svc, lang: Language) -> Any:
         coupon = await postgres.get_coupon(conn, coupon_id)
     if coupon is None:
         return refusal(404, "NOT_FOUND", lang)
-    return CouponView.of(coupon)
+    return _coupon_answer(coupon, svc, 200)
+
+
+def _coupon_answer(coupon: Coupon, svc: Svc, status: int) -> Response:
+    """Every coupon answer renders the same way: money with its 2 decimals, zoned timestamps."""
+    return json_response(CouponView.of(coupon, svc.settings.zone).model_dump(), status)
 
 
 @router.post(
@@ -151,7 +164,9 @@ async def issue_status(coupon_id: UUID, user_id: str, svc: Svc, lang: Language) 
             couponId=coupon_id,
             userId=user_id,
             status=status.value,
-            issuedAt=processed_at if status is IssueStatus.ISSUED else None,
+            issuedAt=processed_at.astimezone(svc.settings.zone)
+            if status is IssueStatus.ISSUED
+            else None,
             reason=reason,
         )
     if await svc.gate.has_reserved(coupon_id, user_id):
