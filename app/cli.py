@@ -121,7 +121,9 @@ def _topics(settings: Settings, _: argparse.Namespace) -> int:
 def _dev(settings: Settings, args: argparse.Namespace) -> int:
     from app.devstack import run_dev
 
-    return run_dev(settings, autoscale=not args.no_autoscale, consumers=args.consumers)
+    # Not from DEV_ENV_FILE: that describes a stack this command starts (or a stale one).
+    fresh = Settings(_env_file=None)
+    return run_dev(fresh, autoscale=not args.no_autoscale, consumers=args.consumers)
 
 
 def _dlq(settings: Settings, args: argparse.Namespace) -> int:
