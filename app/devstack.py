@@ -373,8 +373,8 @@ def dev_listen(settings: Settings) -> dict[str, object]:
 
 
 # What a command in a second terminal needs to find the local stack (never secrets).
-_WHERE = ("kafka_bootstrap", "database_url", "db_schema", "redis_url", "redis_prefix")
-_NAMES = ("topic", "dlq_topic", "consumer_group", "api_host", "api_port")
+_WHERE = ("kafka_bootstrap", "database_url", "redis_url")
+_NAMES = ("db_schema", "redis_prefix", "topic", "dlq_topic", "consumer_group", "api_port")
 
 
 def dev_environment(settings: Settings) -> dict[str, str]:
