@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from app.api.errors import GATE_ANSWERS
 from app.api.messages import MESSAGES, Lang, negotiate, text
 from app.domain.outcomes import GateOutcome
+
+APP = Path(__file__).resolve().parents[2] / "app"
 
 
 @pytest.mark.parametrize(
@@ -56,3 +61,12 @@ def test_every_gate_outcome_has_a_status_and_messages() -> None:
 def test_the_accepted_press_answers_as_the_java_service_did_in_korean() -> None:
     assert text("ACCEPTED", Lang.KO) == "쿠폰 발급 요청이 접수되었습니다. 순차적으로 처리됩니다."
     assert text("ACCEPTED") == "Your request is queued; the coupon is issued in order."
+
+
+def test_every_reason_the_code_answers_with_has_a_message() -> None:
+    """A refusal whose key is missing from the table would be a 500 at run time."""
+    source = "\n".join(p.read_text() for p in APP.rglob("*.py"))
+    reasons = re.findall(r'(?:refusal|_reject)\(\s*(?:send,\s*)?\d{3},\s*"([A-Z_]+)"', source)
+    keys = re.findall(r'key="([A-Za-z_.]+)"', source)
+    assert len(reasons) >= 8 and keys  # the scan finds the call sites
+    assert set(reasons + keys) <= set(MESSAGES), set(reasons + keys) - set(MESSAGES)
