@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 from app.autoscaling.local import GroupLag, LocalScaler
 from app.autoscaling.policy import ScalingSpec
 from app.config import DEV_ENV_FILE, Settings
+from app.unreachable import NotAnswering
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
@@ -271,12 +272,12 @@ def local_systems(
             updates["kafka_bootstrap"] = broker.bootstrap
         if not _answers(settings.redis_url, 6379):
             if "redis_url" in given:
-                raise RuntimeError(f"Redis does not answer at {settings.redis_url}")
+                raise NotAnswering("redis_url")
             updates["redis_url"], proc = _start_redis(tmp, port(6379))
             started.append(proc)
         if not _answers(settings.database_url, 5432):
             if "database_url" in given:
-                raise RuntimeError(f"PostgreSQL does not answer at {settings.database_url}")
+                raise NotAnswering("database_url")
             updates["database_url"], proc = _start_postgres(tmp, port(5432))
             started.append(proc)
         yield settings.model_copy(update=updates), started

@@ -27,6 +27,7 @@ _SYSTEMS: dict[str, tuple[str, str]] = {
     "redis": ("Redis", "redis_url"),
     "asyncpg": ("PostgreSQL", "database_url"),
 }
+_SYSTEMS_BY_FIELD = {field: system for system, field in _SYSTEMS.values()}
 # asyncpg errors that mean "connected, but could not log in to that database"
 _PG_CONNECT_ERRORS = (
     asyncpg.InvalidCatalogNameError,
@@ -35,6 +36,15 @@ _PG_CONNECT_ERRORS = (
     asyncpg.TooManyConnectionsError,
 )
 _DETAIL_MAX = 160
+
+
+class NotAnswering(ConnectionError):
+    """Raised by our own checks: the system behind ``field`` (a Settings field) does not answer."""
+
+    def __init__(self, field: str, detail: str = "does not answer") -> None:
+        super().__init__(f"{_SYSTEMS_BY_FIELD[field]} {detail}")
+        self.field = field
+        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,8 @@ def diagnose(exc: BaseException, settings: Settings) -> DependencyProblem | None
         if library is None:
             continue
         system, field = _SYSTEMS[library]
+        if isinstance(err, NotAnswering):
+            system, field = _SYSTEMS_BY_FIELD[err.field], err.field
         hint = ""
         if isinstance(err, asyncpg.UndefinedTableError):
             hint = f"has no tables in schema {settings.db_schema!r}; run `coupon-issuer migrate`"
@@ -78,6 +90,8 @@ def diagnose(exc: BaseException, settings: Settings) -> DependencyProblem | None
 
 
 def _library_of(err: BaseException) -> str | None:
+    if isinstance(err, NotAnswering):
+        return next(lib for lib, (_, field) in _SYSTEMS.items() if field == err.field)
     if isinstance(err, KafkaConnectionError):
         return "aiokafka"
     if isinstance(err, RedisConnectionError | RedisTimeoutError):
@@ -116,7 +130,9 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _detail(err: BaseException) -> str:
-    if isinstance(err, KafkaConnectionError):
+    if isinstance(err, NotAnswering):
+        text = err.detail
+    elif isinstance(err, KafkaConnectionError):
         text = "no broker answered"
     elif isinstance(err, ConnectionError) and err.errno:
         text = os.strerror(err.errno)  # "Connection refused", not the event loop's wording

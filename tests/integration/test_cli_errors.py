@@ -77,8 +77,14 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
             },
             "cannot reach Kafka",
         ),
+        (
+            # make run told to use a Redis that is not there (it stops the broker it started)
+            ["dev", "--no-autoscale"],
+            {"COUPON_REDIS_URL": f"redis://127.0.0.1:{CLOSED}/0"},
+            f"cannot reach Redis at redis://127.0.0.1:{CLOSED}/0 (from the environment;",
+        ),
     ],
-    ids=["dlq-list", "dlq-replay", "topics", "migrate", "verify", "api", "consumer"],
+    ids=["dlq-list", "dlq-replay", "topics", "migrate", "verify", "api", "consumer", "dev"],
 )
 def test_one_line_exit_2(
     args: list[str], env: dict[str, str], expected: str, tmp_path: Path
@@ -87,7 +93,10 @@ def test_one_line_exit_2(
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0], done.stderr
-    if args[0] != "consumer":  # a service keeps its client libraries' logs; the others say one line
+    if args[0] not in (
+        "consumer",
+        "dev",
+    ):  # a service keeps its client libraries' logs; the others say one line
         assert done.stderr.strip() == errors[0]
     assert not any(word in done.stderr for word in NOISE), done.stderr
     assert "pw@" not in done.stderr

@@ -8,7 +8,7 @@ from aiokafka.errors import KafkaConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.config import Settings
-from app.unreachable import diagnose, redact
+from app.unreachable import NotAnswering, diagnose, redact
 
 SETTINGS = Settings(
     _env_file=None,
@@ -72,3 +72,9 @@ def test_origin_says_where_the_value_came_from() -> None:
 def test_redact() -> None:
     assert redact("postgresql://u:p@h/db") == "postgresql://u:***@h/db"
     assert redact("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_our_own_checks_name_their_setting() -> None:
+    problem = diagnose(NotAnswering("database_url"), SETTINGS)
+    assert problem is not None and problem.system == "PostgreSQL"
+    assert problem.setting == "COUPON_DATABASE_URL" and problem.detail == "does not answer"
