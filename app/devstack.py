@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 from app.autoscaling.local import GroupLag, LocalScaler
 from app.autoscaling.policy import ScalingSpec
 from app.config import DEV_ENV_FILE, Settings
+from app.dev_env import announced, dev_environment
 from app.unreachable import NotAnswering
 
 log = logging.getLogger(__name__)
@@ -373,38 +374,6 @@ def dev_listen(settings: Settings) -> dict[str, object]:
     return updates
 
 
-# What a command in a second terminal needs to find the local stack (never secrets).
-_WHERE = ("kafka_bootstrap", "database_url", "redis_url")
-_NAMES = ("db_schema", "redis_prefix", "topic", "dlq_topic", "consumer_group", "api_port")
-
-
-def dev_environment(settings: Settings) -> dict[str, str]:
-    """``COUPON_*`` values that point another command at this stack: the URLs always, the
-    names and the API address when they differ from the defaults."""
-    defaults = Settings.model_fields
-    env = {}
-    for name in (*_WHERE, *_NAMES):
-        value = getattr(settings, name)
-        if name in _WHERE or value != defaults[name].default:
-            env[f"COUPON_{name.upper()}"] = str(value)
-    return env
-
-
-@contextlib.contextmanager
-def announced(settings: Settings, env_file: Path) -> Iterator[None]:
-    """Write the stack's settings to ``env_file`` (every command run here reads it) while it
-    runs; remove it at the end unless another stack has overwritten it since."""
-    content = "".join(f"{k}={v}\n" for k, v in dev_environment(settings).items())
-    header = "# written by `coupon-issuer dev` while it runs; removed when it stops\n"
-    env_file.write_text(header + content)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            if env_file.read_text() == header + content:
-                env_file.unlink()
-
-
 async def _serve_dev(settings: Settings, autoscale: bool, consumers: int) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -471,8 +440,3 @@ def _print_banner(settings: Settings, consumers: int, autoscale: bool) -> None:
         f"Ctrl-C stops everything.\n",
         flush=True,
     )
-
-
-def _consumer_env(env: Mapping[str, str], settings: Settings, index: int) -> dict[str, str]:
-    """Each local consumer needs its own metrics port."""
-    return {**env, "COUPON_CONSUMER_METRICS_PORT": str(settings.consumer_metrics_port + index)}

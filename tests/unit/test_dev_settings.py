@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from app.config import DEV_ENV_FILE, Settings, setting_origin
-from app.devstack import announced, dev_environment, dev_listen, preferred_port
+from app.dev_env import announced, dev_environment
+from app.devstack import dev_listen, preferred_port
 
 
 def test_the_local_api_listens_on_loopback_unless_told_otherwise() -> None:
