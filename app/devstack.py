@@ -146,12 +146,11 @@ class TansuBroker:
             self.process.stop()
 
 
-def _start_redis(tmp: Path, port: int) -> tuple[str, ManagedProcess]:
+def _start_redis(tmp: Path, port: int | None = None) -> tuple[str, ManagedProcess]:
     binary = shutil.which("redis-server")
     if binary is None:
-        raise RuntimeError(
-            "Redis is not running on 127.0.0.1:6379 and redis-server is not installed"
-        )
+        raise NotAnswering("redis_url", "does not answer, and redis-server is not installed")
+    port = port or free_port()
     popen = subprocess.Popen(
         [
             binary,
@@ -178,19 +177,18 @@ def _pg_binary(name: str) -> str:
         (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None
     )
     if found is None:
-        raise RuntimeError(
-            f"PostgreSQL is not running on 127.0.0.1:5432 and {name} is not installed"
-        )
+        raise NotAnswering("database_url", f"does not answer, and {name} is not installed")
     return found
 
 
-def _start_postgres(tmp: Path, port: int) -> tuple[str, ManagedProcess]:
+def _start_postgres(tmp: Path, port: int | None = None) -> tuple[str, ManagedProcess]:
     data = tmp / "pgdata"
     subprocess.run(
         [_pg_binary("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
         check=True,
         stdout=subprocess.DEVNULL,
     )
+    port = port or free_port()
     popen = subprocess.Popen(
         [
             _pg_binary("postgres"),

@@ -67,3 +67,17 @@ def test_a_file_another_stack_rewrote_is_left_alone(tmp_path: Path) -> None:
     with announced(Settings(_env_file=None, kafka_bootstrap="127.0.0.1:40003"), target):
         target.write_text("COUPON_KAFKA_BOOTSTRAP=127.0.0.1:40004\n")
     assert target.exists()
+
+
+def test_nothing_to_start_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.devstack as devstack
+    from app.unreachable import diagnose
+
+    monkeypatch.setattr(devstack.shutil, "which", lambda _: None)
+    with pytest.raises(ConnectionError) as raised:
+        devstack._start_redis(tmp_path)
+    problem = diagnose(raised.value, Settings(_env_file=None))
+    assert problem is not None and problem.setting == "COUPON_REDIS_URL"
+    assert str(problem).endswith("does not answer, and redis-server is not installed")
