@@ -99,13 +99,14 @@ def negotiate(accept_language: bytes | str | None) -> Lang:
     """
     if not accept_language:
         return DEFAULT_LANG
-    if isinstance(accept_language, bytes):
-        accept_language = accept_language.decode("latin-1")
     return _negotiate(accept_language)
 
 
 @lru_cache(maxsize=512)
-def _negotiate(header: str) -> Lang:
+def _negotiate(header: bytes | str) -> Lang:
+    """Keyed by the raw header (bytes on the fast path): a hit costs no decoding."""
+    if isinstance(header, bytes):
+        header = header.decode("latin-1")
     best, best_q = DEFAULT_LANG, 0.0
     for item in header[:512].split(","):
         tag, _, params = item.partition(";")
