@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import tempfile
@@ -12,6 +13,7 @@ from typing import Any
 
 from app.config import Settings
 from app.observability.logs import configure_logging
+from app.unreachable import diagnose
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,30 +21,51 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
+    if args.one_shot:
+        _quiet_client_libraries()
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     try:
         return handler(settings, args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # Any subcommand: a dependency that does not answer is one line and exit 2, not a trace.
+        problem = diagnose(exc, settings)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
+        # clients the failed command left open complain when collected; that is noise by now
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        return 2
+
+
+def _quiet_client_libraries() -> None:
+    """A command that runs and exits reports its failures itself (one line); the client
+    libraries' own error logs and unclosed-client complaints would only repeat them as noise."""
+    for name in ("aiokafka", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coupon-issuer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, handler: Callable[..., int], help_text: str, *, one_shot: bool = False
+    ) -> argparse.ArgumentParser:
+        """``one_shot``: the command runs and exits (its library logs are quieted)."""
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=handler, one_shot=one_shot)
         return p
 
     add("api", _api, "Run the HTTP API (uvicorn, COUPON_API_WORKERS processes).")
     add("consumer", _consumer, "Run one issue worker (a consumer-group member).")
-    add("migrate", _migrate, "Apply pending PostgreSQL migrations.")
-    add("topics", _topics, "Create or verify the request and dead-letter topics.")
+    add("migrate", _migrate, "Apply pending PostgreSQL migrations.", one_shot=True)
+    add("topics", _topics, "Create or verify the request and dead-letter topics.", one_shot=True)
     dev = add("dev", _dev, "Run the whole stack locally (broker, API, consumers).")
     dev.add_argument("--no-autoscale", action="store_true", help="run a fixed number of consumers")
     dev.add_argument("--consumers", type=int, default=1, help="consumers to start with")
-    dlq = add("dlq", _dlq, "Inspect or replay the dead-letter topic.")
+    dlq = add("dlq", _dlq, "Inspect or replay the dead-letter topic.", one_shot=True)
     dlq.add_argument("action", choices=["list", "replay"])
     add("lag-exporter", _lag_exporter, "Export consumer lag and coupon gauges to Prometheus.")
     add("operator", _operator, "Run the ConsumerAutoscaler operator (kopf).")
@@ -59,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="one pass: observe twice this far apart, settle what both saw (default 3)",
     )
-    verify = add("verify", _verify, "Check the invariants; exit non-zero on any violation.")
+    verify = add(
+        "verify", _verify, "Check the invariants; exit non-zero on any violation.", one_shot=True
+    )
     verify.add_argument("--coupon", help="only this coupon id")
     verify.add_argument("--json", action="store_true", help="machine-readable report")
     from app.bench.options import add_bench_arguments
@@ -81,6 +106,10 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 def _api(settings: Settings, _: argparse.Namespace) -> int:
     import uvicorn
+
+    from app.unreachable import check_database
+
+    _run(check_database(settings.database_url))  # else uvicorn prints a lifespan traceback
 
     if settings.api_workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Workers are separate processes; prometheus-client merges their samples via files here.
@@ -123,9 +152,6 @@ def _topics(settings: Settings, _: argparse.Namespace) -> int:
     except TopicProblem as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:
-        print(f"error: cannot reach Kafka at {settings.kafka_bootstrap}: {exc!r}", file=sys.stderr)
-        return 2
     for r in reports:
         print(f"topic {r.name}: {r.partitions} partitions ({'created' if r.created else 'ok'})")
     return 0
@@ -134,7 +160,9 @@ def _topics(settings: Settings, _: argparse.Namespace) -> int:
 def _dev(settings: Settings, args: argparse.Namespace) -> int:
     from app.devstack import run_dev
 
-    return run_dev(settings, autoscale=not args.no_autoscale, consumers=args.consumers)
+    # Not from DEV_ENV_FILE: that describes a stack this command starts (or a stale one).
+    fresh = Settings(_env_file=None)
+    return run_dev(fresh, autoscale=not args.no_autoscale, consumers=args.consumers)
 
 
 def _dlq(settings: Settings, args: argparse.Namespace) -> int:

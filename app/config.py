@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Written by `coupon-issuer dev` (the local stack's URLs), read from the working directory by
+# every command, removed when the stack stops. The environment wins over it.
+DEV_ENV_FILE = ".coupon-dev.env"
+
 
 class Settings(BaseSettings):
-    """Service settings; every field is ``COUPON_<NAME>`` in the environment."""
+    """Service settings; every field is ``COUPON_<NAME>`` in the environment (or DEV_ENV_FILE)."""
 
-    model_config = SettingsConfigDict(env_prefix="COUPON_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="COUPON_", extra="ignore", env_file=DEV_ENV_FILE, env_file_encoding="utf-8"
+    )
 
     # --- real systems -------------------------------------------------------------------------
     kafka_bootstrap: str = Field(
@@ -70,6 +78,10 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How often the exporter reads lag"
     )
     max_body_bytes: int = Field(16384, ge=256, description="Largest accepted request body")
+    default_timezone: str = Field(
+        "UTC",
+        description="IANA zone for timestamps sent without an offset, and of answers (Asia/Seoul)",
+    )
 
     # --- operator -------------------------------------------------------------------------------
     pod_namespace: str | None = Field(
@@ -101,3 +113,28 @@ class Settings(BaseSettings):
     # --- logging --------------------------------------------------------------------------------
     log_format: Literal["json", "text"] = Field("text", description="json in containers")
     log_level: str = Field("INFO", description="Root log level")
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {name!r} (an IANA name, e.g. Asia/Seoul)") from exc
+        return name
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """``default_timezone`` as a tzinfo (ZoneInfo caches instances per name)."""
+        return ZoneInfo(self.default_timezone)
+
+
+def setting_origin(settings: Settings, field: str) -> str:
+    """Where a setting's value came from, for messages: the default, the environment, or
+    DEV_ENV_FILE (the environment wins over the file)."""
+    if field not in settings.model_fields_set:
+        return "the default"
+    name = f"COUPON_{field.upper()}"
+    if any(key.upper() == name for key in os.environ):
+        return "from the environment"
+    return f"from {DEV_ENV_FILE}"

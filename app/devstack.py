@@ -26,8 +26,10 @@ from urllib.parse import urlparse
 
 from app.autoscaling.local import GroupLag, LocalScaler
 from app.autoscaling.policy import ScalingSpec
-from app.config import Settings
+from app.config import DEV_ENV_FILE, Settings
+from app.dev_env import announced, dev_environment
 from app.reconciler.reconcile import reconcile_until
+from app.unreachable import NotAnswering
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
@@ -37,6 +39,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    """Whether ``port`` on loopback can be bound right now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def preferred_port(port: int) -> int:
+    """``port`` if it is free, otherwise any free one."""
+    return port if port_free(port) else free_port()
 
 
 def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
@@ -130,13 +147,11 @@ class TansuBroker:
             self.process.stop()
 
 
-def _start_redis(tmp: Path) -> tuple[str, ManagedProcess]:
+def _start_redis(tmp: Path, port: int | None = None) -> tuple[str, ManagedProcess]:
     binary = shutil.which("redis-server")
     if binary is None:
-        raise RuntimeError(
-            "Redis is not running on 127.0.0.1:6379 and redis-server is not installed"
-        )
-    port = free_port()
+        raise NotAnswering("redis_url", "does not answer, and redis-server is not installed")
+    port = port or free_port()
     popen = subprocess.Popen(
         [
             binary,
@@ -163,20 +178,18 @@ def _pg_binary(name: str) -> str:
         (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None
     )
     if found is None:
-        raise RuntimeError(
-            f"PostgreSQL is not running on 127.0.0.1:5432 and {name} is not installed"
-        )
+        raise NotAnswering("database_url", f"does not answer, and {name} is not installed")
     return found
 
 
-def _start_postgres(tmp: Path) -> tuple[str, ManagedProcess]:
+def _start_postgres(tmp: Path, port: int | None = None) -> tuple[str, ManagedProcess]:
     data = tmp / "pgdata"
     subprocess.run(
         [_pg_binary("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    port = free_port()
+    port = port or free_port()
     popen = subprocess.Popen(
         [
             _pg_binary("postgres"),
@@ -235,27 +248,37 @@ def spawn(
 
 
 @contextlib.contextmanager
-def local_systems(settings: Settings) -> Iterator[tuple[Settings, list[ManagedProcess]]]:
-    """Resolve broker, Redis and PostgreSQL: configured ones, local ones, or embedded ones."""
+def local_systems(
+    settings: Settings, *, default_ports: bool = False
+) -> Iterator[tuple[Settings, list[ManagedProcess]]]:
+    """Resolve broker, Redis and PostgreSQL: configured ones, local ones, or embedded ones.
+
+    With ``default_ports`` (``make run``) what it starts takes the usual ports (9092, 6379, 5432)
+    when they are free, so commands in a second terminal find it with the default settings.
+    """
     given = settings.model_fields_set
     started: list[ManagedProcess] = []
     tmp = Path(tempfile.mkdtemp(prefix="coupon-dev-"))
     updates: dict[str, object] = {}
+
+    def port(default: int) -> int:
+        return preferred_port(default) if default_ports else free_port()
+
     try:
         if "kafka_bootstrap" not in given:
-            broker = TansuBroker().start()
+            broker = TansuBroker(port(9092)).start()
             assert broker.process is not None
             started.append(broker.process)
             updates["kafka_bootstrap"] = broker.bootstrap
         if not _answers(settings.redis_url, 6379):
             if "redis_url" in given:
-                raise RuntimeError(f"Redis does not answer at {settings.redis_url}")
-            updates["redis_url"], proc = _start_redis(tmp)
+                raise NotAnswering("redis_url")
+            updates["redis_url"], proc = _start_redis(tmp, port(6379))
             started.append(proc)
         if not _answers(settings.database_url, 5432):
             if "database_url" in given:
-                raise RuntimeError(f"PostgreSQL does not answer at {settings.database_url}")
-            updates["database_url"], proc = _start_postgres(tmp)
+                raise NotAnswering("database_url")
+            updates["database_url"], proc = _start_postgres(tmp, port(5432))
             started.append(proc)
         yield settings.model_copy(update=updates), started
     finally:
@@ -331,9 +354,23 @@ def dev_scaling_spec(settings: Settings) -> ScalingSpec:
 
 def run_dev(settings: Settings, *, autoscale: bool, consumers: int) -> int:
     """Start everything, print where it is, and stop all of it on Ctrl-C / SIGTERM."""
-    with local_systems(settings) as (resolved, _started):
+    settings = settings.model_copy(update=dev_listen(settings))
+    with local_systems(settings, default_ports=True) as (resolved, _started):
         prepare(resolved)
-        return asyncio.run(_serve_dev(resolved, autoscale, consumers))
+        with announced(resolved, Path(DEV_ENV_FILE)):
+            return asyncio.run(_serve_dev(resolved, autoscale, consumers))
+
+
+def dev_listen(settings: Settings) -> dict[str, object]:
+    """The local stack listens on loopback only (admin endpoints included) unless told otherwise,
+    and on the usual API port unless that is taken."""
+    given = settings.model_fields_set
+    updates: dict[str, object] = {}
+    if "api_host" not in given:
+        updates["api_host"] = "127.0.0.1"
+    if "api_port" not in given:
+        updates["api_port"] = preferred_port(settings.api_port)
+    return updates
 
 
 async def _serve_dev(settings: Settings, autoscale: bool, consumers: int) -> int:
@@ -391,19 +428,19 @@ def _wait_for_api(api: ManagedProcess, port: int) -> None:
 
 
 def _print_banner(settings: Settings, consumers: int, autoscale: bool) -> None:
+    exports = " ".join(f"{k}={v}" for k, v in dev_environment(settings).items())
     print(
         f"\ncoupon-issuer is up\n"
-        f"  API        http://127.0.0.1:{settings.api_port}  (docs: /docs, metrics: /metrics)\n"
+        f"  API        http://127.0.0.1:{settings.api_port}  (listening on {settings.api_host};"
+        " docs: /docs, metrics: /metrics)\n"
         f"  Kafka      {settings.kafka_bootstrap}  topic {settings.topic}"
         f" ({settings.partitions} partitions)\n"
         f"  Redis      {settings.redis_url}\n"
         f"  PostgreSQL {settings.database_url}  schema {settings.db_schema}\n"
         f"  consumers  {consumers} (autoscale {'on' if autoscale else 'off'})\n"
+        f"Commands run from this directory find this stack (it is in {DEV_ENV_FILE});"
+        " from elsewhere:\n"
+        f"  export {exports}\n"
         f"Ctrl-C stops everything.\n",
         flush=True,
     )
-
-
-def _consumer_env(env: Mapping[str, str], settings: Settings, index: int) -> dict[str, str]:
-    """Each local consumer needs its own metrics port."""
-    return {**env, "COUPON_CONSUMER_METRICS_PORT": str(settings.consumer_metrics_port + index)}

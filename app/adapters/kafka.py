@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -69,6 +70,19 @@ async def ensure_topics(
         return reports
     finally:
         await admin.close()
+
+
+@asynccontextmanager
+async def running(*clients: AIOKafkaConsumer | AIOKafkaProducer) -> AsyncIterator[None]:
+    """Start the clients in order and always stop them, a failed start included (aiokafka leaves
+    a client that failed to bootstrap open, and complains about it at exit)."""
+    try:
+        for client in clients:
+            await client.start()
+        yield
+    finally:
+        for client in reversed(clients):
+            await client.stop()
 
 
 def make_producer(bootstrap: str, linger_ms: int, timeout_ms: int) -> AIOKafkaProducer:

@@ -22,8 +22,9 @@ from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_fix
 from app.adapters import kafka, postgres
 from app.adapters.rate_limit import RateLimiter
 from app.adapters.redis_gate import RedisGate
-from app.api.errors import failure, install_error_handlers, json_response
+from app.api.errors import install_error_handlers, json_response, refusal
 from app.api.fast_path import IssueFastPath
+from app.api.messages import negotiate
 from app.api.middleware import BodyRules, ObservedRequests
 from app.api.routes import AdminAuthRequired, router
 from app.api.services import Services
@@ -124,8 +125,9 @@ async def _start_producer(producer: AIOKafkaProducer) -> None:
         ) from exc
 
 
-async def _unauthorized(_: Request, __: Exception) -> Response:
-    response = failure(401, "UNAUTHORIZED", "This operation needs the admin bearer token.")
+async def _unauthorized(request: Request, __: Exception) -> Response:
+    lang = negotiate(request.headers.get("accept-language"))
+    response = refusal(401, "UNAUTHORIZED", lang, key="UNAUTHORIZED.admin")
     response.headers["WWW-Authenticate"] = "Bearer"
     return response
 

@@ -14,45 +14,46 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.messages import DEFAULT_LANG, Lang, negotiate, text
 from app.api.schemas import Failure, FieldError, ValidationFailure
 from app.domain.outcomes import GateOutcome
 
-# outcome -> (status code, message)
-GATE_ANSWERS: dict[GateOutcome, tuple[int, str]] = {
-    GateOutcome.ACCEPTED: (202, "Your request is queued; the coupon is issued in order."),
-    GateOutcome.DUPLICATE: (409, "You have already requested this coupon."),
-    GateOutcome.SOLD_OUT: (410, "This coupon is sold out."),
-    GateOutcome.EXPIRED: (410, "This coupon has expired."),
-    GateOutcome.NOT_FOUND: (404, "No such coupon."),
-    GateOutcome.RATE_LIMITED: (429, "Too many requests; slow down."),
+# outcome -> status code; the message is messages.text(outcome.value, lang)
+GATE_ANSWERS: dict[GateOutcome, int] = {
+    GateOutcome.ACCEPTED: 202,
+    GateOutcome.DUPLICATE: 409,
+    GateOutcome.SOLD_OUT: 410,
+    GateOutcome.EXPIRED: 410,
+    GateOutcome.NOT_FOUND: 404,
+    GateOutcome.RATE_LIMITED: 429,
 }
-UNCONFIRMED_MESSAGE = (
-    "Your request was received but the queue has not confirmed it yet; its status shows the"
-    " outcome shortly. Do not press again."
-)
-BROKER_UNAVAILABLE_MESSAGE = "Could not queue the request; nothing was reserved, please retry."
-
-# Faults of a dependency: each answers 503 in the failure shape, never a plain-text 500.
-_GATE_DOWN = ("UNAVAILABLE", "The issue gate (Redis) is unavailable; try again shortly.")
-_DATABASE_DOWN = ("DATABASE_UNAVAILABLE", "The database is unavailable; try again shortly.")
-_UNAVAILABLE: tuple[tuple[type[Exception], tuple[str, str]], ...] = (
-    (RedisConnectionError, _GATE_DOWN),
-    (RedisTimeoutError, _GATE_DOWN),
-    (asyncpg.PostgresError, _DATABASE_DOWN),
-    (asyncpg.InterfaceError, _DATABASE_DOWN),
-    (OSError, _DATABASE_DOWN),
-    (TimeoutError, ("BUSY", "The service is busy; try again shortly.")),
+# Faults of a dependency -> reason: each answers 503 in the failure shape, never a plain 500.
+_UNAVAILABLE: tuple[tuple[type[Exception], str], ...] = (
+    (RedisConnectionError, "UNAVAILABLE"),
+    (RedisTimeoutError, "UNAVAILABLE"),
+    (asyncpg.PostgresError, "DATABASE_UNAVAILABLE"),
+    (asyncpg.InterfaceError, "DATABASE_UNAVAILABLE"),
+    (OSError, "DATABASE_UNAVAILABLE"),
+    (TimeoutError, "BUSY"),
 )
 DEPENDENCY_FAULTS = tuple(kind for kind, _ in _UNAVAILABLE)
 
 
 def json_response(body: object, status: int) -> Response:
     """Serialize with orjson straight to bytes (the hot path answers thousands of these a second)."""
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    payload = orjson.dumps(body, option=orjson.OPT_UTC_Z)  # "Z" for UTC, as pydantic writes it
+    return Response(payload, status_code=status, media_type="application/json")
 
 
 def failure(status: int, reason: str, message: str) -> Response:
     return json_response({"success": False, "message": message, "reason": reason}, status)
+
+
+def refusal(
+    status: int, reason: str, lang: Lang = DEFAULT_LANG, key: str | None = None
+) -> Response:
+    """A failure whose message comes from the message table (``key`` defaults to ``reason``)."""
+    return failure(status, reason, text(key or reason, lang))
 
 
 # Answers every write may give before its handler runs (middleware / body parsing).
@@ -71,7 +72,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _internal_error)
 
 
-async def _validation_failed(_: Request, exc: Exception) -> Response:
+async def _validation_failed(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = []
     for err in exc.errors():
@@ -84,7 +85,8 @@ async def _validation_failed(_: Request, exc: Exception) -> Response:
             )
         errors.append(FieldError(field=field or "body", message=message))
     summary = "; ".join(f"{e.field}: {e.message}" for e in errors)
-    body = ValidationFailure(message=f"Invalid request: {summary}", errors=errors)
+    intro = text("VALIDATION", negotiate(request.headers.get("accept-language")))
+    body = ValidationFailure(message=f"{intro}: {summary}", errors=errors)
     return json_response(body.model_dump(), 422)
 
 
@@ -101,19 +103,17 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 _KNOWN_STATUSES = {s.value for s in HTTPStatus}
 
 
-def unavailable(exc: BaseException) -> Response:
+def unavailable(exc: BaseException, lang: Lang = DEFAULT_LANG) -> Response:
     """503 for a dependency fault, naming which kind of dependency failed."""
-    for kind, (reason, message) in _UNAVAILABLE:
-        if isinstance(exc, kind):
-            response = failure(503, reason, message)
-            response.headers["Retry-After"] = "1"
-            return response
-    return failure(503, "UNAVAILABLE", "A dependency is unavailable; try again shortly.")
+    reason = next((r for kind, r in _UNAVAILABLE if isinstance(exc, kind)), "UNAVAILABLE")
+    response = refusal(503, reason, lang)
+    response.headers["Retry-After"] = "1"
+    return response
 
 
-async def _dependency_failed(_: Request, exc: Exception) -> Response:
-    return unavailable(exc)
+async def _dependency_failed(request: Request, exc: Exception) -> Response:
+    return unavailable(exc, negotiate(request.headers.get("accept-language")))
 
 
-async def _internal_error(_: Request, __: Exception) -> Response:
-    return failure(500, "INTERNAL_ERROR", "Something went wrong on our side; try again.")
+async def _internal_error(request: Request, _: Exception) -> Response:
+    return refusal(500, "INTERNAL_ERROR", negotiate(request.headers.get("accept-language")))

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import DEPENDENCY_FAULTS, unavailable
 from app.api.issue import issue_press
+from app.api.messages import negotiate
 from app.api.services import Services
 from app.domain.codec import USER_ID_PATTERN
 
@@ -56,6 +57,7 @@ class IssueFastPath:
         headers = dict(scope["headers"])
         token = headers.get(b"x-user-token")
         client = scope.get("client")
+        lang = negotiate(headers.get(b"accept-language"))
         scope["route"] = _ROUTE
         try:
             response = await issue_press(
@@ -64,9 +66,10 @@ class IssueFastPath:
                 user_id,
                 token.decode("latin-1") if token else None,
                 client[0] if client else "unknown",
+                lang,
             )
         except DEPENDENCY_FAULTS as exc:
-            response = unavailable(exc)
+            response = unavailable(exc, lang)
         await response(scope, receive, send)
 
 

@@ -12,13 +12,8 @@ import jwt
 from starlette.responses import Response
 
 from app.adapters.kafka import BrokerUnavailable, PublishUnconfirmed
-from app.api.errors import (
-    BROKER_UNAVAILABLE_MESSAGE,
-    GATE_ANSWERS,
-    UNCONFIRMED_MESSAGE,
-    failure,
-    json_response,
-)
+from app.api.errors import GATE_ANSWERS, json_response, refusal
+from app.api.messages import DEFAULT_LANG, Lang, text
 from app.api.services import Services
 from app.domain.codec import IssueRequest
 from app.domain.outcomes import GateOutcome
@@ -29,10 +24,17 @@ RETRY_AFTER_SECONDS = "1"  # rate-limit windows are one second
 
 
 async def issue_press(
-    svc: Services, coupon_id: UUID, user_id: str, token: str | None, client_ip: str
+    svc: Services,
+    coupon_id: UUID,
+    user_id: str,
+    token: str | None,
+    client_ip: str,
+    lang: Lang = DEFAULT_LANG,
 ) -> Response:
     """Admit or refuse one press at the Redis gate; queue an admitted one on Kafka (acked)."""
-    refused = await _refuse_unvouched(svc, user_id, token) or await _refuse_busy_ip(svc, client_ip)
+    refused = await _refuse_unvouched(svc, user_id, token, lang) or await _refuse_busy_ip(
+        svc, client_ip, lang
+    )
     if refused is not None:
         return refused
     now = datetime.now(UTC)
@@ -42,10 +44,10 @@ async def issue_press(
     if not answer.loaded and await svc.open_gate(coupon_id):
         answer = await svc.gate.reserve(coupon_id, user_id, queued.request_id, now, limit)
     outcome = answer.outcome or GateOutcome.NOT_FOUND
-    status, message = GATE_ANSWERS[outcome]
+    status = GATE_ANSWERS[outcome]
     if outcome is not GateOutcome.ACCEPTED:
         metrics.API_ISSUE_REQUESTS.labels(outcome.value.lower()).inc()
-        response = failure(status, outcome.value, message)
+        response = refusal(status, outcome.value, lang)
         if outcome is GateOutcome.RATE_LIMITED:
             response.headers["Retry-After"] = RETRY_AFTER_SECONDS
         return response
@@ -56,15 +58,15 @@ async def issue_press(
         # It never left this process: undoing the reservation is safe, and so is a retry.
         await svc.gate.release(coupon_id, user_id, queued.request_id)
         metrics.API_ISSUE_REQUESTS.labels("broker_unavailable").inc()
-        return failure(503, "BROKER_UNAVAILABLE", BROKER_UNAVAILABLE_MESSAGE)
+        return refusal(503, "BROKER_UNAVAILABLE", lang)
     except PublishUnconfirmed:
         # It may still be appended (a stalled broker): keep the reservation and claim nothing.
         # The consumer issues it if it lands; the reconciler settles it if it never does.
         metrics.API_ISSUE_REQUESTS.labels("unconfirmed").inc()
-        return _accepted(UNCONFIRMED_MESSAGE, answer.queue_ahead, queued, "UNCONFIRMED")
+        return _accepted(text("UNCONFIRMED", lang), answer.queue_ahead, queued, "UNCONFIRMED")
     metrics.API_PUBLISH_DURATION.observe(time.perf_counter() - started)
     metrics.API_ISSUE_REQUESTS.labels("accepted").inc()
-    return _accepted(message, answer.queue_ahead, queued, "QUEUED")
+    return _accepted(text(outcome.value, lang), answer.queue_ahead, queued, "QUEUED")
 
 
 def _accepted(message: str, ahead: int, queued: IssueRequest, status: str) -> Response:
@@ -80,7 +82,9 @@ def _accepted(message: str, ahead: int, queued: IssueRequest, status: str) -> Re
     )
 
 
-async def _refuse_unvouched(svc: Services, user_id: str, token: str | None) -> Response | None:
+async def _refuse_unvouched(
+    svc: Services, user_id: str, token: str | None, lang: Lang
+) -> Response | None:
     """Signed-user mode: a gateway vouches for the user with an HS256 JWT (off by default)."""
     secret = svc.settings.user_jwt_secret
     if secret is None:
@@ -88,20 +92,20 @@ async def _refuse_unvouched(svc: Services, user_id: str, token: str | None) -> R
     subject = verified_subject(token, secret.get_secret_value())
     if subject is None:
         metrics.API_ISSUE_REQUESTS.labels("unauthorized").inc()
-        return failure(401, "UNAUTHORIZED", "A valid X-User-Token is required.")
+        return refusal(401, "UNAUTHORIZED", lang)
     if subject != user_id:
         metrics.API_ISSUE_REQUESTS.labels("unauthorized").inc()
-        return failure(403, "FORBIDDEN", "The token was issued for another user.")
+        return refusal(403, "FORBIDDEN", lang)
     return None
 
 
-async def _refuse_busy_ip(svc: Services, client_ip: str) -> Response | None:
+async def _refuse_busy_ip(svc: Services, client_ip: str, lang: Lang) -> Response | None:
     """Per-IP limit (off by default: behind a gateway every user shares its address)."""
     wait = await svc.limiter.exceeded(f"ip:{client_ip}", svc.settings.rate_limit_per_ip)
     if wait is None:
         return None
     metrics.API_ISSUE_REQUESTS.labels("rate_limited").inc()
-    response = failure(429, "RATE_LIMITED", "Too many requests; slow down.")
+    response = refusal(429, "RATE_LIMITED", lang)
     response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
     return response
 

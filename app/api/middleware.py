@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.messages import Lang, negotiate, text
 from app.observability import metrics
 from app.observability.logs import request_id_var
 
@@ -67,12 +68,13 @@ class BodyRules:
         headers = dict(scope["headers"])
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         has_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+        lang = negotiate(headers.get(b"accept-language"))
         if has_body and content_type != _JSON:
-            await _reject(send, 415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.")
+            await _reject(send, 415, "UNSUPPORTED_MEDIA_TYPE", lang)
             return
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _reject(send, 413, "PAYLOAD_TOO_LARGE", "The request body is too large.")
+            await _reject(send, 413, "PAYLOAD_TOO_LARGE", lang)
             return
         received = 0
 
@@ -87,15 +89,15 @@ class BodyRules:
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await _reject(send, 413, "PAYLOAD_TOO_LARGE", "The request body is too large.")
+            await _reject(send, 413, "PAYLOAD_TOO_LARGE", lang)
 
 
 class _BodyTooLarge(Exception):
     pass
 
 
-async def _reject(send: Send, status: int, reason: str, message: str) -> None:
-    body: dict[str, Any] = {"success": False, "reason": reason, "message": message}
+async def _reject(send: Send, status: int, reason: str, lang: Lang) -> None:
+    body: dict[str, Any] = {"success": False, "reason": reason, "message": text(reason, lang)}
     payload = orjson.dumps(body)
     await send(
         {

@@ -9,11 +9,13 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from app.adapters import postgres
-from app.api.errors import BODY_ANSWERS, failure
+from app.api.errors import BODY_ANSWERS, json_response, refusal
 from app.api.issue import issue_press
+from app.api.messages import Lang, negotiate
 from app.api.schemas import (
     CouponCreate,
     CouponView,
@@ -41,6 +43,17 @@ async def services(request: Request) -> Services:
 Svc = Annotated[Services, Depends(services)]
 
 
+async def language(
+    accept_language: Annotated[
+        str | None, Header(description="`ko` answers messages in Korean; default English")
+    ] = None,
+) -> Lang:
+    return negotiate(accept_language)
+
+
+Language = Annotated[Lang, Depends(language)]
+
+
 async def require_admin(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> None:
     """Admin writes need ``Authorization: Bearer <COUPON_ADMIN_TOKEN>`` when a token is set."""
     expected = svc.settings.admin_token
@@ -58,13 +71,20 @@ class AdminAuthRequired(Exception):
 @router.post(
     "/api/coupons",
     status_code=201,
+    response_model=CouponView,
     dependencies=[Depends(require_admin)],
     responses={
         401: {"model": Failure, "description": "Admin token missing or wrong"},
         **BODY_ANSWERS,
     },
 )
-async def create_coupon(body: CouponCreate, svc: Svc) -> CouponView:
+async def create_coupon(body: CouponCreate, svc: Svc, _: Language) -> Response:
+    now = datetime.now(UTC)
+    expires_at = body.expires_at(svc.settings.zone)
+    if expires_at <= now:
+        raise RequestValidationError(
+            [{"loc": ("body", "expiresAt"), "msg": "must be in the future", "type": "value_error"}]
+        )
     coupon = Coupon(
         id=uuid.uuid4(),
         name=body.name,
@@ -72,15 +92,15 @@ async def create_coupon(body: CouponCreate, svc: Svc) -> CouponView:
         discount_value=body.discountValue,
         total_quantity=body.totalQuantity,
         min_order_amount=body.minOrderAmount,
-        expires_at=body.expiresAt,
-        created_at=datetime.now(UTC),
+        expires_at=expires_at,
+        created_at=now,
     )
     # Registered before it exists: a coupon in PostgreSQL is never unknown to the gate.
     await svc.gate.register([coupon.id])
     async with svc.db() as conn:
         await postgres.insert_coupon(conn, coupon)
     await svc.gate.load(coupon.id, coupon.total_quantity, coupon.expires_at, holders=())
-    return CouponView.of(coupon)
+    return _coupon_answer(coupon, svc, 201)
 
 
 @router.get(
@@ -88,12 +108,17 @@ async def create_coupon(body: CouponCreate, svc: Svc) -> CouponView:
     response_model=CouponView,
     responses={404: {"model": Failure, "description": "Unknown coupon"}},
 )
-async def get_coupon(coupon_id: UUID, svc: Svc) -> Any:
+async def get_coupon(coupon_id: UUID, svc: Svc, lang: Language) -> Any:
     async with svc.db() as conn:
         coupon = await postgres.get_coupon(conn, coupon_id)
     if coupon is None:
-        return failure(404, "NOT_FOUND", "No such coupon.")
-    return CouponView.of(coupon)
+        return refusal(404, "NOT_FOUND", lang)
+    return _coupon_answer(coupon, svc, 200)
+
+
+def _coupon_answer(coupon: Coupon, svc: Svc, status: int) -> Response:
+    """Every coupon answer renders the same way: money with its 2 decimals, zoned timestamps."""
+    return json_response(CouponView.of(coupon, svc.settings.zone).model_dump(), status)
 
 
 @router.post(
@@ -116,6 +141,7 @@ async def queue_issue(
     body: IssueRequestBody,
     svc: Svc,
     request: Request,
+    lang: Language,
     x_user_token: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Admit or refuse a press at the Redis gate; queue admitted ones on Kafka (acked).
@@ -124,7 +150,7 @@ async def queue_issue(
     route answers the rest (validation errors) and documents the contract.
     """
     client_ip = request.client.host if request.client else "unknown"
-    return await issue_press(svc, coupon_id, body.userId, x_user_token, client_ip)
+    return await issue_press(svc, coupon_id, body.userId, x_user_token, client_ip, lang)
 
 
 @router.get(
@@ -132,7 +158,7 @@ async def queue_issue(
     response_model=IssueStatusView,
     responses={404: {"model": Failure, "description": "The user never asked for this coupon"}},
 )
-async def issue_status(coupon_id: UUID, user_id: str, svc: Svc) -> Any:
+async def issue_status(coupon_id: UUID, user_id: str, svc: Svc, lang: Language) -> Any:
     """PENDING until the request has an outcome; ISSUED, REJECTED (with a reason) and FAILED
     (with a reason; the reservation was given back and the user may press again) are final."""
     holding = await svc.gate.holding_request(coupon_id, user_id)
@@ -140,12 +166,13 @@ async def issue_status(coupon_id: UUID, user_id: str, svc: Svc) -> Any:
         recorded = await postgres.recorded_outcomes(conn, coupon_id, user_id)
     found = user_status(recorded, holding)
     if found is None:
-        return failure(404, "NOT_FOUND", "This user has not requested this coupon.")
+        return refusal(404, "NOT_FOUND", lang, key="NOT_FOUND.issue")
+    issued = found.status is IssueStatus.ISSUED and found.at is not None
     return IssueStatusView(
         couponId=coupon_id,
         userId=user_id,
         status=found.status.value,
-        issuedAt=found.at if found.status is IssueStatus.ISSUED else None,
+        issuedAt=found.at.astimezone(svc.settings.zone) if issued and found.at else None,
         reason=found.reason,
         requestId=found.request_id,
     )

@@ -2,18 +2,65 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, tzinfo
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+import orjson
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SerializationInfo,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 
 from app.domain.coupon import Coupon, DiscountType
 
 UserId = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
 ]
+
+
+_CENT = Decimal("0.01")
+
+
+def _money_out(value: Decimal, info: SerializationInfo) -> Any:
+    """Money leaves as a JSON number with exactly the stored scale (``10.00``), as the Java
+    service's BigDecimal did: raw digits for orjson (``model_dump()``), a float in pydantic's JSON
+    mode (exact too: 12 significant digits round-trip through a double)."""
+    cents = value.quantize(_CENT)
+    return float(cents) if info.mode_is_json() else orjson.Fragment(str(cents))
+
+
+Money = Annotated[
+    Decimal,
+    PlainSerializer(_money_out, return_type=Any),
+    WithJsonSchema(
+        {"type": "number", "description": "A JSON number with 2 decimals (the stored scale)"},
+        mode="serialization",
+    ),
+]
+
+# Timestamps in: ISO 8601, with an offset or without one (Java's LocalDateTime, as the old
+# service's clients send); a zone-less one is wall-clock time in COUPON_DEFAULT_TIMEZONE.
+TimestampIn = Annotated[
+    datetime,
+    Field(
+        description="ISO 8601; without an offset it is read in COUPON_DEFAULT_TIMEZONE (UTC)",
+        examples=["2030-12-31T23:59:59", "2030-12-31T23:59:59+09:00"],
+    ),
+]
+
+
+def in_zone(value: datetime, zone: tzinfo) -> datetime:
+    """A zone-less timestamp is wall-clock time in ``zone``; one with an offset keeps its own."""
+    return value.replace(tzinfo=zone) if value.tzinfo is None else value
 
 
 class _Strict(BaseModel):
@@ -26,40 +73,45 @@ class CouponCreate(_Strict):
     discountValue: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
     totalQuantity: int = Field(ge=1, le=10_000_000)
     minOrderAmount: Decimal = Field(ge=0, max_digits=12, decimal_places=2)
-    expiresAt: AwareDatetime
+    expiresAt: TimestampIn
 
     @model_validator(mode="after")
     def _check_rules(self) -> CouponCreate:
         if self.discountType is DiscountType.PERCENT and self.discountValue > 100:
             raise ValueError("discountValue: a PERCENT discount must be at most 100")
-        if self.expiresAt <= datetime.now(UTC):
-            raise ValueError("expiresAt: must be in the future")
         return self
+
+    def expires_at(self, zone: tzinfo) -> datetime:
+        """``expiresAt`` with its zone resolved (the route checks it lies in the future)."""
+        return in_zone(self.expiresAt, zone)
 
 
 class CouponView(BaseModel):
+    """A coupon as every endpoint answers it: money as numbers, timestamps with an offset
+    (in COUPON_DEFAULT_TIMEZONE)."""
+
     id: UUID
     name: str
     discountType: DiscountType
-    discountValue: Decimal
+    discountValue: Money
     totalQuantity: int
-    minOrderAmount: Decimal
-    expiresAt: datetime
-    createdAt: datetime
+    minOrderAmount: Money
+    expiresAt: AwareDatetime
+    createdAt: AwareDatetime
     issuedQuantity: int
     remainingQuantity: int
 
     @classmethod
-    def of(cls, coupon: Coupon) -> CouponView:
+    def of(cls, coupon: Coupon, zone: tzinfo) -> CouponView:
         return cls(
-            id=coupon.id,
+            id=UUID(int=coupon.id.int),  # asyncpg's UUID subclass -> the stdlib type orjson writes
             name=coupon.name,
             discountType=coupon.discount_type,
             discountValue=coupon.discount_value,
             totalQuantity=coupon.total_quantity,
             minOrderAmount=coupon.min_order_amount,
-            expiresAt=coupon.expires_at,
-            createdAt=coupon.created_at,
+            expiresAt=coupon.expires_at.astimezone(zone),
+            createdAt=coupon.created_at.astimezone(zone),
             issuedQuantity=coupon.issued_quantity,
             remainingQuantity=coupon.remaining_quantity,
         )

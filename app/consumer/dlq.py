@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.adapters.kafka import make_producer
+from app.adapters.kafka import make_producer, running
 from app.domain.dead_letter import DeadLetter, decode_dead_letter
 
 REPLAY_GROUP_SUFFIX = ".replay"
@@ -52,14 +52,11 @@ async def _read(consumer: AIOKafkaConsumer, deadline_s: float = 30) -> AsyncIter
 async def list_dead_letters(bootstrap: str, dlq_topic: str) -> list[Entry]:
     """Every dead letter currently on the topic (reads from the start, commits nothing)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
+    async with running(consumer):
         tps = await _partitions(consumer, dlq_topic)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         return [entry async for entry in _read(consumer)]
-    finally:
-        await consumer.stop()
 
 
 async def replay_dead_letters(bootstrap: str, dlq_topic: str, group: str) -> int:
@@ -74,9 +71,7 @@ async def replay_dead_letters(bootstrap: str, dlq_topic: str, group: str) -> int
         auto_offset_reset="earliest",
     )
     producer = make_producer(bootstrap, linger_ms=5, timeout_ms=10_000)
-    await consumer.start()
-    await producer.start()
-    try:
+    async with running(consumer, producer):
         tps = await _partitions(consumer, dlq_topic)
         consumer.assign(tps)
         for tp in tps:
@@ -93,6 +88,3 @@ async def replay_dead_letters(bootstrap: str, dlq_topic: str, group: str) -> int
             await consumer.commit({TopicPartition(dlq_topic, entry.partition): entry.offset + 1})
             replayed += 1
         return replayed
-    finally:
-        await producer.stop()
-        await consumer.stop()

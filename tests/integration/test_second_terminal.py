@@ -1,0 +1,114 @@
+"""`make run` in one terminal, `coupon-issuer ...` in a second one: the commands find the local
+stack without any setting, and the stack listens on loopback only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from app.config import DEV_ENV_FILE
+from app.devstack import free_port
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a listening TCP socket on ``port`` (from /proc/net/tcp*)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hexport = local.split(":")
+            if state == "0A" and int(hexport, 16) == port:  # 0A = LISTEN
+                found.add(address)
+    return found
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"dev exited with {proc.returncode}"
+        if path.exists() and "COUPON_KAFKA_BOOTSTRAP" in path.read_text():
+            return path.read_text()
+        time.sleep(0.2)
+    raise AssertionError(f"{path} did not appear within {timeout}s")
+
+
+def test_second_terminal_finds_the_dev_stack(tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COUPON_")}
+    # Names of our own so the shared PostgreSQL/Redis of this machine are not disturbed; the
+    # broker and the API address are left to the dev stack, as on a developer's machine.
+    isolated = {
+        "COUPON_DB_SCHEMA": f"t_dev_{tag}",
+        "COUPON_REDIS_PREFIX": f"t:dev:{tag}",
+        "COUPON_TOPIC": f"dev-{tag}",
+        "COUPON_DLQ_TOPIC": f"dev-{tag}.dlq",
+        "COUPON_CONSUMER_GROUP": f"dev-{tag}",
+        "COUPON_API_PORT": str(free_port()),
+        "COUPON_LOG_LEVEL": "WARNING",
+    }
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "dev", "--no-autoscale"],
+        env={**clean, **isolated},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        written = wait_for(tmp_path / DEV_ENV_FILE, dev, 90)
+        settings = dict(line.split("=", 1) for line in written.splitlines() if "=" in line)
+        assert settings["COUPON_DB_SCHEMA"] == isolated["COUPON_DB_SCHEMA"]
+        assert "COUPON_API_HOST" not in settings  # the CLI does not need it
+        port = int(isolated["COUPON_API_PORT"])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only, not 0.0.0.0
+        created = httpx.post(
+            f"http://127.0.0.1:{port}/api/coupons",
+            json={
+                "name": "second terminal",
+                "discountType": "FIXED",
+                "discountValue": 1,
+                "totalQuantity": 1,
+                "minOrderAmount": 0,
+                "expiresAt": "2099-01-01T00:00:00",
+            },
+        )
+        assert created.status_code == 201, created.text
+
+        def second_terminal(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "app.cli", *args],
+                env=clean,  # no COUPON_* at all: what a new terminal has
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+
+        listed = second_terminal("dlq", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.strip().endswith("0 dead letter(s)")
+        verified = second_terminal("verify")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert verified.stdout.strip().splitlines()[-1].startswith("OK: 1 coupon(s)")
+        assert created.json()["id"] in verified.stdout  # it read this stack's schema
+        assert "could not be read" not in verified.stdout
+    finally:
+        dev.send_signal(signal.SIGINT)
+        output, _ = dev.communicate(timeout=60)
+    assert dev.returncode == 0, output
+    assert f"export COUPON_KAFKA_BOOTSTRAP={settings['COUPON_KAFKA_BOOTSTRAP']}" in output
+    assert not (tmp_path / DEV_ENV_FILE).exists()

@@ -1,0 +1,83 @@
+"""How `coupon-issuer dev` tells a second terminal where it is, and what it listens on."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from app.config import DEV_ENV_FILE, Settings, setting_origin
+from app.dev_env import announced, dev_environment
+from app.devstack import dev_listen, preferred_port
+
+
+def test_the_local_api_listens_on_loopback_unless_told_otherwise() -> None:
+    assert dev_listen(Settings(_env_file=None))["api_host"] == "127.0.0.1"
+    assert "api_host" not in dev_listen(Settings(_env_file=None, api_host="0.0.0.0"))
+
+
+def test_the_usual_api_port_when_free_another_when_taken() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        assert preferred_port(taken) != taken
+        updates = dev_listen(Settings(_env_file=None, api_port=taken))
+        assert "api_port" not in updates  # asked for explicitly: kept (and fails loudly if busy)
+    assert preferred_port(taken) == taken  # free again
+
+
+def test_the_environment_names_the_urls_and_what_differs_never_secrets() -> None:
+    settings = Settings(
+        _env_file=None,
+        kafka_bootstrap="127.0.0.1:40001",
+        topic="mine",
+        admin_token="secret-token",
+    )
+    env = dev_environment(settings)
+    assert env["COUPON_KAFKA_BOOTSTRAP"] == "127.0.0.1:40001"
+    assert env["COUPON_DATABASE_URL"] == settings.database_url
+    assert env["COUPON_REDIS_URL"] == settings.redis_url
+    assert env["COUPON_TOPIC"] == "mine"
+    assert "COUPON_DLQ_TOPIC" not in env  # the default
+    assert "secret-token" not in "".join(env.values())
+
+
+def test_commands_run_where_the_stack_runs_read_its_file_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for key in ("COUPON_KAFKA_BOOTSTRAP", "COUPON_TOPIC"):
+        monkeypatch.delenv(key, raising=False)
+    stack = Settings(_env_file=None, kafka_bootstrap="127.0.0.1:40002", topic="t-file")
+    with announced(stack, tmp_path / DEV_ENV_FILE):
+        second_terminal = Settings()
+        assert second_terminal.kafka_bootstrap == "127.0.0.1:40002"
+        assert setting_origin(second_terminal, "kafka_bootstrap") == f"from {DEV_ENV_FILE}"
+        monkeypatch.setenv("COUPON_TOPIC", "t-env")
+        assert Settings().topic == "t-env"
+        assert setting_origin(Settings(), "topic") == "from the environment"
+    assert not (tmp_path / DEV_ENV_FILE).exists()  # removed when the stack stops
+    assert Settings().kafka_bootstrap == "127.0.0.1:9092"
+
+
+def test_a_file_another_stack_rewrote_is_left_alone(tmp_path: Path) -> None:
+    target = tmp_path / DEV_ENV_FILE
+    with announced(Settings(_env_file=None, kafka_bootstrap="127.0.0.1:40003"), target):
+        target.write_text("COUPON_KAFKA_BOOTSTRAP=127.0.0.1:40004\n")
+    assert target.exists()
+
+
+def test_nothing_to_start_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.devstack as devstack
+    from app.unreachable import diagnose
+
+    monkeypatch.setattr(devstack.shutil, "which", lambda _: None)
+    with pytest.raises(ConnectionError) as raised:
+        devstack._start_redis(tmp_path)
+    problem = diagnose(raised.value, Settings(_env_file=None))
+    assert problem is not None and problem.setting == "COUPON_REDIS_URL"
+    assert str(problem).endswith("does not answer, and redis-server is not installed")
