@@ -12,7 +12,7 @@ import asyncpg
 from asyncpg import Connection, Pool, Record
 
 from app.domain.coupon import Coupon, DiscountType
-from app.domain.issuance import CouponStock, Decision
+from app.domain.decision import CouponStock, Decision
 from app.domain.outcomes import FailReason, IssueStatus
 from app.domain.status import RecordedOutcome
 

@@ -4,7 +4,7 @@ dependency injection and model validation (about half of an API worker's CPU per
 Only a press that is plainly valid is served here: a `{"userId": "..."}` body matching the
 contract, for a path whose coupon id is a UUID. Anything else (bad JSON, extra fields, a bad user
 id) is handed on, body replayed, to the FastAPI route, which answers with the documented error
-shapes. Both paths run the same `issue_press`, so there is one behaviour to test.
+shapes. Both paths run the same `admit_press`, so there is one behaviour to test.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from uuid import UUID
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.admission import admit_press
 from app.api.errors import DEPENDENCY_FAULTS, unavailable
-from app.api.issue import issue_press
 from app.api.messages import negotiate
 from app.api.services import Services
 from app.domain.codec import USER_ID_PATTERN
@@ -60,7 +60,7 @@ class IssueFastPath:
         lang = negotiate(headers.get(b"accept-language"))
         scope["route"] = _ROUTE
         try:
-            response = await issue_press(
+            response = await admit_press(
                 self.services(),
                 coupon_id,
                 user_id,

@@ -13,8 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from app.adapters import postgres
+from app.api.admission import admit_press
 from app.api.errors import BODY_ANSWERS, json_response, refusal
-from app.api.issue import issue_press
 from app.api.messages import Lang, negotiate
 from app.api.schemas import (
     CouponCreate,
@@ -150,7 +150,7 @@ async def queue_issue(
     route answers the rest (validation errors) and documents the contract.
     """
     client_ip = request.client.host if request.client else "unknown"
-    return await issue_press(svc, coupon_id, body.userId, x_user_token, client_ip, lang)
+    return await admit_press(svc, coupon_id, body.userId, x_user_token, client_ip, lang)
 
 
 @router.get(

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from app.adapters import kafka, postgres
 from app.adapters.redis_gate import RedisGate
 from app.domain.codec import IssueRequest, encode
-from app.domain.issuance import Decision
+from app.domain.decision import Decision
 from app.domain.outcomes import IssueStatus
 
 

@@ -37,10 +37,10 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exp
 from app.adapters import postgres
 from app.adapters.redis_gate import RedisGate
 from app.consumer.faults import is_infrastructure
-from app.consumer.issuer import issue_batch, processed_per_coupon
+from app.consumer.issue import issue_batch, processed_per_coupon
 from app.domain.codec import DecodeError, IssueRequest, decode
 from app.domain.dead_letter import DeadLetter, encode_dead_letter
-from app.domain.issuance import BatchPlan
+from app.domain.decision import BatchPlan
 from app.domain.outcomes import FailReason, IssueStatus
 from app.observability import metrics
 

@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.domain.codec import IssueRequest
+from app.domain.decision import BatchPlan, CouponStock, decide_batch
 from app.domain.invariants import CouponFigures, check_database
-from app.domain.issuance import BatchPlan, CouponStock, decide_batch
 from app.domain.outcomes import IssueStatus, RejectReason
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""The issue press, end to end at the API: vouch, limit, gate, publish. Shared by the FastAPI
+"""Where a press is admitted, end to end at the API: vouch, limit, gate, publish. Shared by the FastAPI
 route (documented contract, error shapes) and the ASGI fast path (the hot path)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from app.observability import metrics
 RETRY_AFTER_SECONDS = "1"  # rate-limit windows are one second
 
 
-async def issue_press(
+async def admit_press(
     svc: Services,
     coupon_id: UUID,
     user_id: str,

@@ -10,7 +10,7 @@ import asyncpg
 
 from app.adapters import postgres
 from app.domain.codec import IssueRequest
-from app.domain.issuance import BatchPlan, decide_batch
+from app.domain.decision import BatchPlan, decide_batch
 
 
 async def issue_batch(pool: asyncpg.Pool, requests: Sequence[IssueRequest]) -> BatchPlan:

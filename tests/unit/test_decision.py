@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from app.domain.codec import IssueRequest
-from app.domain.issuance import CouponStock, decide_batch
+from app.domain.decision import CouponStock, decide_batch
 from app.domain.outcomes import IssueStatus, RejectReason
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
