@@ -16,9 +16,12 @@ from pydantic import (
     PlainSerializer,
     SerializationInfo,
     StringConstraints,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
+from pydantic.alias_generators import to_camel
 
 from app.domain.coupon import Coupon, DiscountType
 
@@ -88,33 +91,41 @@ class CouponCreate(_Strict):
 
 class CouponView(BaseModel):
     """A coupon as every endpoint answers it: money as numbers, timestamps with an offset
-    (in COUPON_DEFAULT_TIMEZONE)."""
+    (in COUPON_DEFAULT_TIMEZONE). Read straight from the domain ``Coupon`` (its attribute
+    names, camelCase on the wire): one list of fields, not a copy per direction."""
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        alias_generator=to_camel,
+        validate_by_name=True,
+        serialize_by_alias=True,
+    )
 
     id: UUID
     name: str
-    discountType: DiscountType
-    discountValue: Money
-    totalQuantity: int
-    minOrderAmount: Money
-    expiresAt: AwareDatetime
-    createdAt: AwareDatetime
-    issuedQuantity: int
-    remainingQuantity: int
+    discount_type: DiscountType
+    discount_value: Money
+    total_quantity: int
+    min_order_amount: Money
+    expires_at: AwareDatetime
+    created_at: AwareDatetime
+    issued_quantity: int
+    remaining_quantity: int
+
+    @field_validator("id")
+    @classmethod
+    def _plain_uuid(cls, value: UUID) -> UUID:
+        return UUID(int=value.int)  # asyncpg's UUID subclass -> the stdlib type orjson writes
+
+    @field_validator("expires_at", "created_at")
+    @classmethod
+    def _in_zone(cls, value: datetime, info: ValidationInfo) -> datetime:
+        zone = (info.context or {}).get("zone")
+        return value.astimezone(zone) if zone is not None else value
 
     @classmethod
     def of(cls, coupon: Coupon, zone: tzinfo) -> CouponView:
-        return cls(
-            id=UUID(int=coupon.id.int),  # asyncpg's UUID subclass -> the stdlib type orjson writes
-            name=coupon.name,
-            discountType=coupon.discount_type,
-            discountValue=coupon.discount_value,
-            totalQuantity=coupon.total_quantity,
-            minOrderAmount=coupon.min_order_amount,
-            expiresAt=coupon.expires_at.astimezone(zone),
-            createdAt=coupon.created_at.astimezone(zone),
-            issuedQuantity=coupon.issued_quantity,
-            remainingQuantity=coupon.remaining_quantity,
-        )
+        return cls.model_validate(coupon, context={"zone": zone})
 
 
 class IssueRequestBody(_Strict):

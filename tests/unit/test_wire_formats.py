@@ -76,7 +76,7 @@ def test_money_renders_as_a_number_with_the_stored_scale(value: str, rendered: b
 
 def test_views_answer_in_the_configured_zone() -> None:
     view = CouponView.of(coupon("1", "0"), SEOUL)
-    assert view.expiresAt.isoformat() == "2030-01-01T09:00:00+09:00"
+    assert view.expires_at.isoformat() == "2030-01-01T09:00:00+09:00"
 
 
 def test_the_default_timezone_must_be_a_real_zone() -> None:
