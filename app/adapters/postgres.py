@@ -167,6 +167,46 @@ async def recorded_outcomes(
     ]
 
 
+_LATEST_OUTCOMES = """
+SELECT DISTINCT ON (coupon_id, user_id) coupon_id, user_id, request_id, status, reason, at FROM (
+  SELECT coupon_id, user_id, request_id, status, reason, processed_at AS at FROM issue_requests
+  WHERE {where}
+  UNION ALL
+  SELECT coupon_id, user_id, request_id, 'FAILED', reason, failed_at FROM failed_requests
+  WHERE {where}
+) o ORDER BY coupon_id, user_id, (status = 'ISSUED') DESC, at DESC
+"""
+
+
+async def coupon_outcomes(conn: Connection, coupon_id: UUID) -> list[tuple[str, RecordedOutcome]]:
+    """Each user's status-deciding outcome for a coupon (to rebuild what Redis lost)."""
+    rows = await conn.fetch(_LATEST_OUTCOMES.format(where="coupon_id = $1"), coupon_id)
+    return [(r["user_id"], _outcome(r)) for r in rows]
+
+
+async def outcomes_of_requests(
+    conn: Connection, request_ids: Sequence[UUID]
+) -> list[tuple[UUID, str, RecordedOutcome]]:
+    """The status-deciding outcome of each user owning one of these requests."""
+    rows = await conn.fetch(
+        _LATEST_OUTCOMES.format(
+            where="(coupon_id, user_id) IN (SELECT coupon_id, user_id FROM issue_requests"
+            " WHERE request_id = ANY($1::uuid[]))"
+        ),
+        list(request_ids),
+    )
+    return [(r["coupon_id"], r["user_id"], _outcome(r)) for r in rows]
+
+
+def _outcome(row: Mapping[str, object]) -> RecordedOutcome:
+    return RecordedOutcome(
+        row["request_id"],  # type: ignore[arg-type]
+        IssueStatus(str(row["status"])),
+        row["reason"],  # type: ignore[arg-type]
+        row["at"],  # type: ignore[arg-type]
+    )
+
+
 async def record_failure(
     conn: Connection,
     request_id: UUID,
@@ -174,18 +214,20 @@ async def record_failure(
     user_id: str,
     reason: FailReason,
     detail: str,
+    failed_at: datetime,
 ) -> None:
     """Record that an accepted request ended with no decision (idempotent per request id)."""
     await conn.execute(
-        "INSERT INTO failed_requests (request_id, coupon_id, user_id, reason, detail)"
-        " VALUES ($1, $2, $3, $4, $5)"
-        " ON CONFLICT (request_id) DO UPDATE SET detail = EXCLUDED.detail, failed_at = now()"
-        " WHERE failed_requests.reason = EXCLUDED.reason",
+        "INSERT INTO failed_requests (request_id, coupon_id, user_id, reason, detail, failed_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (request_id) DO UPDATE SET detail = EXCLUDED.detail,"
+        " failed_at = EXCLUDED.failed_at WHERE failed_requests.reason = EXCLUDED.reason",
         request_id,
         coupon_id,
         user_id,
         reason.value,
         detail[:2000],
+        failed_at,
     )
 
 
@@ -260,20 +302,24 @@ async def holders_among(
     return [(r["coupon_id"], r["user_id"]) for r in rows]
 
 
-async def record_decisions(conn: Connection, decisions: Sequence[Decision]) -> None:
+async def record_decisions(
+    conn: Connection, decisions: Sequence[Decision], processed_at: datetime | None = None
+) -> None:
     """Insert one row per decision in a single set-based statement."""
     if not decisions:
         return
     await conn.execute(
-        "INSERT INTO issue_requests (request_id, coupon_id, user_id, status, reason, requested_at)"
-        " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],"
-        " $6::timestamptz[])",
+        "INSERT INTO issue_requests (request_id, coupon_id, user_id, status, reason, requested_at,"
+        " processed_at)"
+        " SELECT u.*, coalesce($7::timestamptz, now()) FROM unnest($1::uuid[], $2::uuid[],"
+        " $3::text[], $4::text[], $5::text[], $6::timestamptz[]) AS u",
         [d.request.request_id for d in decisions],
         [d.request.coupon_id for d in decisions],
         [d.request.user_id for d in decisions],
         [d.status.value for d in decisions],
         [d.reason.value if d.reason else None for d in decisions],
         [d.request.requested_at for d in decisions],
+        processed_at,
     )
 
 

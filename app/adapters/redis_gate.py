@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from uuid import UUID
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-from app.domain.outcomes import GateOutcome
+from app.domain.outcomes import GateOutcome, IssueStatus
+from app.domain.status import RecordedOutcome
 
 _CODES = {
     0: GateOutcome.ACCEPTED,
@@ -53,6 +54,7 @@ class RedisGate:
         self._reserve = client.register_script(_script("gate_reserve.lua"))
         self._release = client.register_script(_script("gate_release.lua"))
         self._unlock = client.register_script(_script("gate_unlock.lua"))
+        self._outcomes = client.register_script(_script("gate_outcomes.lua"))
         # The registry of every coupon id, with a marker saying it was loaded whole: unknown ids
         # are refused from Redis alone. Its own hash tag: one slot, apart from the coupons'.
         self._registry = f"{prefix}:{{registry}}:ids"
@@ -65,6 +67,17 @@ class RedisGate:
         """
         base = self._base(coupon_id)
         return f"{base}:meta", f"{base}:holders", f"{base}:processed"
+
+    def outcomes_key(self, coupon_id: UUID) -> str:
+        """The coupon's outcomes hash {user: outcome}: status reads never touch PostgreSQL."""
+        return f"{self._base(coupon_id)}:outcomes"
+
+    def outcomes_channel(self, coupon_id: UUID | str) -> str:
+        """Where the consumer announces the users of a coupon that just got an outcome."""
+        return f"{self._prefix}:outcomes:{coupon_id}"
+
+    def outcomes_pattern(self) -> str:
+        return f"{self._prefix}:outcomes:*"
 
     def _base(self, coupon_id: UUID) -> str:
         return f"{self._prefix}:{{{coupon_id}}}"
@@ -136,16 +149,26 @@ class RedisGate:
         total: int,
         expires_at: datetime,
         holders: Iterable[tuple[str, UUID]],
+        outcomes: Iterable[tuple[str, RecordedOutcome]] = (),
     ) -> None:
-        """(Re)build a coupon's gate: holders first, meta last, so a half-built gate stays closed.
+        """(Re)build a coupon's gate: holders and outcomes first, meta last, so a half-built gate
+        stays closed (and its outcomes are complete whenever its meta exists).
 
-        Only adds: a concurrent rebuild or a reservation taken meanwhile is never undone.
+        Only adds: a concurrent rebuild, a reservation taken or an outcome written meanwhile is
+        never undone.
         """
         meta, users, processed = self.keys(coupon_id)
         pairs = {user: str(request_id) for user, request_id in holders}
         items = list(pairs.items())
         for start in range(0, len(items), _REBUILD_CHUNK):
             await self._redis.hset(users, mapping=dict(items[start : start + _REBUILD_CHUNK]))
+        entries = [(user, encode_outcome(outcome)) for user, outcome in outcomes]
+        key = self.outcomes_key(coupon_id)
+        for start in range(0, len(entries), _REBUILD_CHUNK):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user, entry in entries[start : start + _REBUILD_CHUNK]:
+                    pipe.hsetnx(key, user, entry)
+                await pipe.execute()
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(processed, len(pairs), nx=True)
             pipe.hset(meta, mapping={"total": total, "expires_ms": _epoch_ms(expires_at)})
@@ -198,12 +221,63 @@ class RedisGate:
                 pipe.hsetnx(self.keys(coupon_id)[1], user_id, str(request_id))
             await pipe.execute()
 
+    async def record_outcomes(
+        self, outcomes: Iterable[tuple[UUID, str, RecordedOutcome]], announce: bool = True
+    ) -> None:
+        """After the database recorded them: the outcomes status reads answer from, then one
+        message per coupon naming its users, for the long-polls waiting on them."""
+        by_coupon: dict[UUID, list[str]] = {}
+        for coupon_id, user_id, outcome in outcomes:
+            by_coupon.setdefault(coupon_id, []).extend((user_id, encode_outcome(outcome)))
+        for coupon_id, args in by_coupon.items():
+            await self._outcomes(keys=[self.outcomes_key(coupon_id)], args=args)
+            if announce:
+                await self._redis.publish(self.outcomes_channel(coupon_id), "\n".join(args[::2]))
+
+    async def user_view(
+        self, coupon_id: UUID, user_id: str
+    ) -> tuple[bool, UUID | None, RecordedOutcome | None]:
+        """(gate loaded, the request holding the user's reservation, the user's last outcome)."""
+        meta, holders, _ = self.keys(coupon_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(meta)
+            pipe.hget(holders, user_id)
+            pipe.hget(self.outcomes_key(coupon_id), user_id)
+            loaded, held, entry = await pipe.execute()
+        return (
+            bool(loaded),
+            None if held is None else UUID(_text(held)),
+            None if entry is None else decode_outcome(_text(entry)),
+        )
+
+    async def missing_outcomes(self, coupon_id: UUID, user_ids: Sequence[str]) -> list[str]:
+        """Which of these users have no outcome recorded in Redis."""
+        if not user_ids:
+            return []
+        found = await self._redis.hmget(self.outcomes_key(coupon_id), list(user_ids))
+        return [user for user, entry in zip(user_ids, found, strict=True) if entry is None]
+
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
 
 
 def _script(name: str) -> str:
     return (resources.files("app.adapters") / name).read_text()
+
+
+def encode_outcome(outcome: RecordedOutcome) -> str:
+    at_ms = _epoch_ms(outcome.at)
+    return f"{outcome.status.value}|{outcome.reason or ''}|{at_ms}|{outcome.request_id}"
+
+
+def decode_outcome(entry: str) -> RecordedOutcome:
+    status, reason, at_ms, request_id = entry.split("|")
+    return RecordedOutcome(
+        UUID(request_id),
+        IssueStatus(status),
+        reason or None,
+        datetime.fromtimestamp(int(at_ms) / 1000, UTC),
+    )
 
 
 def _text(value: bytes | str) -> str:

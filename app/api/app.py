@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_fixed
 
 from app.adapters import kafka, postgres
+from app.adapters.outcome_feed import OutcomeFeed
 from app.adapters.rate_limit import RateLimiter
 from app.adapters.redis_gate import RedisGate
 from app.api.errors import install_error_handlers, json_response, refusal
@@ -61,10 +62,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.kafka_bootstrap, settings.producer_linger_ms, settings.publish_timeout_ms
         )
         await _start_producer(producer)
+        gate = RedisGate(redis_client, settings.redis_prefix)
+        feed = OutcomeFeed(redis_client, gate.outcomes_pattern(), gate.outcomes_channel(""))
+        feed.start()
         svc = Services(
             settings=settings,
             pool=pool,
-            gate=RedisGate(redis_client, settings.redis_prefix),
+            gate=gate,
+            feed=feed,
             producer=producer,
             publisher=kafka.Publisher(producer, settings.topic, settings.publish_timeout_ms / 1000),
             limiter=RateLimiter(redis_client, settings.redis_prefix),
@@ -81,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await feed.stop()
             await producer.stop()
             await redis_client.aclose()
             await redis_pool.aclose()

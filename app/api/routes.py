@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
@@ -28,9 +28,9 @@ from app.api.services import Services
 from app.consumer.dlq import list_dead_letters, replay_dead_letters
 from app.domain.coupon import Coupon
 from app.domain.outcomes import IssueStatus
-from app.domain.status import user_status
 
 router = APIRouter()
+MAX_WAIT_SECONDS = 30
 
 
 async def services(request: Request) -> Services:
@@ -158,13 +158,24 @@ async def queue_issue(
     response_model=IssueStatusView,
     responses={404: {"model": Failure, "description": "The user never asked for this coupon"}},
 )
-async def issue_status(coupon_id: UUID, user_id: str, svc: Svc, lang: Language) -> Any:
+async def issue_status(
+    coupon_id: UUID,
+    user_id: str,
+    svc: Svc,
+    lang: Language,
+    waitSeconds: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="Long-poll: while PENDING, wait up to this long for the outcome",
+        ),
+    ] = 0,
+) -> Any:
     """PENDING until the request has an outcome; ISSUED, REJECTED (with a reason) and FAILED
-    (with a reason; the reservation was given back and the user may press again) are final."""
-    holding = await svc.gate.holding_request(coupon_id, user_id)
-    async with svc.db() as conn:
-        recorded = await postgres.recorded_outcomes(conn, coupon_id, user_id)
-    found = user_status(recorded, holding)
+    (with a reason; the reservation was given back and the user may press again) are final.
+    Answered from Redis: a sale's polling never reaches PostgreSQL."""
+    found = await svc.user_status(coupon_id, user_id, waitSeconds)
     if found is None:
         return refusal(404, "NOT_FOUND", lang, key="NOT_FOUND.issue")
     issued = found.status is IssueStatus.ISSUED and found.at is not None

@@ -9,6 +9,7 @@ PostgreSQL query.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,14 +23,18 @@ from aiokafka import AIOKafkaProducer
 
 from app.adapters import postgres
 from app.adapters.kafka import Publisher
+from app.adapters.outcome_feed import OutcomeFeed
 from app.adapters.rate_limit import RateLimiter
 from app.adapters.redis_gate import RedisGate
 from app.config import Settings
+from app.domain.outcomes import IssueStatus
+from app.domain.status import UserStatus, user_status
 from app.observability import metrics
 
 log = logging.getLogger(__name__)
 _LOCK_TTL_MS = 30_000  # a rebuild lock outlives any rebuild; it expires if its holder dies
 _LOCK_POLL_S = 0.05
+_REPOLL_S = 2.0  # a long-poll re-reads Redis this often even without an announcement
 
 
 class GateRebuildTimeout(TimeoutError):
@@ -44,6 +49,7 @@ class Services:
     producer: AIOKafkaProducer
     publisher: Publisher
     limiter: RateLimiter
+    feed: OutcomeFeed
     _flights: dict[object, asyncio.Future[Any]] = field(default_factory=dict, repr=False)
 
     def db(self) -> Any:
@@ -63,6 +69,37 @@ class Services:
         if not known:
             return False
         return bool(await self._single_flight(coupon_id, lambda: self._rebuild(coupon_id)))
+
+    async def user_status(self, coupon_id: UUID, user_id: str, wait_s: float) -> UserStatus | None:
+        """The user's status from Redis; while PENDING, wait up to ``wait_s`` for an outcome.
+
+        PostgreSQL is read only when Redis lost the coupon's gate (rebuilt once, outcomes
+        included). None: no such coupon, or the user never asked.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + wait_s
+        with self.feed.waiter(coupon_id, user_id) as announced:
+            while True:
+                announced.clear()
+                found = await self._read_status(coupon_id, user_id)
+                remaining = give_up - loop.time()
+                if found is None or found.status is not IssueStatus.PENDING or remaining <= 0:
+                    return found
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(announced.wait(), min(remaining, _REPOLL_S))
+
+    async def _read_status(self, coupon_id: UUID, user_id: str) -> UserStatus | None:
+        loaded, holder, outcome = await self.gate.user_view(coupon_id, user_id)
+        if not loaded:
+            if not await self.open_gate(coupon_id):
+                return None
+            loaded, holder, outcome = await self.gate.user_view(coupon_id, user_id)
+        if loaded:
+            return user_status([outcome] if outcome else [], holder)
+        metrics.GATE_DB_READS.labels("status").inc()
+        async with self.db() as conn:  # evicted again at once: ask the truth
+            recorded = await postgres.recorded_outcomes(conn, coupon_id, user_id)
+        return user_status(recorded, holder)
 
     async def _single_flight(self, key: object, work: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``work`` once for every concurrent caller with the same key."""
@@ -96,7 +133,8 @@ class Services:
             if coupon is None:
                 return False
             holders = await postgres.holders(conn, coupon_id)
-        await self.gate.load(coupon.id, coupon.total_quantity, coupon.expires_at, holders)
+            outcomes = await postgres.coupon_outcomes(conn, coupon_id)
+        await self.gate.load(coupon.id, coupon.total_quantity, coupon.expires_at, holders, outcomes)
         metrics.GATE_REBUILDS.inc()
         log.info("rebuilt gate for coupon %s from PostgreSQL (%d holders)", coupon_id, len(holders))
         return True

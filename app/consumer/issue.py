@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
@@ -24,7 +26,9 @@ async def issue_batch(pool: asyncpg.Pool, requests: Sequence[IssueRequest]) -> B
         processed = await postgres.processed_request_ids(conn, [r.request_id for r in requests])
         holders = await postgres.holders_among(conn, [(r.coupon_id, r.user_id) for r in requests])
         plan = decide_batch(requests, stocks, holders, processed)
-        await postgres.record_decisions(conn, plan.decisions)
+        # One timestamp for the rows and for the outcomes the API reads from Redis.
+        plan = dataclasses.replace(plan, processed_at=datetime.now(UTC))
+        await postgres.record_decisions(conn, plan.decisions, plan.processed_at)
         await postgres.advance_issued(conn, plan.issued_per_coupon)
     return plan
 

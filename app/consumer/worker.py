@@ -42,6 +42,7 @@ from app.domain.codec import DecodeError, IssueRequest, decode
 from app.domain.dead_letter import DeadLetter, encode_dead_letter
 from app.domain.decision import BatchPlan
 from app.domain.outcomes import FailReason, IssueStatus
+from app.domain.status import RecordedOutcome
 from app.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -397,10 +398,15 @@ class IssueWorker:
             error,
         )
         if request is not None:
-            await self._with_retries(lane, lambda: self._record_failure(request, error))
-            await self._give_back(request)
+            failed = RecordedOutcome(
+                request.request_id, IssueStatus.FAILED, FailReason.DEAD_LETTERED, letter.failed_at
+            )
+            await self._with_retries(lane, lambda: self._record_failure(request, failed, error))
+            await self._give_back(request, failed)
 
-    async def _record_failure(self, request: IssueRequest, error: str) -> None:
+    async def _record_failure(
+        self, request: IssueRequest, failed: RecordedOutcome, error: str
+    ) -> None:
         async with self._pool.acquire() as conn:
             await postgres.record_failure(
                 conn,
@@ -409,10 +415,13 @@ class IssueWorker:
                 request.user_id,
                 FailReason.DEAD_LETTERED,
                 error,
+                failed.at,
             )
 
-    async def _give_back(self, request: IssueRequest) -> None:
+    async def _give_back(self, request: IssueRequest, failed: RecordedOutcome) -> None:
+        """The user's FAILED outcome where status reads see it, then the reservation back."""
         try:
+            await self._gate.record_outcomes([(request.coupon_id, request.user_id, failed)])
             await self._gate.release(request.coupon_id, request.user_id, request.request_id)
             metrics.CONSUMER_RELEASED.inc()
         except Exception as exc:  # the reconciler releases it later (no decision, no lag)
@@ -442,5 +451,14 @@ class IssueWorker:
                 if d.status is IssueStatus.ISSUED
             ]
             await self._gate.record_processed(processed_per_coupon(plan), issued)
-        except Exception as exc:  # queueSize is advisory; never fail an issued batch for it
-            log.warning("could not update processed counters in Redis: %r", exc)
+            at = plan.processed_at or now
+            await self._gate.record_outcomes(
+                (
+                    d.request.coupon_id,
+                    d.request.user_id,
+                    RecordedOutcome(d.request.request_id, d.status, d.reason, at),
+                )
+                for d in plan.decisions
+            )
+        except Exception as exc:  # the reconciler repairs missing outcomes; never fail a batch
+            log.warning("could not record outcomes in Redis: %r", exc)

@@ -40,6 +40,7 @@ class BatchPlan:
     decisions: list[Decision] = field(default_factory=list)
     issued_per_coupon: Mapping[UUID, int] = field(default_factory=dict)
     already_processed: int = 0
+    processed_at: datetime | None = None  # set when the plan is written
 
 
 def decide_batch(

@@ -105,11 +105,11 @@ GATE_REBUILDS = Counter(
 )
 GATE_DB_READS = Counter(
     "coupon_gate_db_reads",
-    "PostgreSQL reads made by the gate's cold path, by purpose (gate: one coupon's gate,"
-    " registry: every coupon id).",
+    "PostgreSQL reads made by the gate's cold path, by purpose (gate: one coupon's gate and"
+    " outcomes, registry: every coupon id, status: a status read Redis could not answer).",
     ["purpose"],
 )
-for _purpose in ("gate", "registry"):
+for _purpose in ("gate", "registry", "status"):
     GATE_DB_READS.labels(_purpose)
 
 # --- reconciler ---------------------------------------------------------------------------------

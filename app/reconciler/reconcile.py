@@ -25,8 +25,9 @@ from app.adapters.kafka import partition_for
 from app.adapters.redis_gate import RedisGate
 from app.autoscaling.lag import LagReader, LagReadError
 from app.config import Settings
-from app.domain.outcomes import FailReason
+from app.domain.outcomes import FailReason, IssueStatus
 from app.domain.settlement import Reservation, confirmed, stranded_suspects
+from app.domain.status import RecordedOutcome
 from app.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,30 @@ class Reconciler:
                 min_age,
             )
         ]
+        await self._repair_outcomes(holders, set(request_ids) - undecided)
         stranded = confirmed(self._suspects, suspects)
         self._suspects = set(suspects) - set(stranded)
         metrics.RECONCILER_SUSPECTS.set(len(self._suspects))
         for reservation in stranded:
             await self._settle(reservation)
         return PassReport(len(coupons), len(suspects), stranded)
+
+    async def _repair_outcomes(
+        self, holders: dict[UUID, dict[str, str]], decided: set[UUID]
+    ) -> None:
+        """Holders whose request is decided but whose outcome Redis lacks (the consumer's write
+        after its commit failed): copy the outcome from PostgreSQL, so status reads see it."""
+        lacking: list[UUID] = []
+        for cid, held in holders.items():
+            users = [u for u, r in held.items() if _is_uuid(r) and UUID(r) in decided]
+            for user in await self._gate.missing_outcomes(cid, users):
+                lacking.append(UUID(held[user]))
+        if not lacking:
+            return
+        async with self._pool.acquire() as conn:
+            outcomes = await postgres.outcomes_of_requests(conn, lacking)
+        await self._gate.record_outcomes(outcomes)
+        log.warning("reconciler: copied %d missing outcome(s) into Redis", len(outcomes))
 
     async def _partition_lag(self) -> dict[int, int] | None:
         try:
@@ -102,6 +121,9 @@ class Reconciler:
 
     async def _settle(self, r: Reservation) -> None:
         """Record the outcome first: if giving back fails, the next pass finds it again."""
+        failed = RecordedOutcome(
+            r.request_id, IssueStatus.FAILED, FailReason.NOT_QUEUED, datetime.now(UTC)
+        )
         async with self._pool.acquire() as conn:
             await postgres.record_failure(
                 conn,
@@ -110,7 +132,9 @@ class Reconciler:
                 r.user_id,
                 FailReason.NOT_QUEUED,
                 "accepted at the gate, never reached the queue; reservation released",
+                failed.at,
             )
+        await self._gate.record_outcomes([(r.coupon_id, r.user_id, failed)])
         await self._gate.release(r.coupon_id, r.user_id, r.request_id)
         metrics.RECONCILER_RELEASED.inc()
         log.warning(

@@ -1,0 +1,88 @@
+"""Status reads during a sale come from Redis: no PostgreSQL, a long-poll, and repairs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import redis.asyncio as aioredis
+
+from app.adapters.redis_gate import RedisGate
+from app.reconciler.reconcile import reconcile_once
+from tests.stack import REDIS_URL, Stack, holding_coupon_rows, wait_until
+
+DB_READS = ("gate", "registry", "status")
+
+
+def _db_reads(metrics: dict[str, float]) -> float:
+    return sum(metrics.get(f'coupon_gate_db_reads_total{{purpose="{p}"}}', 0.0) for p in DB_READS)
+
+
+async def _status(stack: Stack, coupon: str, user: str, wait: float = 0) -> dict[str, str]:
+    assert stack.http is not None
+    r = await stack.http.get(f"/api/coupons/{coupon}/issues/{user}", params={"waitSeconds": wait})
+    assert r.status_code in (200, 404), r.text
+    return dict(r.json())
+
+
+async def test_polling_a_sale_never_reads_postgres(shared_stack: Stack) -> None:
+    stack = shared_stack
+    coupon = await stack.create_coupon(3)
+    pressed = {
+        f"poll-{i}": (await stack.request_issue(coupon, f"poll-{i}")).status_code for i in range(5)
+    }
+    assert sorted(pressed.values()) == [202, 202, 202, 410, 410]
+    await stack.wait_processed(coupon, 3)
+    before = await stack.api_metrics()
+    users = [f"poll-{i % 5}" for i in range(300)]
+    answers = await asyncio.gather(*(_status(stack, coupon, u) for u in users))
+    after = await stack.api_metrics()
+    assert _db_reads(after) == _db_reads(before)
+    for user, answer in zip(users, answers, strict=True):
+        expected = "ISSUED" if pressed[user] == 202 else None  # refused at the gate: never asked
+        assert answer.get("status") == expected, (user, answer)
+
+
+async def test_a_long_poll_returns_as_soon_as_the_outcome_is_recorded(shared_stack: Stack) -> None:
+    stack = shared_stack
+    coupon = await stack.create_coupon(5)
+    async with holding_coupon_rows(stack, [coupon]):  # the consumer cannot issue meanwhile
+        assert (await stack.request_issue(coupon, "waiter")).status_code == 202
+        short = await _status(stack, coupon, "waiter", wait=0.5)
+        assert short["status"] == "PENDING"
+        started = time.monotonic()
+        poll = asyncio.create_task(_status(stack, coupon, "waiter", wait=25))
+
+        async def polling() -> bool:  # the long-poll is inside the API before the lock goes
+            return (await stack.api_metrics()).get("coupon_api_requests_in_flight", 0) >= 2
+
+        await wait_until(polling, 10, "the long-poll to be in flight")
+    answer = await poll
+    assert answer["status"] == "ISSUED"
+    assert time.monotonic() - started < 25  # woken by the outcome, not by its deadline
+
+
+async def test_status_survives_redis_losing_the_coupon(shared_stack: Stack) -> None:
+    stack = shared_stack
+    coupon = await stack.create_coupon(5)
+    assert (await stack.request_issue(coupon, "kept")).status_code == 202
+    await stack.wait_processed(coupon, 1)
+    client = aioredis.from_url(REDIS_URL)
+    gate = RedisGate(client, stack.settings.redis_prefix)
+    cid = uuid.UUID(coupon)
+    await client.delete(*gate.keys(cid), gate.outcomes_key(cid))
+    before = await stack.api_metrics()
+    assert (await _status(stack, coupon, "kept"))["status"] == "ISSUED"
+    assert (await _status(stack, coupon, "kept"))["status"] == "ISSUED"
+    after = await stack.api_metrics()
+    key = 'coupon_gate_db_reads_total{purpose="gate"}'
+    assert after[key] - before[key] == 1  # rebuilt once, then answered from Redis
+
+    # An outcome the consumer could not write to Redis is repaired by the reconciler.
+    await client.hdel(gate.outcomes_key(cid), "kept")
+    assert (await _status(stack, coupon, "kept"))["status"] == "PENDING"  # holder, no outcome
+    await reconcile_once(stack.settings, confirm_after_s=0.1)
+    assert await client.hget(gate.outcomes_key(cid), "kept") is not None
+    await client.aclose()
+    assert (await _status(stack, coupon, "kept"))["status"] == "ISSUED"
