@@ -11,7 +11,7 @@
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 # ---------------------------------------------------------------------------------------------------
-# build: compile the project and every dependency into wheels (the only stage with a compiler)
+# build: the project and every locked dependency as wheels (the only stage with a compiler)
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -20,9 +20,16 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml ./
+# Dependencies first, in their own layer (rebuilt only when the lock or pyproject.toml changes):
+# exactly the versions in requirements.lock, which is what the tests ran. The lock also pins the
+# dev tools; `-c` (constraints) takes from it only what the project's own dependencies pull in.
+# A stub package stands in for app/ so that pip can resolve the project's dependencies.
+COPY pyproject.toml requirements.lock ./
+RUN mkdir app && touch app/__init__.py \
+ && pip wheel --wheel-dir /wheels -c requirements.lock . \
+ && rm -r app /wheels/coupon_issuer-*.whl
 COPY app ./app
-RUN pip wheel --wheel-dir /wheels .
+RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # ---------------------------------------------------------------------------------------------------
 # base: slim runtime, wheels installed from the build stage through a bind mount (no wheel layer)
