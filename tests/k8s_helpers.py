@@ -27,6 +27,7 @@ PROFILES: dict[str, str | None] = {
     "ingress": "ci/ingress-values.yaml",
     "existing-secret": "ci/existingsecret-values.yaml",
     "kind": "ci/kind-values.yaml",
+    "podman": "ci/podman-values.yaml",
 }
 # The chart refuses to render without an admin token (or existingSecret): every render here starts
 # from a values file holding one, which profiles and --set override.
