@@ -5,7 +5,8 @@
 #   docker build --target api      -t coupon-issuer-api:<tag> .
 #   docker build --target consumer -t coupon-issuer-consumer:<tag> .
 #   docker build -t coupon-issuer:<tag> .          # last stage: "runtime" (operator, lag exporter, jobs)
-# The base is pinned to an exact patch release; pin a digest too with
+# `make image-check` builds every target with buildah and runs the chart's pods with podman
+# (docs/deploy.md). The base is pinned to an exact patch release; pin a digest too with
 #   --build-arg PYTHON_IMAGE=python:3.11.11-slim-bookworm@sha256:<digest>
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm

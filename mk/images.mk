@@ -1,6 +1,7 @@
 # Real images and pods without a Docker engine: buildah builds every Dockerfile target against a
 # stand-in python:3.11-slim-bookworm base (Debian's python3), podman runs the chart's rendered pods
 # (tests/images; docs/deploy.md "Images and pods verified here"). Included by the main Makefile.
+# Pod logs and the played YAML stay in .tools/image-check/pods0 after a run.
 
 IMAGE_DEBS ?= podman buildah runc catatonit debootstrap
 
@@ -13,4 +14,4 @@ image-deps: ## install podman, buildah, runc, catatonit, debootstrap (Debian; on
 	    $(IMAGE_DEBS) >/dev/null; fi
 
 image-check: $(STAMP) tools image-deps ## build every image target and run the chart's pods with podman (~2 min warm)
-	$(PY) -m pytest -q -p no:cacheprovider -m images tests/images $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --basetemp=.tools/image-check -m images tests/images $(PYTEST_ARGS)

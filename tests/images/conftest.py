@@ -130,6 +130,10 @@ def isolated(bootstrap: str) -> Settings:
 
 
 def play(path: Path, docs: list[dict[str, Any]]) -> None:
+    """``kube play`` the docs; pods of the same names left by an interrupted run are removed first."""
+    for doc in docs:
+        if doc["kind"] in {"Deployment", "Pod"}:
+            podman("pod", "rm", "--force", "--ignore", pods.pod_name(doc))
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     podman("kube", "play", "--network", "host", str(path))
 

@@ -144,7 +144,11 @@ def probe_urls(doc: Doc) -> dict[str, str]:
     }
 
 
+def pod_name(doc: Doc) -> str:
+    """The name ``kube play`` gives the pod of a Pod (its name) or a Deployment (<name>-pod-0)."""
+    return str(doc["metadata"]["name"]) + ("-pod-0" if doc["kind"] == "Deployment" else "")
+
+
 def container_name(doc: Doc, container: str) -> str:
-    """The name ``kube play`` gives a container: <pod>-<container>; a Deployment's pod is <name>-pod-0."""
-    pod = doc["metadata"]["name"] + ("-pod-0" if doc["kind"] == "Deployment" else "")
-    return f"{pod}-{container}"
+    """The name ``kube play`` gives a container: <pod>-<container>."""
+    return f"{pod_name(doc)}-{container}"

@@ -114,6 +114,22 @@ async def test_pods_run_locked_down_and_probes_answer(release: Release) -> None:
         assert writes.returncode == 0, f"{name}: /tmp must be writable, / read-only"
 
 
+async def test_pre_stop_hooks_run_in_the_image(release: Release) -> None:
+    """podman does not run preStop hooks: run each one in its container as Kubernetes would."""
+    hooks = {
+        release.container(d["metadata"]["name"].removeprefix("coupon-issuer")): c["lifecycle"]
+        for d in release.played
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+        if "lifecycle" in c
+    }
+    assert hooks, "the API has a preStop sleep (api.preStopSleepSeconds)"
+    for name, lifecycle in hooks.items():
+        command = lifecycle["preStop"]["exec"]["command"]
+        proc = podman("exec", name, *command, check=False, timeout=60)
+        assert proc.returncode == 0, f"{name}: preStop {command} failed: {proc.stderr}"
+
+
 async def test_lag_exporter_reports_the_release_topic(release: Release) -> None:
     port = release.deployment("-lag-exporter")["spec"]["template"]["spec"]["containers"][0]
     url = f"http://127.0.0.1:{port['livenessProbe']['httpGet']['port']}/metrics"
