@@ -13,11 +13,12 @@ import pytest
 from tests.images import pods
 from tests.images.conftest import Release, wait_exited
 from tests.images.podman import podman
-from tests.stack import wait_until
+from tests.stack import scrape, wait_until
 
 pytestmark = [pytest.mark.images, pytest.mark.asyncio(loop_scope="session")]
 
 ISSUED = 'coupon_consumer_messages_total{outcome="issued"}'
+ACCEPTED = 'coupon_api_issue_requests_total{outcome="accepted"}'
 DUPLICATES = 'coupon_consumer_messages_total{outcome="duplicate_delivery"}'
 
 
@@ -169,6 +170,10 @@ async def test_flash_sale_through_the_containers(release: Release) -> None:
     await release.stack.wait_processed(coupon_id, stock, timeout=60)
     assert await release.stack.outcomes(coupon_id) == {"ISSUED": stock}
     await assert_clean(release, coupon_id, stock)
+    # Two uvicorn workers share their samples through a directory under the read-only root's /tmp.
+    assert release.stack.http is not None
+    metrics = scrape((await release.stack.http.get("/metrics")).text)
+    assert metrics[ACCEPTED] >= stock, {k: v for k, v in metrics.items() if "issue_requests" in k}
 
 
 async def test_sigterm_mid_sale_finishes_the_batch_and_redelivers_nothing(
