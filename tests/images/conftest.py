@@ -63,6 +63,8 @@ def built() -> Built:
     started = time.monotonic()
     base = ensure_base()
     images = {target: build(target, base) for target in TARGETS}
+    # Layers a later build replaced pile up on a long-lived machine: drop those unused for a week.
+    podman("image", "prune", "--force", "--filter", "until=168h")
     return Built(images, time.monotonic() - started)
 
 
