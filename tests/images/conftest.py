@@ -24,7 +24,7 @@ import yaml
 from app.config import Settings
 from app.devstack import free_port
 from tests.images import pods
-from tests.images.podman import TARGETS, build, ensure_base, podman
+from tests.images.podman import INSTANCE, TAG, TARGETS, build, ensure_base, podman
 from tests.k8s_helpers import CHART, helm_template, load_docs
 from tests.stack import Stack, isolated_settings, wait_until
 
@@ -100,7 +100,8 @@ class Release:
 def chart_values(settings: Settings, lag_port: int) -> list[str]:
     """--set arguments isolating this release (the rest comes from ci/podman-values.yaml)."""
     strings = {
-        "image.tag": "check",
+        "image.tag": TAG,
+        "fullnameOverride": f"image-check-{INSTANCE}",
         "kafka.bootstrap": settings.kafka_bootstrap,
         "kafka.topic": settings.topic,
         "kafka.dlqTopic": settings.dlq_topic,

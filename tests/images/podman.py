@@ -36,7 +36,9 @@ WORK_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cou
 # stage's pip inside the stand-in base needs it (the official base is used where PyPI is direct).
 HOST_CA = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))
 TARGETS = ("api", "consumer", "operator", "lag-exporter", "runtime")
-TAG = "check"
+# Worktrees on one machine share podman's store: each gets its own image tags and pod names.
+INSTANCE = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
+TAG = f"check-{INSTANCE}"
 ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000")
 
 
@@ -146,6 +148,7 @@ def build(target: str, base: str) -> str:
             "buildah",
             "bud",
             "--layers",
+            "--force-rm",  # a failed build leaves no working container behind
             "--isolation",
             "chroot",
             *ULIMITS,

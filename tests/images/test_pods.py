@@ -118,7 +118,7 @@ async def test_pods_run_locked_down_and_probes_answer(release: Release) -> None:
 async def test_pre_stop_hooks_run_in_the_image(release: Release) -> None:
     """podman does not run preStop hooks: run each one in its container as Kubernetes would."""
     hooks = {
-        release.container(d["metadata"]["name"].removeprefix("coupon-issuer")): c["lifecycle"]
+        release.container(d["metadata"]["name"]): c["lifecycle"]
         for d in release.played
         if d["kind"] == "Deployment"
         for c in d["spec"]["template"]["spec"]["containers"]
