@@ -207,6 +207,7 @@ async def test_sigterm_mid_sale_finishes_the_batch_and_redelivers_nothing(
     assert stopped_in < grace, f"SIGTERM ignored: killed after {stopped_in:.0f}s"
     logs = podman("logs", name)
     assert "consumer stopped cleanly" in logs.stdout + logs.stderr
+    assert "will be redelivered" not in logs.stdout + logs.stderr, "its last commit was lost"
     assert not sale.done() or (await release.stack.processed(coupon_id)) < stock, "not mid-sale"
 
     codes = await sale
