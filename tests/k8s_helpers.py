@@ -27,7 +27,11 @@ PROFILES: dict[str, str | None] = {
     "ingress": "ci/ingress-values.yaml",
     "existing-secret": "ci/existingsecret-values.yaml",
     "kind": "ci/kind-values.yaml",
+    "podman": "ci/podman-values.yaml",
 }
+# The chart refuses to render without an admin token (or existingSecret): every render here starts
+# from a values file holding one, which profiles and --set override.
+ADMIN_TOKEN_ARGS = ("-f", str(ROOT / "tests" / "chart-test-values.yaml"))
 # Kinds that are not in Kubernetes' own schemas; each is validated against its own schema instead.
 CUSTOM_KINDS = {
     "ConsumerAutoscaler",
@@ -66,7 +70,7 @@ def chart_has_alerts() -> bool:
 def profile_args(profile: str) -> list[str]:
     """helm arguments selecting a profile's values."""
     values = PROFILES[profile]
-    args = [] if values is None else ["-f", str(CHART / values)]
+    args = list(ADMIN_TOKEN_ARGS) if values is None else ["-f", str(CHART / values)]
     if not chart_has_alerts():
         # The PrometheusRule needs the alert rules (another team's file); until they exist the
         # profiles render without it and test_chart checks the explicit failure instead.
@@ -79,6 +83,7 @@ def helm_template(*args: str, include_crds: bool = False) -> str:
     cmd: list[str | Path] = [tool("helm"), "template", RELEASE, CHART, "--namespace", NAMESPACE]
     if include_crds:
         cmd.append("--include-crds")
+    cmd += ADMIN_TOKEN_ARGS
     proc = run([*cmd, *args])
     if proc.returncode != 0:
         raise RenderError(proc.stderr.strip())

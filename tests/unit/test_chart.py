@@ -567,10 +567,52 @@ def test_existing_secret_replaces_the_chart_secret(
         "name": "coupon-issuer-credentials",
         "key": "database-url",
     }
-    assert refs["COUPON_ADMIN_TOKEN"]["optional"] is True
+    # Required: a Secret without the admin token keeps the pod from starting (never open).
+    assert refs["COUPON_ADMIN_TOKEN"] == {"name": "coupon-issuer-credentials", "key": "admin-token"}
     assert "@sha256:" in api["image"]
     secret = one(rendered["operator"], "Secret", "coupon-issuer")
     assert secret["stringData"]["COUPON_ADMIN_TOKEN"] == "ci-admin-token"
+
+
+# --- the admin endpoints are never deployed open ---------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_every_pod_gets_a_required_admin_token(
+    rendered: dict[str, list[dict[str, Any]]], profile: str
+) -> None:
+    docs = rendered[profile]
+    secrets = {d["metadata"]["name"]: d.get("stringData", {}) for d in by_kind(docs, "Secret")}
+    for doc, spec in workloads(docs):
+        for c in containers(spec):
+            if "env" not in c or c["args"] == ["topics"]:
+                continue  # `topics` only talks to Kafka
+            env = {e["name"]: e for e in c["env"]}
+            at = f"{doc['metadata']['name']} container {c['name']}"
+            ref = env["COUPON_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+            assert not ref.get("optional"), f"{at}: the admin token must not be optional"
+            if ref["name"] in secrets:  # a Secret the chart renders holds a non-empty token
+                assert secrets[ref["name"]][ref["key"]], at
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [["auth.adminToken="], ["auth.adminToken=", "migrations.enabled=false"]],
+    ids=["default", "no-migrations"],
+)
+def test_an_empty_admin_token_does_not_render(sets: list[str]) -> None:
+    with pytest.raises(RenderError, match=r"auth\.adminToken is empty: the admin endpoints"):
+        helm_template(*[a for s in sets for a in ("--set", s)])
+
+
+def test_an_existing_secret_needs_no_admin_token_value() -> None:
+    docs = load_docs(
+        helm_template("--set", "auth.adminToken=", "--set", "existingSecret.name=my-credentials")
+    )
+    assert not by_kind(docs, "Secret")
+    api = one(docs, "Deployment", "-api")["spec"]["template"]["spec"]["containers"][0]
+    ref = {e["name"]: e for e in api["env"]}["COUPON_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "my-credentials", "key": "COUPON_ADMIN_TOKEN"}
 
 
 def test_ingress_profile_routes_to_the_api_service(

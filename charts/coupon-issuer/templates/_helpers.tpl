@@ -144,6 +144,18 @@ COUPON_RATE_LIMIT_PER_USER: {{ .Values.config.rateLimitPerUser | toString | quot
 COUPON_RATE_LIMIT_PER_IP: {{ .Values.config.rateLimitPerIp | toString | quote }}
 {{- end }}
 
+{{/*
+The chart never deploys the admin endpoints open: without existingSecret.name, auth.adminToken must
+be set, or rendering fails. With existingSecret.name the Secret must hold the admin token key
+(the secretKeyRef is not optional, so a pod without it does not start).
+*/}}
+{{- define "coupon-issuer.adminToken" -}}
+{{- if and (not .Values.existingSecret.name) (not .Values.auth.adminToken) }}
+{{- fail "auth.adminToken is empty: the admin endpoints (POST /api/coupons) would be open. Set auth.adminToken (e.g. --set auth.adminToken=$(openssl rand -hex 32)) or reference a Secret you manage that holds it: existingSecret.name (key existingSecret.keys.adminToken)" }}
+{{- end }}
+{{- .Values.auth.adminToken }}
+{{- end }}
+
 {{/* Secret env vars: (dict "ctx" $ "secretName" "..."). */}}
 {{- define "coupon-issuer.secretEnv" -}}
 {{- $keys := .ctx.Values.existingSecret.keys }}
@@ -162,7 +174,6 @@ COUPON_RATE_LIMIT_PER_IP: {{ .Values.config.rateLimitPerIp | toString | quote }}
     secretKeyRef:
       name: {{ .secretName }}
       key: {{ $keys.adminToken }}
-      optional: true
 - name: COUPON_USER_JWT_SECRET
   valueFrom:
     secretKeyRef:
