@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from pydantic import ValidationError
+
 from app.config import Settings
 from app.observability.logs import configure_logging
 from app.unreachable import diagnose
@@ -19,7 +21,13 @@ from app.unreachable import diagnose
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # one line per bad setting, named as it is set
+        for error in exc.errors():
+            name = "COUPON_" + "_".join(str(p) for p in error["loc"]).upper()
+            print(f"error: {name} {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_format, settings.log_level)
     if args.one_shot:
         _quiet_client_libraries()

@@ -113,3 +113,16 @@ def test_an_empty_secret_is_refused_at_start(name: str, value: str) -> None:
     with pytest.raises(ValidationError, match="set but empty"):
         Settings(**{name: value})
     assert getattr(Settings(**{name: "s3cret"}), name).get_secret_value() == "s3cret"
+
+
+def test_the_cli_names_an_empty_secret_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+
+    monkeypatch.setenv("COUPON_ADMIN_TOKEN", "")
+    assert main(["verify"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "error: COUPON_ADMIN_TOKEN is set but empty: unset it or give it a real value"
+    )
