@@ -25,13 +25,13 @@ run: $(STAMP) ## start API + consumers + broker locally (embedded stack unless C
 	$(VENV)/bin/coupon-issuer dev
 
 lint: $(STAMP) ## ruff + mypy
-	$(VENV)/bin/ruff check app tests
-	$(VENV)/bin/ruff format --check app tests
+	$(VENV)/bin/ruff check app dashboards tests
+	$(VENV)/bin/ruff format --check app dashboards tests
 	$(VENV)/bin/mypy
 
 fmt: $(STAMP) ## format the code
-	$(VENV)/bin/ruff format app tests
-	$(VENV)/bin/ruff check --fix app tests
+	$(VENV)/bin/ruff format app dashboards tests
+	$(VENV)/bin/ruff check --fix app dashboards tests
 
 test: $(STAMP) system-deps lint ## the whole suite: unit, integration, e2e, chaos
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -2,11 +2,11 @@
 
 .PHONY: dashboards dashboards-check alerts-check
 
-dashboards: $(STAMP) ## regenerate dashboards/*.json from app/observability/dashboards.py
-	$(PY) -m app.observability.dashboards
+dashboards: $(STAMP) ## regenerate dashboards/*.json from dashboards/src/ (Grafana's foundation SDK)
+	$(PY) -m dashboards.src
 
 dashboards-check: $(STAMP) ## fail if dashboards/*.json differ from what the generator renders
-	$(PY) -m app.observability.dashboards --check
+	$(PY) -m dashboards.src --check
 
 alerts-check: system-deps ## promtool check + unit-test the alert rules
 	promtool check rules dashboards/alerts.yml

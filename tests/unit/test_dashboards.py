@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.observability.dashboards import render
+from dashboards.src.render import render
 from tests.prometheus import (
     DASHBOARDS,
     dashboard_expressions,
