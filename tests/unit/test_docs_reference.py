@@ -43,6 +43,23 @@ def test_a_changed_setting_makes_the_reference_stale(monkeypatch: pytest.MonkeyP
     assert render.main(["--check"]) == 1
 
 
+def test_chart_values_reference_is_what_values_yaml_renders() -> None:
+    assert _script("render_chart_values_doc").main(["--check"]) == 0, (
+        "charts/coupon-issuer/README.md is stale: run `make docs`"
+    )
+
+
+def test_every_chart_value_is_documented_and_a_changed_comment_is_drift() -> None:
+    render = _script("render_chart_values_doc")
+    values = (ROOT / "charts" / "coupon-issuer" / "values.yaml").read_text()
+    rows = render.rows(values)
+    assert {"kafka.partitions", "autoscaling.mode", "api.resources"} <= {r.key for r in rows}
+    assert not [r.key for r in rows if not r.description], "values.yaml keys without # -- comment"
+    readme = (ROOT / "charts" / "coupon-issuer" / "README.md").read_text()
+    changed = values.replace("# -- Partitions of the request topic.", "# -- Partitions.")
+    assert changed != values and render.render(readme, changed) != readme
+
+
 def test_the_readme_maps_every_topic_file_in_docs() -> None:
     readme = (ROOT / "README.md").read_text()
     linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)\)", readme))
@@ -54,6 +71,7 @@ def test_relative_links_in_the_docs_point_at_files_that_exist() -> None:
     pages = [
         ROOT / "README.md",
         *(ROOT / "docs").glob("*.md"),
+        ROOT / "charts/coupon-issuer/README.md",
     ]
     broken = []
     for page in pages:
