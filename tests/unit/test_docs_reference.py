@@ -67,7 +67,14 @@ def test_the_readme_maps_every_topic_file_in_docs() -> None:
     assert linked == present
 
 
-def test_relative_links_in_the_docs_point_at_files_that_exist() -> None:
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors of a Markdown page (code blocks skipped)."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+    headings = re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_relative_links_in_the_docs_point_at_files_and_headings_that_exist() -> None:
     pages = [
         ROOT / "README.md",
         *(ROOT / "docs").glob("*.md"),
@@ -75,7 +82,12 @@ def test_relative_links_in_the_docs_point_at_files_that_exist() -> None:
     ]
     broken = []
     for page in pages:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
-            if "://" not in target and not (page.parent / target).exists():
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", page.read_text()):
+            if "://" in target:
+                continue
+            linked = (page.parent / target) if target else page
+            if not linked.exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
+            elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+                broken.append(f"{page.relative_to(ROOT)} -> {target}#{anchor}")
     assert not broken, broken
