@@ -113,7 +113,8 @@ def render_table(text: str) -> str:
     lines = ["| key | type | default | description |", "|---|---|---|---|"]
     for row in rows(text):
         description = row.description.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-        lines.append(f"| `{row.key}` | {row.kind} | {row.default} | {description} |")
+        default = row.default.replace("|", "\\|")
+        lines.append(f"| `{row.key}` | {row.kind} | {default} | {description} |")
     return "\n".join(lines) + "\n"
 
 
