@@ -672,6 +672,15 @@ def _values_keys(node: Any, prefix: str = "") -> set[str]:
     )
 
 
+def _deref(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """``node``, or the ``#/definitions/...`` entry it refers to."""
+    while "$ref" in node:
+        ref = node["$ref"]
+        assert ref.startswith("#/definitions/"), ref
+        node = schema["definitions"][ref.removeprefix("#/definitions/")]
+    return node
+
+
 def test_every_value_is_typed_in_the_schema() -> None:
     """Each leaf of values.yaml reaches a typed schema node (free-form maps end the walk)."""
     schema = json.loads((CHART / "values.schema.json").read_text())
@@ -680,7 +689,7 @@ def test_every_value_is_typed_in_the_schema() -> None:
         node = schema
         for part in key.split("."):
             if part in node.get("properties", {}):
-                node = node["properties"][part]
+                node = _deref(schema, node["properties"][part])
             elif isinstance(node.get("additionalProperties"), dict) or (
                 node.get("type") in {"object", "array"} and "properties" not in node
             ):
@@ -691,6 +700,26 @@ def test_every_value_is_typed_in_the_schema() -> None:
         if not any(k in node for k in ("type", "enum", "const", "anyOf")):
             untyped.append(key)
     assert not untyped, untyped
+
+
+def _subtrees(node: Any) -> list[Any]:
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+    return [node, *(sub for child in children for sub in _subtrees(child))]
+
+
+def test_values_schema_defines_shared_shapes_once() -> None:
+    """resources, image overrides, quantities... are definitions, each used, none copied inline."""
+    text = (CHART / "values.schema.json").read_text()
+    schema = json.loads(text)
+    definitions = schema["definitions"]
+    assert {"resources", "imageOverride", "imageTag", "quantity"} <= set(definitions)
+    inline = _subtrees(schema["properties"]) + _subtrees(list(definitions.values()))
+    for name, body in definitions.items():
+        assert f'"#/definitions/{name}"' in text, f"definition {name} is never used"
+        assert inline.count(body) == 1, f"{name} is also written out inline"
+    api = schema["properties"]["api"]["properties"]
+    assert api["resources"] == {"$ref": "#/definitions/resources"}
+    assert api["image"] == {"$ref": "#/definitions/imageOverride"}
 
 
 @pytest.mark.parametrize(
