@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Attempts before a message is dead-lettered")
     retry_backoff_ms: int = Field(100, ge=0, description="First retry delay; doubles each attempt")
     db_pool_size: int = Field(4, ge=1, description="PostgreSQL pool size per process")
+    db_statement_cache_size: int = Field(
+        100,
+        ge=0,
+        description="Prepared statements cached per PostgreSQL connection; 0 behind PgBouncer in"
+        " transaction pooling mode",
+    )
     db_acquire_timeout_s: float = Field(
         5.0, gt=0, description="Longest wait for a pooled PostgreSQL connection (then 503)"
     )

@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.adapters.postgres import SchemaMismatch
 from app.config import Settings, setting_origin
 
 # client library (top-level module) -> (system, the setting holding its address)
@@ -96,7 +97,7 @@ def _library_of(err: BaseException) -> str | None:
         return "aiokafka"
     if isinstance(err, RedisConnectionError | RedisTimeoutError):
         return "redis"
-    if isinstance(err, (*_PG_CONNECT_ERRORS, asyncpg.UndefinedTableError)):
+    if isinstance(err, (*_PG_CONNECT_ERRORS, asyncpg.UndefinedTableError, SchemaMismatch)):
         return "asyncpg"
     if isinstance(err, OSError | TimeoutError):  # refused, unknown host, no answer in time
         return _deepest_library(err.__traceback__)

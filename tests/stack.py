@@ -82,6 +82,7 @@ class Stack:
     consumers: list[ManagedProcess] = field(default_factory=list)
     consumer_ports: list[int] = field(default_factory=list)
     http: httpx.AsyncClient | None = None
+    process_env: dict[str, str] = field(default_factory=dict)  # extra env of every process
     consumer_env: dict[str, str] = field(default_factory=dict)  # extra env of the consumers only
     _pool: asyncpg.Pool | None = None
 
@@ -113,7 +114,8 @@ class Stack:
         return self
 
     def _spawn(self, name: str, args: list[str], extra: dict[str, str]) -> ManagedProcess:
-        return spawn(name, args, child_env(self.settings, extra), self.log_dir / f"{name}.log")
+        env = child_env(self.settings, {**self.process_env, **extra})
+        return spawn(name, args, env, self.log_dir / f"{name}.log")
 
     def add_consumer(self) -> ManagedProcess:
         port = free_port()

@@ -26,16 +26,43 @@ def consumer_connection_name(group: str) -> str:
 
 
 async def create_pool(
-    dsn: str, schema: str, size: int, application_name: str = "coupon-issuer"
+    dsn: str,
+    schema: str,
+    size: int,
+    application_name: str = "coupon-issuer",
+    statement_cache_size: int = 100,
 ) -> Pool:
-    """Open a pool whose connections use ``schema``; ``application_name`` shows in pg_stat_activity."""
-    return await asyncpg.create_pool(
+    """Open a pool whose connections use ``schema``; ``application_name`` shows in pg_stat_activity.
+
+    ``statement_cache_size=0`` behind PgBouncer in transaction pooling mode: a named prepared
+    statement lives on one server connection, and the next transaction may get another one.
+    """
+    pool = await asyncpg.create_pool(
         dsn,
         min_size=1,
         max_size=size,
         server_settings={"search_path": schema, "application_name": application_name[:63]},
         command_timeout=30,
+        statement_cache_size=statement_cache_size,
     )
+    current = await pool.fetchval("SELECT current_schema()")
+    if current != schema:
+        await pool.close()
+        if current is None:
+            raise SchemaMismatch(
+                f"schema {schema!r} (COUPON_DB_SCHEMA) does not exist: run coupon-issuer migrate"
+            )
+        # A pooler (PgBouncer) drops the search_path startup parameter: writing to another
+        # schema's tables would be silent and wrong.
+        raise SchemaMismatch(
+            f"connected to schema {current!r}, configured {schema!r} (COUPON_DB_SCHEMA): behind a"
+            f" pooler set the role's search_path (ALTER ROLE ... SET search_path = {schema})"
+        )
+    return pool
+
+
+class SchemaMismatch(Exception):
+    """The connections do not use the configured schema."""
 
 
 async def migrate(conn: Connection, schema: str) -> list[str]:

@@ -42,7 +42,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await postgres.create_pool(
-            settings.database_url, settings.db_schema, settings.db_pool_size, "coupon-api"
+            settings.database_url,
+            settings.db_schema,
+            settings.db_pool_size,
+            "coupon-api",
+            settings.db_statement_cache_size,
         )
         # Reconnect-and-retry on a dropped connection (a Redis restart leaves dead pooled sockets);
         # safe because the gate script is idempotent per request id.

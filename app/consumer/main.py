@@ -24,6 +24,7 @@ async def run_consumer(settings: Settings) -> None:
         settings.db_schema,
         settings.db_pool_size,
         application_name=postgres.consumer_connection_name(settings.consumer_group),
+        statement_cache_size=settings.db_statement_cache_size,
     )
     redis_client = aioredis.from_url(settings.redis_url)
     producer = kafka.make_producer(

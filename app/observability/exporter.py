@@ -126,17 +126,24 @@ class OldestRecordProbe:
 class CouponReader:
     """Issued/remaining of the newest active coupons, at most ``limit`` (a bounded label set)."""
 
-    def __init__(self, database_url: str, schema: str, limit: int) -> None:
+    def __init__(
+        self, database_url: str, schema: str, limit: int, statement_cache_size: int = 100
+    ) -> None:
         self._database_url = database_url
         self._schema = schema
         self._limit = limit
+        self._statement_cache_size = statement_cache_size
         self._pool: asyncpg.Pool | None = None
 
     async def read(self, now: datetime) -> tuple[list[CouponGauge], bool]:
         """The gauges and whether more active coupons exist than ``limit``."""
         if self._pool is None:
             self._pool = await postgres.create_pool(
-                self._database_url, self._schema, 1, "coupon-lag-exporter"
+                self._database_url,
+                self._schema,
+                1,
+                "coupon-lag-exporter",
+                self._statement_cache_size,
             )
         async with self._pool.acquire() as conn:
             coupons = await postgres.active_coupons(conn, now, self._limit + 1)
@@ -259,7 +266,12 @@ async def run_lag_exporter(
         lag_source
         or ReaderSource(settings.kafka_bootstrap, settings.topic, settings.consumer_group),
         OldestRecordProbe(settings.kafka_bootstrap),
-        CouponReader(settings.database_url, settings.db_schema, coupon_limit),
+        CouponReader(
+            settings.database_url,
+            settings.db_schema,
+            coupon_limit,
+            settings.db_statement_cache_size,
+        ),
         state,
         poll_interval_s,
     )

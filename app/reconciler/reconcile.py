@@ -189,7 +189,11 @@ async def reconcile_once(settings: Settings, confirm_after_s: float) -> PassRepo
 async def _reconciler(settings: Settings) -> AsyncIterator[Reconciler]:
     """A reconciler with its own connections, closed after use."""
     pool = await postgres.create_pool(
-        settings.database_url, settings.db_schema, 2, application_name="coupon-reconciler"
+        settings.database_url,
+        settings.db_schema,
+        2,
+        "coupon-reconciler",
+        settings.db_statement_cache_size,
     )
     client = aioredis.from_url(settings.redis_url, socket_timeout=5)
     try:

@@ -74,8 +74,15 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
             {
                 "COUPON_KAFKA_BOOTSTRAP": f"127.0.0.1:{CLOSED}",
                 "COUPON_CONSUMER_METRICS_PORT": str(free_port()),
+                "COUPON_DB_SCHEMA": "public",  # a schema that exists: the broker is the fault
             },
             "cannot reach Kafka",
+        ),
+        (
+            # the database answers but the schema was never migrated
+            ["consumer"],
+            {"COUPON_CONSUMER_METRICS_PORT": str(free_port())},
+            "schema 't_cli_errors' (COUPON_DB_SCHEMA) does not exist: run coupon-issuer migrate",
         ),
         (
             # make run told to use a Redis that is not there (it stops the broker it started)
@@ -84,7 +91,17 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
             f"cannot reach Redis at redis://127.0.0.1:{CLOSED}/0 (from the environment;",
         ),
     ],
-    ids=["dlq-list", "dlq-replay", "topics", "migrate", "verify", "api", "consumer", "dev"],
+    ids=[
+        "dlq-list",
+        "dlq-replay",
+        "topics",
+        "migrate",
+        "verify",
+        "api",
+        "consumer",
+        "consumer-unmigrated",
+        "dev",
+    ],
 )
 def test_one_line_exit_2(
     args: list[str], env: dict[str, str], expected: str, tmp_path: Path

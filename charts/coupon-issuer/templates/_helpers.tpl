@@ -127,6 +127,7 @@ COUPON_PARTITIONS: {{ .Values.kafka.partitions | toString | quote }}
 COUPON_REPLICATION_FACTOR: {{ .Values.kafka.replicationFactor | toString | quote }}
 COUPON_CONSUMER_GROUP: {{ .Values.kafka.consumerGroup | quote }}
 COUPON_DB_SCHEMA: {{ .Values.database.schema | quote }}
+COUPON_DB_STATEMENT_CACHE_SIZE: {{ .Values.database.statementCacheSize | toString | quote }}
 COUPON_REDIS_PREFIX: {{ .Values.redis.prefix | quote }}
 COUPON_API_HOST: "0.0.0.0"
 COUPON_API_PORT: {{ .Values.api.port | toString | quote }}
