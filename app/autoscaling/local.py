@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.autoscaling.lag import LagReader, LagSnapshot
+from app.adapters.kafka_lag import LagReader, LagSnapshot
 from app.autoscaling.policy import (
     Decision,
     History,

@@ -22,8 +22,8 @@ from typing import Any
 
 import kopf
 
+from app.adapters.kafka_lag import LagReader, LagReadError, LagSnapshot
 from app.autoscaling.kube import GROUP, PLURAL, VERSION, KubeClient, KubeError, Scale
-from app.autoscaling.lag import LagReader, LagReadError, LagSnapshot
 from app.autoscaling.policy import (
     Decision,
     Direction,

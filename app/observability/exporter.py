@@ -1,6 +1,6 @@
 """``coupon-issuer lag-exporter``: consumer lag and sale gauges for Prometheus, even at zero consumers.
 
-Every ``poll_interval_s`` it reads the group's lag and members with app/autoscaling/lag.py (high
+Every ``poll_interval_s`` it reads the group's lag and members with app/adapters/kafka_lag.py (high
 watermarks from a fetch, commits from the group coordinator), the timestamp of the oldest
 unconsumed record of each lagging partition, and the active coupons from PostgreSQL. Scrapes are
 answered from the latest poll, so a slow broker never makes a scrape time out.
@@ -26,7 +26,7 @@ from prometheus_client import (
 )
 
 from app.adapters import postgres
-from app.autoscaling.lag import LagReader, LagReadError, LagSnapshot, PartitionLag
+from app.adapters.kafka_lag import LagReader, LagReadError, LagSnapshot, PartitionLag
 from app.config import Settings
 from app.observability import metrics
 from app.observability.http import health_app, serve_in_background
@@ -45,7 +45,7 @@ class LagSource(Protocol):
 
 
 class ReaderSource:
-    """app/autoscaling/lag.py's LagReader for one topic and group, (re)connected on demand."""
+    """app/adapters/kafka_lag.py's LagReader for one topic and group, (re)connected on demand."""
 
     def __init__(self, bootstrap: str, topic: str, group: str) -> None:
         self._bootstrap = bootstrap

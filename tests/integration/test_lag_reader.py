@@ -12,7 +12,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from app.autoscaling.lag import LagReader, LagReadError, TopicNotFound, read_lag
+from app.adapters.kafka_lag import LagReader, LagReadError, TopicNotFound, read_lag
 
 
 async def make_topic(bootstrap: str, partitions: int = 3) -> str:
