@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.adapters.kafka_lag import LagReader, LagSnapshot
+from app.adapters.kafka_lag import LagSnapshot
 from app.autoscaling.policy import (
     Decision,
     History,
@@ -108,23 +108,3 @@ class LocalScaler:
                 await asyncio.wait_for(stop.wait(), self._spec.poll_seconds)
             except TimeoutError:
                 pass
-
-
-class GroupLag:
-    """Reads one group's lag on one topic, keeping the broker connections between polls."""
-
-    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
-        self._reader = LagReader(bootstrap)
-        self._topic = topic
-        self._group = group
-        self._started = False
-
-    async def read(self) -> LagSnapshot:
-        if not self._started:
-            await self._reader.start()
-            self._started = True
-        return await self._reader.read(self._topic, self._group)
-
-    async def close(self) -> None:
-        if self._started:
-            await self._reader.stop()

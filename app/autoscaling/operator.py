@@ -22,7 +22,7 @@ from typing import Any
 
 import kopf
 
-from app.adapters.kafka_lag import LagReader, LagReadError, LagSnapshot
+from app.adapters.kafka_lag import LagReadError, LagSnapshot, ReconnectingLagReader
 from app.autoscaling.kube import GROUP, PLURAL, VERSION, KubeClient, KubeError, Scale
 from app.autoscaling.policy import (
     Decision,
@@ -40,29 +40,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Shared:
-    """Operator-wide resources, created once and handed to every daemon through kopf's memo."""
+    """Operator-wide resources, created once by :func:`operate` and captured by every handler."""
 
     connection: kopf.ConnectionInfo | None = None  # fixed credentials (tests); else login
     kube: KubeClient | None = None
-    readers: dict[str, LagReader] = field(default_factory=dict)  # one per bootstrap
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    readers: dict[str, ReconnectingLagReader] = field(default_factory=dict)  # one per bootstrap
 
-    async def reader(self, bootstrap: str) -> LagReader:
-        async with self.lock:
-            if bootstrap not in self.readers:
-                self.readers[bootstrap] = await LagReader(bootstrap).start()
-            return self.readers[bootstrap]
-
-    async def drop_reader(self, bootstrap: str) -> None:
-        """Forget a failing reader: the next poll connects afresh."""
-        async with self.lock:
-            reader = self.readers.pop(bootstrap, None)
-        if reader is not None:
-            await reader.stop()
+    def reader(self, bootstrap: str) -> ReconnectingLagReader:
+        """The lag reader of ``bootstrap``, shared by every autoscaler that names it."""
+        if bootstrap not in self.readers:
+            self.readers[bootstrap] = ReconnectingLagReader(bootstrap)  # connects on first read
+        return self.readers[bootstrap]
 
     async def close(self) -> None:
         for reader in list(self.readers.values()):
-            await reader.stop()
+            await reader.close()
         self.readers.clear()
         if self.kube is not None:
             await self.kube.close()
@@ -144,12 +136,10 @@ async def poll_once(
     bootstrap = ""
     try:
         bootstrap = await _bootstrap(kafka, poller.namespace, kube)
-        reader = await shared.reader(bootstrap)
-        snap = await reader.read(kafka["topic"], kafka["consumerGroup"])
+        snap = await shared.reader(bootstrap).read(kafka["topic"], kafka["consumerGroup"])
     except (LagReadError, KubeError, KeyError) as exc:
-        # Keep the replicas as they are: scaling on a guess is worse than not scaling.
-        if bootstrap:
-            await shared.drop_reader(bootstrap)
+        # Keep the replicas as they are: scaling on a guess is worse than not scaling. A failed
+        # read has already closed the reader's connections: the next poll connects afresh.
         poller.condition("BrokerReachable", False, type(exc).__name__, str(exc))
         poller.previous = None  # the next rates must not span the outage
         status.update(lastDecision="hold", reason=f"lag unknown, replicas kept: {exc}")
