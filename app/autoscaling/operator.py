@@ -23,15 +23,15 @@ from typing import Any
 import kopf
 
 from app.adapters.kafka_lag import LagReadError, LagSnapshot, ReconnectingLagReader
-from app.autoscaling.kube import GROUP, PLURAL, VERSION, KubeClient, KubeError, Scale
+from app.autoscaling.kube import GROUP, PLURAL, VERSION, KubeClient, KubeError
 from app.autoscaling.policy import (
     Decision,
     Direction,
     History,
-    Observation,
+    Reading,
     ScalingSpec,
     decide,
-    per_replica_rate,
+    observe,
 )
 from app.config import Settings
 
@@ -81,7 +81,7 @@ class Poller:
     namespace: str
     name: str
     history: History = field(default_factory=History)
-    previous: tuple[float, LagSnapshot, int] | None = None  # (monotonic, snapshot, replicas)
+    previous: Reading | None = None  # the last poll's measurement, for rates
     conditions: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def condition(self, kind: str, ok: bool, reason: str, message: str) -> None:
@@ -96,25 +96,6 @@ class Poller:
             "message": message[:1000],
             "lastTransitionTime": since,
         }
-
-    def observation(self, snap: LagSnapshot, scale: Scale, now: float) -> Observation:
-        """Lag now, plus rates from the previous poll when the group stayed the same."""
-        rate = arrival = None
-        if self.previous is not None:
-            then, before, replicas_before = self.previous
-            seconds = now - then
-            if seconds > 0 and before.partition_count == snap.partition_count:
-                arrival = max(0, snap.produced_total - before.produced_total) / seconds
-                # A rebalance pauses consumption: only a group unchanged across the interval
-                # (same replicas, every one of them a member) measures what consumers can do.
-                stable = replicas_before == scale.replicas and snap.members in (
-                    None,
-                    scale.replicas,
-                )
-                if stable and before.members == snap.members:
-                    consumed = snap.consumed_total - before.consumed_total
-                    rate = per_replica_rate(consumed, seconds, scale.replicas)
-        return Observation(now, snap.lag_per_partition, scale.replicas, rate, arrival)
 
 
 async def poll_once(
@@ -147,15 +128,15 @@ async def poll_once(
         return policy.poll_seconds
     poller.condition("BrokerReachable", True, "LagRead", f"{bootstrap} answered")
 
-    now = time.monotonic()
-    decision = decide(poller.observation(snap, scale, now), policy, poller.history)
+    reading = Reading(time.monotonic(), snap, scale.replicas)
+    observation, poller.previous = observe(reading, poller.previous)
+    decision = decide(observation, policy, poller.history)
     poller.history = decision.history
     if decision.replicas != scale.replicas:
         await kube.set_replicas(poller.namespace, target, decision.replicas)
         _announce(body, scale.replicas, decision)
         status["lastScaleTime"] = _now()
         status["currentReplicas"] = decision.replicas
-    poller.previous = (now, snap, decision.replicas)
     status.update(_decision_status(snap, decision))
     await _write_status(kube, poller, status)
     return policy.poll_seconds
