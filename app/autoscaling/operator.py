@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from pydantic import BaseModel, model_validator
 
 from app.adapters.kafka_lag import LagReadError, LagSnapshot, ReconnectingLagReader
 from app.autoscaling.kube import GROUP, PLURAL, VERSION, KubeClient, KubeError
 from app.autoscaling.policy import (
+    CAMEL_CASE,
     Decision,
     Direction,
     History,
@@ -60,18 +62,45 @@ class Shared:
             await self.kube.close()
 
 
-def scaling_spec(spec: Mapping[str, Any]) -> ScalingSpec:
-    """The policy's knobs from a ConsumerAutoscaler ``spec`` (CRD defaults when absent)."""
-    max_replicas = spec.get("maxReplicas")
-    return ScalingSpec(
-        min_replicas=int(spec.get("minReplicas", 0)),
-        max_replicas=int(max_replicas) if max_replicas is not None else None,
-        target_drain_seconds=float(spec.get("targetDrainSeconds", 30)),
-        lag_per_replica=int(spec.get("lagPerReplica", 1000)),
-        activation_lag=int(spec.get("activationLag", 1)),
-        scale_down_stabilization_seconds=float(spec.get("scaleDownStabilizationSeconds", 60)),
-        poll_seconds=float(spec.get("pollSeconds", 5)),
-    )
+class SecretKeyRef(BaseModel):
+    """A key of a Secret in the autoscaler's namespace."""
+
+    model_config = CAMEL_CASE
+
+    name: str
+    key: str
+
+
+class KafkaSource(BaseModel):
+    """``spec.kafka``: where the lag is measured."""
+
+    model_config = CAMEL_CASE
+
+    topic: str
+    consumer_group: str
+    bootstrap: str = ""
+    bootstrap_secret_ref: SecretKeyRef | None = None  # overrides bootstrap
+
+    @model_validator(mode="after")
+    def _bootstrap_given(self) -> KafkaSource:
+        if not self.bootstrap and self.bootstrap_secret_ref is None:
+            raise ValueError("set kafka.bootstrap or kafka.bootstrapSecretRef")
+        return self
+
+
+class TargetRef(BaseModel):
+    """``spec.targetRef``: the Deployment whose replicas are managed."""
+
+    model_config = CAMEL_CASE
+
+    name: str
+
+
+class ConsumerAutoscalerSpec(ScalingSpec):
+    """A ConsumerAutoscaler's whole ``spec``: the policy's knobs, the target and the topic."""
+
+    target_ref: TargetRef
+    kafka: KafkaSource
 
 
 @dataclass
@@ -102,8 +131,8 @@ async def poll_once(
     poller: Poller, spec: Mapping[str, Any], body: Any, shared: Shared, kube: KubeClient
 ) -> float:
     """One reconciliation: measure, decide, scale if needed, write status. Returns the period."""
-    policy = scaling_spec(spec)
-    kafka, target = spec.get("kafka", {}), spec.get("targetRef", {}).get("name", "")
+    policy = ConsumerAutoscalerSpec.model_validate(spec)  # a ValueError when invalid
+    kafka, target = policy.kafka, policy.target_ref.name
     status: dict[str, Any] = {}
     try:
         scale = await kube.get_scale(poller.namespace, target)
@@ -117,8 +146,8 @@ async def poll_once(
     bootstrap = ""
     try:
         bootstrap = await _bootstrap(kafka, poller.namespace, kube)
-        snap = await shared.reader(bootstrap).read(kafka["topic"], kafka["consumerGroup"])
-    except (LagReadError, KubeError, KeyError) as exc:
+        snap = await shared.reader(bootstrap).read(kafka.topic, kafka.consumer_group)
+    except (LagReadError, KubeError) as exc:
         # Keep the replicas as they are: scaling on a guess is worse than not scaling. A failed
         # read has already closed the reader's connections: the next poll connects afresh.
         poller.condition("BrokerReachable", False, type(exc).__name__, str(exc))
@@ -171,11 +200,11 @@ async def _write_status(kube: KubeClient, poller: Poller, status: dict[str, Any]
         log.warning("status of %s/%s not written: %s", poller.namespace, poller.name, exc)
 
 
-async def _bootstrap(kafka: Mapping[str, Any], namespace: str, kube: KubeClient) -> str:
-    ref = kafka.get("bootstrapSecretRef")
-    if ref:
-        return await kube.read_secret_key(namespace, ref["name"], ref["key"])
-    return str(kafka["bootstrap"])
+async def _bootstrap(kafka: KafkaSource, namespace: str, kube: KubeClient) -> str:
+    ref = kafka.bootstrap_secret_ref
+    if ref is not None:
+        return await kube.read_secret_key(namespace, ref.name, ref.key)
+    return kafka.bootstrap
 
 
 def _now() -> str:

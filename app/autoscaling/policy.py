@@ -25,6 +25,9 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
 
 class Direction(StrEnum):
     """What a decision does to the replica count."""
@@ -34,38 +37,42 @@ class Direction(StrEnum):
     HOLD = "hold"
 
 
-@dataclass(frozen=True, slots=True)
-class ScalingSpec:
-    """The knobs of a ConsumerAutoscaler (``spec`` in the CRD, camelCase there)."""
+CAMEL_CASE = ConfigDict(
+    alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, frozen=True
+)
 
-    min_replicas: int = 0
-    max_replicas: int | None = None  # None: the partition count
-    target_drain_seconds: float = 30.0
-    lag_per_replica: int = 1000
-    activation_lag: int = 1
-    scale_down_stabilization_seconds: float = 60.0
-    poll_seconds: float = 5.0
+
+class ScalingSpec(BaseModel):
+    """The knobs of a ConsumerAutoscaler: its ``spec`` (camelCase there), defaults and bounds.
+
+    The one source of these defaults: the CRD schema and the chart's values.yaml repeat them for
+    ``kubectl explain`` and ``helm install``, and tests/unit/test_autoscaler_defaults.py checks
+    that they agree with this model.
+    """
+
+    model_config = CAMEL_CASE
+
+    min_replicas: int = Field(0, ge=0)
+    max_replicas: int | None = Field(None, ge=1)  # None: the partition count
+    target_drain_seconds: float = Field(30.0, ge=1)
+    lag_per_replica: int = Field(1000, ge=1)
+    activation_lag: int = Field(1, ge=0)
+    scale_down_stabilization_seconds: float = Field(60.0, ge=0)
+    poll_seconds: float = Field(5.0, ge=1)
+    # Tuning, not in the CRD:
     # Replicas beyond the partitions that hold the backlog get no work when nothing new arrives.
     cap_at_lagging_partitions: bool = True
     # Relative change below which the count is left alone (the HPA's 10 %): avoids 3 -> 4 -> 3
     # when the need hovers at 3.05.
-    tolerance: float = 0.1
+    tolerance: float = Field(0.1, ge=0, lt=1)
     # Weight of the newest sample in the capacity and arrival estimates (noise damping).
-    rate_smoothing: float = 0.3
+    rate_smoothing: float = Field(0.3, gt=0, le=1)
 
-    def __post_init__(self) -> None:
-        if self.min_replicas < 0:
-            raise ValueError("minReplicas must be >= 0")
+    @model_validator(mode="after")
+    def _max_not_below_min(self) -> ScalingSpec:
         if self.max_replicas is not None and self.max_replicas < max(1, self.min_replicas):
             raise ValueError("maxReplicas must be >= max(1, minReplicas)")
-        if self.target_drain_seconds <= 0 or self.poll_seconds <= 0:
-            raise ValueError("targetDrainSeconds and pollSeconds must be > 0")
-        if self.lag_per_replica < 1 or self.activation_lag < 0:
-            raise ValueError("lagPerReplica must be >= 1 and activationLag >= 0")
-        if self.scale_down_stabilization_seconds < 0 or not 0 <= self.tolerance < 1:
-            raise ValueError("scaleDownStabilizationSeconds >= 0 and 0 <= tolerance < 1")
-        if not 0 < self.rate_smoothing <= 1:
-            raise ValueError("rate_smoothing must be in (0, 1]")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
