@@ -1,9 +1,15 @@
 """The ConsumerAutoscaler operator: kopf handlers that feed the lag reader into the policy.
 
-One kopf daemon per ConsumerAutoscaler polls every ``spec.pollSeconds`` (a timer with a per-object
-period): read lag, run :func:`app.autoscaling.policy.decide`, patch the Deployment's ``scale`` only
-when the count changes (with an Event), and write the status. The policy's history lives in the
-daemon's locals: it is lost on restart, which only delays the next scale-down by one window.
+One kopf daemon per ConsumerAutoscaler: a coroutine that runs for as long as the object exists and
+waits ``spec.pollSeconds`` (read afresh each poll, so edits apply at once) between polls. Each poll
+parses the spec (:class:`ConsumerAutoscalerSpec`), reads the lag, runs
+:func:`app.autoscaling.policy.observe` and :func:`app.autoscaling.policy.decide`, patches the
+Deployment's ``scale`` only when the count changes (with an Event), and writes the status. The
+policy's history and the previous reading live in the daemon's :class:`Poller`, a local variable:
+they are lost on restart, which only delays the next scale-down by one window.
+
+The handlers are closures over one :class:`Shared` (the Kubernetes client and the lag readers),
+made by :func:`operate` and passed to :func:`build_registry`; nothing goes through kopf's memo.
 
 Broker errors keep the replica count and set ``BrokerReachable=False``; nothing is scaled on a
 guess.
