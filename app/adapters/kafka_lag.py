@@ -1,9 +1,10 @@
 """Consumer-group lag, read from the broker without joining the group.
 
 Per partition: the log start, the log end (high watermark) and the group's committed offset.
-:class:`LagReader` keeps its connections between reads; :class:`ReconnectingLagReader` is what
-long-lived pollers hold (the operator, the dev-mode scaler, the lag exporter): it connects on first
-use and again after a failed read. :func:`read_lag` is a one-off read (verify, the reconciler).
+:class:`LagReader` keeps its connections between reads (the reconciler opens one per pass);
+:class:`ReconnectingLagReader` is what long-lived pollers hold (the operator, the dev-mode scaler,
+the lag exporter): it connects on first use and again after a failed read. :func:`read_lag` is a
+one-off read (verify).
 
 Broker notes (tansu, our test broker, and why the reads look the way they do):
 - ListOffsets "latest" under-reports the end of a partition written with batched produces, so the
