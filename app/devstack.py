@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import shutil
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from app.autoscaling.local import GroupLag, LocalScaler
+from app.adapters.kafka_lag import ReconnectingLagReader
+from app.autoscaling.local import LocalScaler
 from app.autoscaling.policy import ScalingSpec
 from app.config import DEV_ENV_FILE, Settings
 from app.dev_env import announced, dev_environment
@@ -382,6 +384,7 @@ async def _serve_dev(settings: Settings, autoscale: bool, consumers: int) -> int
     api = spawn("api", ["api"], env)
     pool = ConsumerProcesses(env)
     scaler_task: asyncio.Task[None] | None = None
+    lag = ReconnectingLagReader(settings.kafka_bootstrap)  # connects on the first read
     # The local stack settles stranded reservations too (the chart runs this in the lag exporter).
     reconciling = asyncio.create_task(
         reconcile_until(settings, stop, settings.reconcile_interval_s)
@@ -391,8 +394,8 @@ async def _serve_dev(settings: Settings, autoscale: bool, consumers: int) -> int
         await asyncio.to_thread(_wait_for_api, api, settings.api_port)
         _print_banner(settings, pool.count(), autoscale)
         if autoscale:
-            lag = GroupLag(settings.kafka_bootstrap, settings.topic, settings.consumer_group)
-            scaler = LocalScaler(lag.read, pool, dev_scaling_spec(settings))
+            read = functools.partial(lag.read, settings.topic, settings.consumer_group)
+            scaler = LocalScaler(read, pool, dev_scaling_spec(settings))
             scaler_task = asyncio.create_task(scaler.run(stop))
         while not stop.is_set() and api.popen.poll() is None:
             for dead in pool.reap():
@@ -409,7 +412,7 @@ async def _serve_dev(settings: Settings, autoscale: bool, consumers: int) -> int
         await reconciling
         if scaler_task:
             await scaler_task
-            await lag.close()
+        await lag.close()
         await asyncio.to_thread(pool.stop_all)  # consumers first: they commit and leave the group
         await asyncio.to_thread(api.stop)
     return 0

@@ -37,8 +37,8 @@ import redis.asyncio as aioredis
 
 from app.adapters import postgres
 from app.adapters.kafka import partition_for
+from app.adapters.kafka_lag import TopicNotFound, read_lag
 from app.adapters.redis_gate import RedisGate
-from app.autoscaling.lag import TopicNotFound, read_lag
 from app.config import Settings
 from app.consumer.dlq import Entry, list_dead_letters
 from app.domain.codec import DecodeError, decode

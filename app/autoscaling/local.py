@@ -1,6 +1,6 @@
 """Local autoscaling for `coupon-issuer dev`: the operator's policy, acting on processes.
 
-The same lag reading and the same :func:`decide` as in Kubernetes; only the actuator differs
+The same lag reader, :func:`observe` and :func:`decide` as in Kubernetes; only the actuator differs
 (start a consumer process / SIGTERM the newest one instead of patching a Deployment's scale).
 """
 
@@ -10,18 +10,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol
 
-from app.autoscaling.lag import LagReader, LagSnapshot
-from app.autoscaling.policy import (
-    Decision,
-    History,
-    Observation,
-    ScalingSpec,
-    decide,
-    per_replica_rate,
-)
+from app.adapters.kafka_lag import LagSnapshot
+from app.autoscaling.policy import Decision, History, Reading, ScalingSpec, decide, observe
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +24,6 @@ class Consumers(Protocol):
     def count(self) -> int: ...
 
     def scale_to(self, n: int) -> None: ...
-
-
-@dataclass
-class _Previous:
-    at: float
-    view: LagSnapshot
-    replicas: int
 
 
 class LocalScaler:
@@ -56,42 +41,28 @@ class LocalScaler:
         self._spec = spec
         self._clock = clock
         self._history: History | None = None
-        self._previous: _Previous | None = None
+        self._previous: Reading | None = None
         self.decisions: list[Decision] = []
 
     async def step(self) -> Decision:
         """One poll: read, decide, act."""
-        view = await self._read_lag()
-        now = self._clock()
-        current = self._consumers.count()
-        rate, arrival = self._rates(now, view, current)
-        decision = decide(
-            Observation(now, view.lag_per_partition, current, rate, arrival),
-            self._spec,
-            self._history,
-        )
+        try:
+            view = await self._read_lag()
+        except Exception:
+            self._previous = None  # the next rates must not span the failure
+            raise
+        reading = Reading(self._clock(), view, self._consumers.count())
+        observation, self._previous = observe(reading, self._previous)
+        decision = decide(observation, self._spec, self._history)
         self._history = decision.history
-        self._previous = _Previous(now, view, current)
         self.decisions.append(decision)
+        current = reading.replicas
         if decision.replicas != current:
             log.info(
                 "autoscale: %d -> %d consumers: %s", current, decision.replicas, decision.reason
             )
             self._consumers.scale_to(decision.replicas)
         return decision
-
-    def _rates(
-        self, now: float, view: LagSnapshot, current: int
-    ) -> tuple[float | None, float | None]:
-        prev = self._previous
-        if prev is None or now <= prev.at:
-            return None, None
-        seconds = now - prev.at
-        arrival = max(0, view.produced_total - prev.view.produced_total) / seconds
-        if prev.replicas != current:  # a rebalance pause would look like slow consumers
-            return None, arrival
-        consumed = view.consumed_total - prev.view.consumed_total
-        return per_replica_rate(consumed, seconds, current), arrival
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every ``spec.poll_seconds`` until ``stop``; a failed read keeps the pool as it is."""
@@ -108,23 +79,3 @@ class LocalScaler:
                 await asyncio.wait_for(stop.wait(), self._spec.poll_seconds)
             except TimeoutError:
                 pass
-
-
-class GroupLag:
-    """Reads one group's lag on one topic, keeping the broker connections between polls."""
-
-    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
-        self._reader = LagReader(bootstrap)
-        self._topic = topic
-        self._group = group
-        self._started = False
-
-    async def read(self) -> LagSnapshot:
-        if not self._started:
-            await self._reader.start()
-            self._started = True
-        return await self._reader.read(self._topic, self._group)
-
-    async def close(self) -> None:
-        if self._started:
-            await self._reader.stop()

@@ -1,9 +1,15 @@
 """The ConsumerAutoscaler operator: kopf handlers that feed the lag reader into the policy.
 
-One kopf daemon per ConsumerAutoscaler polls every ``spec.pollSeconds`` (a timer with a per-object
-period): read lag, run :func:`app.autoscaling.policy.decide`, patch the Deployment's ``scale`` only
-when the count changes (with an Event), and write the status. The policy's history lives in the
-daemon's locals: it is lost on restart, which only delays the next scale-down by one window.
+One kopf daemon per ConsumerAutoscaler: a coroutine that runs for as long as the object exists and
+waits ``spec.pollSeconds`` (read afresh each poll, so edits apply at once) between polls. Each poll
+parses the spec (:class:`ConsumerAutoscalerSpec`), reads the lag, runs
+:func:`app.autoscaling.policy.observe` and :func:`app.autoscaling.policy.decide`, patches the
+Deployment's ``scale`` only when the count changes (with an Event), and writes the status. The
+policy's history and the previous reading live in the daemon's :class:`Poller`, a local variable:
+they are lost on restart, which only delays the next scale-down by one window.
+
+The handlers are closures over one :class:`Shared` (the Kubernetes client and the lag readers),
+made by :func:`operate` and passed to :func:`build_registry`; nothing goes through kopf's memo.
 
 Broker errors keep the replica count and set ``BrokerReachable=False``; nothing is scaled on a
 guess.
@@ -21,17 +27,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from pydantic import BaseModel, model_validator
 
-from app.autoscaling.kube import GROUP, PLURAL, VERSION, KubeClient, KubeError, Scale
-from app.autoscaling.lag import LagReader, LagReadError, LagSnapshot
+from app.adapters.kafka_lag import LagReadError, LagSnapshot, ReconnectingLagReader
+from app.autoscaling.kube import GROUP, PLURAL, VERSION, KubeClient, KubeError
 from app.autoscaling.policy import (
+    CAMEL_CASE,
     Decision,
     Direction,
     History,
-    Observation,
+    Reading,
     ScalingSpec,
     decide,
-    per_replica_rate,
+    observe,
 )
 from app.config import Settings
 
@@ -40,46 +48,65 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Shared:
-    """Operator-wide resources, created once and handed to every daemon through kopf's memo."""
+    """Operator-wide resources, created once by :func:`operate` and captured by every handler."""
 
     connection: kopf.ConnectionInfo | None = None  # fixed credentials (tests); else login
     kube: KubeClient | None = None
-    readers: dict[str, LagReader] = field(default_factory=dict)  # one per bootstrap
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    readers: dict[str, ReconnectingLagReader] = field(default_factory=dict)  # one per bootstrap
 
-    async def reader(self, bootstrap: str) -> LagReader:
-        async with self.lock:
-            if bootstrap not in self.readers:
-                self.readers[bootstrap] = await LagReader(bootstrap).start()
-            return self.readers[bootstrap]
-
-    async def drop_reader(self, bootstrap: str) -> None:
-        """Forget a failing reader: the next poll connects afresh."""
-        async with self.lock:
-            reader = self.readers.pop(bootstrap, None)
-        if reader is not None:
-            await reader.stop()
+    def reader(self, bootstrap: str) -> ReconnectingLagReader:
+        """The lag reader of ``bootstrap``, shared by every autoscaler that names it."""
+        if bootstrap not in self.readers:
+            self.readers[bootstrap] = ReconnectingLagReader(bootstrap)  # connects on first read
+        return self.readers[bootstrap]
 
     async def close(self) -> None:
         for reader in list(self.readers.values()):
-            await reader.stop()
+            await reader.close()
         self.readers.clear()
         if self.kube is not None:
             await self.kube.close()
 
 
-def scaling_spec(spec: Mapping[str, Any]) -> ScalingSpec:
-    """The policy's knobs from a ConsumerAutoscaler ``spec`` (CRD defaults when absent)."""
-    max_replicas = spec.get("maxReplicas")
-    return ScalingSpec(
-        min_replicas=int(spec.get("minReplicas", 0)),
-        max_replicas=int(max_replicas) if max_replicas is not None else None,
-        target_drain_seconds=float(spec.get("targetDrainSeconds", 30)),
-        lag_per_replica=int(spec.get("lagPerReplica", 1000)),
-        activation_lag=int(spec.get("activationLag", 1)),
-        scale_down_stabilization_seconds=float(spec.get("scaleDownStabilizationSeconds", 60)),
-        poll_seconds=float(spec.get("pollSeconds", 5)),
-    )
+class SecretKeyRef(BaseModel):
+    """A key of a Secret in the autoscaler's namespace."""
+
+    model_config = CAMEL_CASE
+
+    name: str
+    key: str
+
+
+class KafkaSource(BaseModel):
+    """``spec.kafka``: where the lag is measured."""
+
+    model_config = CAMEL_CASE
+
+    topic: str
+    consumer_group: str
+    bootstrap: str = ""
+    bootstrap_secret_ref: SecretKeyRef | None = None  # overrides bootstrap
+
+    @model_validator(mode="after")
+    def _bootstrap_given(self) -> KafkaSource:
+        if not self.bootstrap and self.bootstrap_secret_ref is None:
+            raise ValueError("set kafka.bootstrap or kafka.bootstrapSecretRef")
+        return self
+
+
+class TargetRef(BaseModel):
+    """``spec.targetRef``: the Deployment whose replicas are managed."""
+
+    model_config = CAMEL_CASE
+
+    name: str
+
+
+class ConsumerAutoscalerSpec(ScalingSpec):
+    """A ConsumerAutoscaler's whole ``spec``: the policy's knobs, the target and the topic."""
+
+    target_ref: TargetRef
+    kafka: KafkaSource
 
 
 @dataclass
@@ -89,7 +116,7 @@ class Poller:
     namespace: str
     name: str
     history: History = field(default_factory=History)
-    previous: tuple[float, LagSnapshot, int] | None = None  # (monotonic, snapshot, replicas)
+    previous: Reading | None = None  # the last poll's measurement, for rates
     conditions: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def condition(self, kind: str, ok: bool, reason: str, message: str) -> None:
@@ -105,32 +132,13 @@ class Poller:
             "lastTransitionTime": since,
         }
 
-    def observation(self, snap: LagSnapshot, scale: Scale, now: float) -> Observation:
-        """Lag now, plus rates from the previous poll when the group stayed the same."""
-        rate = arrival = None
-        if self.previous is not None:
-            then, before, replicas_before = self.previous
-            seconds = now - then
-            if seconds > 0 and before.partition_count == snap.partition_count:
-                arrival = max(0, snap.produced_total - before.produced_total) / seconds
-                # A rebalance pauses consumption: only a group unchanged across the interval
-                # (same replicas, every one of them a member) measures what consumers can do.
-                stable = replicas_before == scale.replicas and snap.members in (
-                    None,
-                    scale.replicas,
-                )
-                if stable and before.members == snap.members:
-                    consumed = snap.consumed_total - before.consumed_total
-                    rate = per_replica_rate(consumed, seconds, scale.replicas)
-        return Observation(now, snap.lag_per_partition, scale.replicas, rate, arrival)
-
 
 async def poll_once(
     poller: Poller, spec: Mapping[str, Any], body: Any, shared: Shared, kube: KubeClient
 ) -> float:
     """One reconciliation: measure, decide, scale if needed, write status. Returns the period."""
-    policy = scaling_spec(spec)
-    kafka, target = spec.get("kafka", {}), spec.get("targetRef", {}).get("name", "")
+    policy = ConsumerAutoscalerSpec.model_validate(spec)  # a ValueError when invalid
+    kafka, target = policy.kafka, policy.target_ref.name
     status: dict[str, Any] = {}
     try:
         scale = await kube.get_scale(poller.namespace, target)
@@ -144,12 +152,10 @@ async def poll_once(
     bootstrap = ""
     try:
         bootstrap = await _bootstrap(kafka, poller.namespace, kube)
-        reader = await shared.reader(bootstrap)
-        snap = await reader.read(kafka["topic"], kafka["consumerGroup"])
-    except (LagReadError, KubeError, KeyError) as exc:
-        # Keep the replicas as they are: scaling on a guess is worse than not scaling.
-        if bootstrap:
-            await shared.drop_reader(bootstrap)
+        snap = await shared.reader(bootstrap).read(kafka.topic, kafka.consumer_group)
+    except (LagReadError, KubeError) as exc:
+        # Keep the replicas as they are: scaling on a guess is worse than not scaling. A failed
+        # read has already closed the reader's connections: the next poll connects afresh.
         poller.condition("BrokerReachable", False, type(exc).__name__, str(exc))
         poller.previous = None  # the next rates must not span the outage
         status.update(lastDecision="hold", reason=f"lag unknown, replicas kept: {exc}")
@@ -157,15 +163,15 @@ async def poll_once(
         return policy.poll_seconds
     poller.condition("BrokerReachable", True, "LagRead", f"{bootstrap} answered")
 
-    now = time.monotonic()
-    decision = decide(poller.observation(snap, scale, now), policy, poller.history)
+    reading = Reading(time.monotonic(), snap, scale.replicas)
+    observation, poller.previous = observe(reading, poller.previous)
+    decision = decide(observation, policy, poller.history)
     poller.history = decision.history
     if decision.replicas != scale.replicas:
         await kube.set_replicas(poller.namespace, target, decision.replicas)
         _announce(body, scale.replicas, decision)
         status["lastScaleTime"] = _now()
         status["currentReplicas"] = decision.replicas
-    poller.previous = (now, snap, decision.replicas)
     status.update(_decision_status(snap, decision))
     await _write_status(kube, poller, status)
     return policy.poll_seconds
@@ -200,11 +206,11 @@ async def _write_status(kube: KubeClient, poller: Poller, status: dict[str, Any]
         log.warning("status of %s/%s not written: %s", poller.namespace, poller.name, exc)
 
 
-async def _bootstrap(kafka: Mapping[str, Any], namespace: str, kube: KubeClient) -> str:
-    ref = kafka.get("bootstrapSecretRef")
-    if ref:
-        return await kube.read_secret_key(namespace, ref["name"], ref["key"])
-    return str(kafka["bootstrap"])
+async def _bootstrap(kafka: KafkaSource, namespace: str, kube: KubeClient) -> str:
+    ref = kafka.bootstrap_secret_ref
+    if ref is not None:
+        return await kube.read_secret_key(namespace, ref.name, ref.key)
+    return kafka.bootstrap
 
 
 def _now() -> str:

@@ -1,8 +1,11 @@
 """The scaling policy: lag observations in, desired replicas and a reason out. Pure, no I/O.
 
-One function, :func:`decide`, is shared by the Kubernetes operator, the dev-mode supervisor and
-the simulation. Its memory is an explicit :class:`History` value passed in and returned, so the
-caller chooses where it lives (kopf memo, a test variable) and a decision can be replayed.
+Two functions are shared by the Kubernetes operator, the dev-mode scaler and the simulation:
+:func:`observe` turns consecutive :class:`Reading` values into the :class:`Observation` the policy
+reads (so what counts as a measured rate is decided once), and :func:`decide` turns that
+into a :class:`Decision`. The policy's memory is an explicit :class:`History` value passed in and
+returned, so the caller chooses where it lives (the operator daemon's loop state, the dev-mode
+scaler, a test variable) and a decision can be replayed.
 
 Sizing rule: replicas = ceil((arrival_rate + lag / targetDrainSeconds) / capacity_per_replica),
 i.e. enough consumers to keep up with new messages *and* drain the backlog within the target.
@@ -18,8 +21,12 @@ changes within ``tolerance`` of the current count are ignored.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
 
 
 class Direction(StrEnum):
@@ -30,38 +37,42 @@ class Direction(StrEnum):
     HOLD = "hold"
 
 
-@dataclass(frozen=True, slots=True)
-class ScalingSpec:
-    """The knobs of a ConsumerAutoscaler (``spec`` in the CRD, camelCase there)."""
+CAMEL_CASE = ConfigDict(
+    alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, frozen=True
+)
 
-    min_replicas: int = 0
-    max_replicas: int | None = None  # None: the partition count
-    target_drain_seconds: float = 30.0
-    lag_per_replica: int = 1000
-    activation_lag: int = 1
-    scale_down_stabilization_seconds: float = 60.0
-    poll_seconds: float = 5.0
+
+class ScalingSpec(BaseModel):
+    """The knobs of a ConsumerAutoscaler: its ``spec`` (camelCase there), defaults and bounds.
+
+    The one source of these defaults: the CRD schema and the chart's values.yaml repeat them for
+    ``kubectl explain`` and ``helm install``, and tests/unit/test_autoscaler_defaults.py checks
+    that they agree with this model.
+    """
+
+    model_config = CAMEL_CASE
+
+    min_replicas: int = Field(0, ge=0)
+    max_replicas: int | None = Field(None, ge=1)  # None: the partition count
+    target_drain_seconds: float = Field(30.0, ge=1)
+    lag_per_replica: int = Field(1000, ge=1)
+    activation_lag: int = Field(1, ge=0)
+    scale_down_stabilization_seconds: float = Field(60.0, ge=0)
+    poll_seconds: float = Field(5.0, ge=1)
+    # Tuning, not in the CRD:
     # Replicas beyond the partitions that hold the backlog get no work when nothing new arrives.
     cap_at_lagging_partitions: bool = True
     # Relative change below which the count is left alone (the HPA's 10 %): avoids 3 -> 4 -> 3
     # when the need hovers at 3.05.
-    tolerance: float = 0.1
+    tolerance: float = Field(0.1, ge=0, lt=1)
     # Weight of the newest sample in the capacity and arrival estimates (noise damping).
-    rate_smoothing: float = 0.3
+    rate_smoothing: float = Field(0.3, gt=0, le=1)
 
-    def __post_init__(self) -> None:
-        if self.min_replicas < 0:
-            raise ValueError("minReplicas must be >= 0")
+    @model_validator(mode="after")
+    def _max_not_below_min(self) -> ScalingSpec:
         if self.max_replicas is not None and self.max_replicas < max(1, self.min_replicas):
             raise ValueError("maxReplicas must be >= max(1, minReplicas)")
-        if self.target_drain_seconds <= 0 or self.poll_seconds <= 0:
-            raise ValueError("targetDrainSeconds and pollSeconds must be > 0")
-        if self.lag_per_replica < 1 or self.activation_lag < 0:
-            raise ValueError("lagPerReplica must be >= 1 and activationLag >= 0")
-        if self.scale_down_stabilization_seconds < 0 or not 0 <= self.tolerance < 1:
-            raise ValueError("scaleDownStabilizationSeconds >= 0 and 0 <= tolerance < 1")
-        if not 0 < self.rate_smoothing <= 1:
-            raise ValueError("rate_smoothing must be in (0, 1]")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +101,71 @@ class Observation:
     @property
     def lagging_partitions(self) -> int:
         return sum(1 for lag in self.lag_per_partition if lag > 0)
+
+
+class GroupFigures(Protocol):
+    """What one lag read says about a group (``app.adapters.kafka_lag.LagSnapshot`` has it)."""
+
+    @property
+    def lag_per_partition(self) -> tuple[int, ...]: ...
+
+    @property
+    def consumed_total(self) -> int:
+        """Sum of the group's positions: its delta between two reads is what was consumed."""
+        ...
+
+    @property
+    def produced_total(self) -> int:
+        """Sum of the log ends: its delta between two reads is what was produced."""
+        ...
+
+    @property
+    def members(self) -> int | None:
+        """Consumers in the group; None when the broker would not say."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One poll's measurement, before acting on it; :func:`observe` returns it for the next poll."""
+
+    now: float  # seconds on any monotonic clock
+    group: GroupFigures
+    replicas: int  # consumers asked for when the lag was read (before this poll's decision)
+    # Set by observe(): since when the replicas, members and partitions have been as now.
+    unchanged_since: float | None = None
+
+
+def observe(reading: Reading, previous: Reading | None) -> tuple[Observation, Reading]:
+    """The policy's input at one poll, and the reading to pass as ``previous`` next time.
+
+    The arrival rate needs two reads of the same partitions. The consume rate per replica also
+    needs a group that did not change during the interval *or just before it*: a change (a scale,
+    a consumer joining or leaving) pauses consumption for a rebalance that may run into the next
+    interval, and a paused or starting consumer would look slower than it is. So the replicas asked
+    for, the members (where the broker reports them) and the partitions must have been the same
+    at this poll and the two before, and every replica a member. Without ``previous`` (the first
+    poll, or the first after a failed read) nothing is measured: a rate must not span an outage.
+    """
+    group, replicas = reading.group, reading.replicas
+    rate = arrival = None
+    since = reading.now
+    if previous is not None:
+        before, seconds = previous.group, reading.now - previous.now
+        same_partitions = len(before.lag_per_partition) == len(group.lag_per_partition)
+        same_group = (
+            same_partitions and previous.replicas == replicas and before.members == group.members
+        )
+        if same_group and previous.unchanged_since is not None:
+            since = previous.unchanged_since
+        if seconds > 0 and same_partitions:
+            arrival = max(0, group.produced_total - before.produced_total) / seconds
+        settled = same_group and since < previous.now  # unchanged at the poll before, too
+        if seconds > 0 and settled and group.members in (None, replicas):
+            consumed = group.consumed_total - before.consumed_total
+            rate = per_replica_rate(consumed, seconds, replicas)
+    observation = Observation(reading.now, group.lag_per_partition, replicas, rate, arrival)
+    return observation, replace(reading, unchanged_since=since)
 
 
 @dataclass(frozen=True, slots=True)

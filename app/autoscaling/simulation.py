@@ -8,10 +8,11 @@ useful ``startup_seconds`` after it is requested; whenever the set of running co
 group rebalances and nobody consumes for ``rebalance_seconds`` (that is what flapping costs); each
 running consumer takes up to its per-second capacity from the partitions assigned to it
 (round-robin). A scaler polls on its own interval and sees what the real ones see: lag per
-partition, the replica count, and offsets consumed/produced since its previous poll.
+partition, the replica count, the group's members and the consumed/produced offset totals. Our
+policy turns two polls into an Observation with :func:`app.autoscaling.policy.observe`, as the
+operator and dev mode do, so the simulation runs the production rule for measured rates.
 
-The KEDA-style rule is the one issue 4 names for KEDA's Kafka scaler with default settings: poll
-every 30 s, desired = ceil(totalLag / lagThreshold) capped at the partitions, scale down through the
+The KEDA-style rule is KEDA's Kafka scaler with default settings: poll every 30 s, desired = ceil(totalLag / lagThreshold) capped at the partitions, scale down through the
 HPA's default 300 s stabilization window, and to zero only after a 300 s cooldown without lag.
 """
 
@@ -23,28 +24,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from app.autoscaling.policy import (
-    Decision,
-    History,
-    Observation,
-    ScalingSpec,
-    decide,
-    per_replica_rate,
-)
+from app.autoscaling.policy import Decision, History, Reading, ScalingSpec, decide, observe
 
 
 @dataclass(frozen=True, slots=True)
 class Poll:
-    """What a scaler sees at one poll."""
+    """What a scaler sees at one poll: what the broker and the Deployment would report."""
 
     now: int
     lag_per_partition: tuple[int, ...]
     replicas: int  # requested (the Deployment's spec.replicas)
-    running: int  # pods that exist and are consuming
-    consumed: int  # messages committed since the previous poll
-    produced: int  # messages produced since the previous poll
-    seconds: int  # since the previous poll
-    group_stable: bool  # same running consumers, no rebalance, since the previous poll
+    members: int  # consumers in the group: the pods running
+    consumed_total: int  # messages committed since the start
+    produced_total: int  # messages produced since the start
 
 
 class Scaler(Protocol):
@@ -68,6 +60,7 @@ class PolicyScaler:
     spec: ScalingSpec
     name: str = "policy"
     history: History = field(default_factory=History)
+    previous: Reading | None = None
     decisions: list[Decision] = field(default_factory=list)
 
     @property
@@ -75,18 +68,9 @@ class PolicyScaler:
         return int(self.spec.poll_seconds)
 
     def poll(self, p: Poll) -> tuple[int, str]:
-        first = p.seconds == 0
-        measured = not first and p.group_stable
-        obs = Observation(
-            now=float(p.now),
-            lag_per_partition=p.lag_per_partition,
-            current_replicas=p.replicas,
-            rate_per_replica=None
-            if not measured
-            else per_replica_rate(p.consumed, p.seconds, p.running),
-            arrival_rate=None if first else p.produced / p.seconds,
-        )
-        decision = decide(obs, self.spec, self.history)
+        reading = Reading(float(p.now), p, p.replicas)
+        observation, self.previous = observe(reading, self.previous)
+        decision = decide(observation, self.spec, self.history)
         self.history = decision.history
         self.decisions.append(decision)
         return decision.replicas, decision.reason
@@ -94,7 +78,7 @@ class PolicyScaler:
 
 @dataclass
 class KedaScaler:
-    """The KEDA-style rule of issue 4 (Kafka scaler + HPA defaults)."""
+    """The KEDA-style rule: KEDA's Kafka scaler and the HPA, with their default settings."""
 
     lag_threshold: int = 1000
     activation_lag: int = 0  # KEDA's activationLagThreshold default: active when lag > 0
@@ -164,9 +148,8 @@ def simulate(scenario: Scenario, scaler: Scaler) -> Result:
         lag[i] += 1
     requested = scenario.initial_replicas
     ready_at = [0] * requested  # one entry per pod: when it starts consuming
-    paused_until, running_before, changed_at = 0, requested, -1
+    paused_until, running_before = 0, requested
     consumed_total = produced_total = 0
-    last_poll: tuple[int, int, int] | None = None  # (t, consumed, produced)
     replicas: list[int] = []
     lags: list[int] = []
     events: list[tuple[int, int, int, str]] = []
@@ -177,29 +160,15 @@ def simulate(scenario: Scenario, scaler: Scaler) -> Result:
         running = sum(1 for r in ready_at if r <= t)
         if running != running_before:
             paused_until = t + scenario.rebalance_seconds  # the group rebalances
-            running_before, changed_at = running, t
+            running_before = running
         _spread(lag, arriving, t)
         produced_total += arriving
         if t >= paused_until and running:
             consumed_total += _consume(lag, running, capacity)
 
         if t % scaler.poll_seconds == 0:
-            prev_t, prev_c, prev_p = last_poll or (t, consumed_total, produced_total)
-            want, why = scaler.poll(
-                Poll(
-                    t,
-                    tuple(lag),
-                    requested,
-                    running,
-                    consumed_total - prev_c,
-                    produced_total - prev_p,
-                    t - prev_t,
-                    group_stable=changed_at < prev_t
-                    and paused_until <= prev_t
-                    and running == requested,
-                )
-            )
-            last_poll = (t, consumed_total, produced_total)
+            poll = Poll(t, tuple(lag), requested, running, consumed_total, produced_total)
+            want, why = scaler.poll(poll)
             if want != requested:
                 events.append((t, requested, want, why))
                 if want > requested:

@@ -18,7 +18,7 @@ import aiohttp
 import numpy as np
 
 from app.adapters import postgres
-from app.autoscaling.lag import LagReader
+from app.adapters.kafka_lag import LagReader
 from app.bench import ceilings, db, loadgen
 from app.bench.options import BenchOptions
 from app.bench.progress import Bar

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from app.autoscaling.lag import LagReader, LagReadError
+from app.adapters.kafka_lag import LagReader, LagReadError
 from app.bench import db
 
 

@@ -1,6 +1,6 @@
 """``coupon-issuer lag-exporter``: consumer lag and sale gauges for Prometheus, even at zero consumers.
 
-Every ``poll_interval_s`` it reads the group's lag and members with app/autoscaling/lag.py (high
+Every ``poll_interval_s`` it reads the group's lag and members with app/adapters/kafka_lag.py (high
 watermarks from a fetch, commits from the group coordinator), the timestamp of the oldest
 unconsumed record of each lagging partition, and the active coupons from PostgreSQL. Scrapes are
 answered from the latest poll, so a slow broker never makes a scrape time out.
@@ -26,7 +26,7 @@ from prometheus_client import (
 )
 
 from app.adapters import postgres
-from app.autoscaling.lag import LagReader, LagReadError, LagSnapshot, PartitionLag
+from app.adapters.kafka_lag import LagSnapshot, PartitionLag, ReconnectingLagReader
 from app.config import Settings
 from app.observability import metrics
 from app.observability.http import health_app, serve_in_background
@@ -37,40 +37,11 @@ log = logging.getLogger(__name__)
 
 
 class LagSource(Protocol):
-    """Reads one consumer group's lag on one topic."""
+    """Reads a consumer group's lag on a topic (a :class:`ReconnectingLagReader`, or a fake)."""
 
-    async def read(self) -> LagSnapshot: ...
+    async def read(self, topic: str, group: str) -> LagSnapshot: ...
 
     async def close(self) -> None: ...
-
-
-class ReaderSource:
-    """app/autoscaling/lag.py's LagReader for one topic and group, (re)connected on demand."""
-
-    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
-        self._bootstrap = bootstrap
-        self._topic = topic
-        self._group = group
-        self._reader: LagReader | None = None
-
-    async def read(self) -> LagSnapshot:
-        if self._reader is None:
-            self._reader = LagReader(self._bootstrap)
-            try:
-                await self._reader.start()
-            except BaseException:
-                await self.close()
-                raise
-        try:
-            return await self._reader.read(self._topic, self._group)
-        except LagReadError:
-            await self.close()  # reconnect on the next poll
-            raise
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            reader, self._reader = self._reader, None
-            await reader.stop()
 
 
 class OldestRecordProbe:
@@ -167,12 +138,16 @@ class LagExporter:
     def __init__(
         self,
         lag_source: LagSource,
+        topic: str,
+        group: str,
         probe: OldestRecordProbe,
         coupons: CouponReader | None,
         state: ExporterState,
         poll_interval_s: float,
     ) -> None:
         self.lag_source = lag_source
+        self.topic = topic
+        self.group = group
         self.probe = probe
         self.coupons = coupons
         self.state = state
@@ -203,7 +178,7 @@ class LagExporter:
 
     async def _poll_kafka(self) -> None:
         async def read() -> None:
-            snapshot = await self.lag_source.read()
+            snapshot = await self.lag_source.read(self.topic, self.group)
             ages = await self.probe.oldest_ages(snapshot.topic, snapshot.partitions, time.time())
             self.state.record_lag(time.monotonic(), snapshot, ages)
 
@@ -263,8 +238,9 @@ async def run_lag_exporter(
     """
     state = ExporterState(rate_window_s=rate_window_s)
     exporter = LagExporter(
-        lag_source
-        or ReaderSource(settings.kafka_bootstrap, settings.topic, settings.consumer_group),
+        lag_source or ReconnectingLagReader(settings.kafka_bootstrap),
+        settings.topic,
+        settings.consumer_group,
         OldestRecordProbe(settings.kafka_bootstrap),
         CouponReader(
             settings.database_url,

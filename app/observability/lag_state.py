@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
 
-from app.autoscaling.lag import LagSnapshot, PartitionLag
+from app.adapters.kafka_lag import LagSnapshot, PartitionLag
 from app.observability import metrics
 
 

@@ -22,8 +22,8 @@ import redis.asyncio as aioredis
 
 from app.adapters import postgres
 from app.adapters.kafka import partition_for
+from app.adapters.kafka_lag import LagReader, LagReadError
 from app.adapters.redis_gate import RedisGate
-from app.autoscaling.lag import LagReader, LagReadError
 from app.config import Settings
 from app.domain.outcomes import FailReason, IssueStatus
 from app.domain.settlement import Reservation, confirmed, stranded_suspects

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from app.adapters.kafka_lag import read_lag
 from app.adapters.postgres import consumer_connection_name
-from app.autoscaling.lag import read_lag
 from tests.chaos.harness import (
     Sale,
     blocked_consumers,

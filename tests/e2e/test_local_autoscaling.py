@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 
 import pytest
 
-from app.autoscaling.local import GroupLag, LocalScaler
+from app.adapters.kafka_lag import ReconnectingLagReader
+from app.autoscaling.local import LocalScaler
 from app.autoscaling.policy import ScalingSpec
 from app.devstack import ConsumerProcesses, child_env
 from tests.stack import (
@@ -30,7 +32,7 @@ async def test_burst_scales_consumers_up_to_partitions_and_back_without_loss(
     stack = await Stack(isolated_settings(kafka_bootstrap), tmp_path).start(consumers=0)
     settings = stack.settings
     pool = ConsumerProcesses(child_env(settings), tmp_path)
-    lag = GroupLag(settings.kafka_bootstrap, settings.topic, settings.consumer_group)
+    lag = ReconnectingLagReader(settings.kafka_bootstrap)
     spec = ScalingSpec(
         min_replicas=1,
         max_replicas=settings.partitions,
@@ -39,7 +41,8 @@ async def test_burst_scales_consumers_up_to_partitions_and_back_without_loss(
         poll_seconds=1,
         scale_down_stabilization_seconds=6,
     )
-    scaler = LocalScaler(lag.read, pool, spec)
+    read = functools.partial(lag.read, settings.topic, settings.consumer_group)
+    scaler = LocalScaler(read, pool, spec)
     stop = asyncio.Event()
     pool.scale_to(1)
     task = asyncio.create_task(scaler.run(stop))

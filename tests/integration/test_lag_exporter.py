@@ -16,7 +16,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.adapters import postgres
-from app.autoscaling.lag import PartitionLag
+from app.adapters.kafka_lag import PartitionLag
 from app.config import Settings
 from app.devstack import free_port, prepare
 from app.domain.coupon import Coupon, DiscountType

@@ -12,11 +12,18 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from app.autoscaling.lag import LagReader, LagReadError, TopicNotFound, read_lag
+from app.adapters.kafka_lag import (
+    LagReader,
+    LagReadError,
+    ReconnectingLagReader,
+    TopicNotFound,
+    read_lag,
+)
+from app.devstack import TansuBroker
 
 
-async def make_topic(bootstrap: str, partitions: int = 3) -> str:
-    name = f"lag-{uuid.uuid4().hex[:10]}"
+async def make_topic(bootstrap: str, partitions: int = 3, name: str | None = None) -> str:
+    name = name or f"lag-{uuid.uuid4().hex[:10]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -145,3 +152,26 @@ async def test_members_of_a_running_group_are_counted(
         assert snap.members == 1  # tansu answers DescribeGroups; None would mean we lost that
     finally:
         await consumer.stop()
+
+
+async def test_reconnecting_reader_reads_again_once_a_restarted_broker_is_back() -> None:
+    broker = TansuBroker().start()
+    lag = ReconnectingLagReader(broker.bootstrap, timeout_s=2)
+    try:
+        topic = await make_topic(broker.bootstrap, 2)
+        await produce(broker.bootstrap, topic, {0: 3, 1: 1})
+        assert (await lag.read(topic, "g")).lag_per_partition == (3, 1)
+
+        broker.stop()
+        for _ in range(2):  # down: every read fails (a connect, then a reconnect), none hangs
+            with pytest.raises(LagReadError):
+                await lag.read(topic, "g")
+
+        broker.start()  # the same port, an empty broker (memory storage)
+        await make_topic(broker.bootstrap, 3, name=topic)
+        await produce(broker.bootstrap, topic, {2: 4})
+        # The first read after the restart already sees the new broker: no stale connection.
+        assert (await lag.read(topic, "g")).lag_per_partition == (0, 0, 4)
+    finally:
+        await lag.close()
+        broker.stop()

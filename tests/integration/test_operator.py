@@ -33,8 +33,8 @@ async def eventually(check: Callable[[], T], what: str, timeout: float = 30) -> 
     return value
 
 
-async def new_topic(bootstrap: str, partitions: int) -> str:
-    topic = f"op-{uuid.uuid4().hex[:10]}"
+async def new_topic(bootstrap: str, partitions: int, name: str = "") -> str:
+    topic = name or f"op-{uuid.uuid4().hex[:10]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -208,7 +208,7 @@ async def test_lag_scales_up_to_the_partitions_then_down_after_stabilization(
     assert condition(kmock, "BrokerReachable")["status"] == "True"  # type: ignore[index]
 
 
-async def test_broker_down_keeps_replicas_and_sets_a_condition(
+async def test_broker_down_keeps_replicas_and_sets_a_condition_until_it_is_back(
     kmock: Any, run_operator: Callable[[], None]
 ) -> None:
     broker = TansuBroker().start()
@@ -219,16 +219,25 @@ async def test_broker_down_keeps_replicas_and_sets_a_condition(
         run_operator()
         await eventually(lambda: replicas(kmock) == 2, "scale-up to 2 partitions", 15)
         patches = scale_patches(kmock)
-    finally:
         broker.stop()
 
-    await eventually(
-        lambda: (condition(kmock, "BrokerReachable") or {}).get("status") == "False",
-        "BrokerReachable=False",
-        30,
-    )
-    assert (condition(kmock, "BrokerReachable") or {})["reason"] == "LagReadError"
-    # Several polls later, still nothing scaled: replicas kept, no patch issued.
-    await eventually(lambda: "replicas kept" in status(kmock).get("reason", ""), "a hold", 10)
-    assert replicas(kmock) == 2
-    assert scale_patches(kmock) == patches
+        await eventually(
+            lambda: (condition(kmock, "BrokerReachable") or {}).get("status") == "False",
+            "BrokerReachable=False",
+            30,
+        )
+        assert (condition(kmock, "BrokerReachable") or {})["reason"] == "LagReadError"
+        # Several polls later, still nothing scaled: replicas kept, no patch issued.
+        await eventually(lambda: "replicas kept" in status(kmock).get("reason", ""), "a hold", 10)
+        assert replicas(kmock) == 2
+        assert scale_patches(kmock) == patches
+
+        broker.start()  # the same address, empty: the topic is created again
+        await new_topic(broker.bootstrap, 2, topic)
+        await eventually(
+            lambda: (condition(kmock, "BrokerReachable") or {}).get("status") == "True",
+            "BrokerReachable=True once the broker is back",
+            30,
+        )
+    finally:
+        broker.stop()

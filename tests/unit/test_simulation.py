@@ -107,7 +107,7 @@ def test_min_replicas_one_never_scales_to_zero() -> None:
         assert 0 not in after_start[int(SPEC.poll_seconds) :], scenario.name
 
 
-def test_keda_style_rule_is_what_issue_4_describes() -> None:
+def test_keda_style_rule_is_keda_kafka_scaler_with_hpa_defaults() -> None:
     flat = (100,) * 400
     burst = tuple(3000 if t == 40 else 0 for t in range(400))
     result = simulate(Scenario("one-burst", burst, flat, load_rises_at=40), KedaScaler())

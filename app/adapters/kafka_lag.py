@@ -1,7 +1,10 @@
 """Consumer-group lag, read from the broker without joining the group.
 
 Per partition: the log start, the log end (high watermark) and the group's committed offset.
-Used by the operator, the dev-mode supervisor and the lag exporter.
+:class:`LagReader` keeps its connections between reads (the reconciler opens one per pass);
+:class:`ReconnectingLagReader` is what long-lived pollers hold (the operator, the dev-mode scaler,
+the lag exporter): it connects on first use and again after a failed read. :func:`read_lag` is a
+one-off read (verify).
 
 Broker notes (tansu, our test broker, and why the reads look the way they do):
 - ListOffsets "latest" under-reports the end of a partition written with batched produces, so the
@@ -242,6 +245,58 @@ class LagReader:
             raise
         except (KafkaError, OSError, TimeoutError) as exc:
             raise LagReadError(f"{type(exc).__name__}: {exc}") from exc
+
+
+class ReconnectingLagReader:
+    """A :class:`LagReader` that connects on first use and afresh after a failed read.
+
+    A broker restart or a network fault fails the reads in flight with :class:`LagReadError`; the
+    failed connections are closed and the next read connects again, so a poller recovers on its
+    own. :class:`TopicNotFound` keeps the connections: the broker answered, and other callers (the
+    operator shares one reader per bootstrap) may be reading over them.
+    """
+
+    def __init__(self, bootstrap: str, timeout_s: float = 10.0) -> None:
+        self._bootstrap = bootstrap
+        self._timeout_s = timeout_s
+        self._reader: LagReader | None = None
+        self._lock = asyncio.Lock()  # one connect at a time, and no drop racing it
+
+    @property
+    def bootstrap(self) -> str:
+        return self._bootstrap
+
+    async def read(self, topic: str, group: str) -> LagSnapshot:
+        """The lag of ``group`` on ``topic``; raises :class:`LagReadError` when it is unknown."""
+        reader = await self._connected()
+        try:
+            return await reader.read(topic, group)
+        except TopicNotFound:
+            raise
+        except LagReadError:
+            await self._drop(reader)
+            raise
+
+    async def close(self) -> None:
+        """Close the connections (safe to call twice); a later read connects again."""
+        async with self._lock:
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.stop()
+
+    async def _connected(self) -> LagReader:
+        async with self._lock:
+            if self._reader is None:
+                self._reader = await LagReader(self._bootstrap, self._timeout_s).start()
+            return self._reader
+
+    async def _drop(self, reader: LagReader) -> None:
+        """Forget ``reader`` unless a concurrent failure already replaced it, then close it."""
+        async with self._lock:
+            if self._reader is not reader:
+                return
+            self._reader = None
+        await reader.stop()
 
 
 async def read_lag(bootstrap: str, topic: str, group: str, timeout_s: float = 10.0) -> LagSnapshot:
