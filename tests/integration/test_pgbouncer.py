@@ -62,7 +62,7 @@ def pgbouncer_for() -> Iterator[object]:
             preexec_fn=_detach_and_die_with_parent,
         )
         started.append((ManagedProcess("pgbouncer", popen), folder))
-        wait_for_port("127.0.0.1", port, 10, "pgbouncer")
+        wait_for_port("127.0.0.1", port, 30, "pgbouncer")
         return f"postgresql://{role}@127.0.0.1:{port}/test"
 
     yield start
