@@ -21,9 +21,11 @@ from app.api.admission import admit_press
 from app.api.errors import DEPENDENCY_FAULTS, unavailable
 from app.api.messages import negotiate
 from app.api.services import Services
+from app.api.status_read import MAX_WAIT_SECONDS, read_status
 from app.domain.codec import USER_ID_PATTERN
 
 _PATH = re.compile(r"^/api/coupons/([0-9a-fA-F-]{36})/issue/queue$")
+_STATUS_PATH = re.compile(r"^/api/coupons/([0-9a-fA-F-]{36})/issues/([^/]+)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,7 @@ class _Route:
 
 
 _ROUTE = _Route()
+_STATUS_ROUTE = _Route("/api/coupons/{coupon_id}/issues/{user_id}")
 
 
 class IssueFastPath:
@@ -44,7 +47,13 @@ class IssueFastPath:
         self.services = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = _PATH.match(scope["path"]) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "GET":
+            await self._status(scope, receive, send)
+            return
+        match = _PATH.match(scope["path"])
         if match is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -71,6 +80,43 @@ class IssueFastPath:
         except DEPENDENCY_FAULTS as exc:
             response = unavailable(exc, lang)
         await response(scope, receive, send)
+
+    async def _status(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A status read with a valid coupon id and, if any, a valid ``waitSeconds``."""
+        match = _STATUS_PATH.match(scope["path"])
+        wait = _wait_seconds(scope.get("query_string", b"")) if match else None
+        coupon_id = _uuid(match.group(1)) if match else None
+        if match is None or wait is None or coupon_id is None:
+            await self.app(scope, receive, send)
+            return
+        lang = negotiate(dict(scope["headers"]).get(b"accept-language"))
+        scope["route"] = _STATUS_ROUTE
+        try:
+            response = await read_status(self.services(), coupon_id, match.group(2), wait, lang)
+        except DEPENDENCY_FAULTS as exc:
+            response = unavailable(exc, lang)
+        await response(scope, receive, send)
+
+
+def _wait_seconds(query: bytes) -> float | None:
+    """0 without a query; the bounded ``waitSeconds``; None for anything else (the app answers)."""
+    if not query:
+        return 0.0
+    name, _, value = query.partition(b"=")
+    if name != b"waitSeconds" or b"&" in value:
+        return None
+    try:
+        wait = float(value)
+    except ValueError:
+        return None
+    return wait if 0 <= wait <= MAX_WAIT_SECONDS else None
+
+
+def _uuid(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -25,12 +25,11 @@ from app.api.schemas import (
     IssueStatusView,
 )
 from app.api.services import Services
+from app.api.status_read import MAX_WAIT_SECONDS, read_status
 from app.consumer.dlq import list_dead_letters, replay_dead_letters
 from app.domain.coupon import Coupon
-from app.domain.outcomes import IssueStatus
 
 router = APIRouter()
-MAX_WAIT_SECONDS = 30
 
 
 async def services(request: Request) -> Services:
@@ -174,19 +173,9 @@ async def issue_status(
 ) -> Any:
     """PENDING until the request has an outcome; ISSUED, REJECTED (with a reason) and FAILED
     (with a reason; the reservation was given back and the user may press again) are final.
-    Answered from Redis: a sale's polling never reaches PostgreSQL."""
-    found = await svc.user_status(coupon_id, user_id, waitSeconds)
-    if found is None:
-        return refusal(404, "NOT_FOUND", lang, key="NOT_FOUND.issue")
-    issued = found.status is IssueStatus.ISSUED and found.at is not None
-    return IssueStatusView(
-        couponId=coupon_id,
-        userId=user_id,
-        status=found.status.value,
-        issuedAt=found.at.astimezone(svc.settings.zone) if issued and found.at else None,
-        reason=found.reason,
-        requestId=found.request_id,
-    )
+    Answered from Redis: a sale's polling never reaches PostgreSQL. Plain reads also take the
+    ASGI fast path (api/fast_path.py); both run ``read_status``."""
+    return await read_status(svc, coupon_id, user_id, waitSeconds, lang)
 
 
 @router.get(

@@ -86,3 +86,19 @@ async def test_status_survives_redis_losing_the_coupon(shared_stack: Stack) -> N
     assert await client.hget(gate.outcomes_key(cid), "kept") is not None
     await client.aclose()
     assert (await _status(stack, coupon, "kept"))["status"] == "ISSUED"
+
+
+async def test_the_fast_path_and_the_route_answer_alike(shared_stack: Stack) -> None:
+    stack = shared_stack
+    assert stack.http is not None
+    coupon = await stack.create_coupon(5)
+    assert (await stack.request_issue(coupon, "alike")).status_code == 202
+    await stack.wait_processed(coupon, 1)
+    for user in ("alike", "nobody"):
+        url = f"/api/coupons/{coupon}/issues/{user}"
+        fast = await stack.http.get(url, params={"waitSeconds": "0"})
+        # an extra query parameter is not the fast path's: the FastAPI route answers it
+        routed = await stack.http.get(url, params={"waitSeconds": "0", "via": "route"})
+        assert (fast.status_code, fast.json()) == (routed.status_code, routed.json())
+    bad = await stack.http.get(f"/api/coupons/{coupon}/issues/alike", params={"waitSeconds": 99})
+    assert bad.status_code == 422 and bad.json()["reason"] == "VALIDATION"
