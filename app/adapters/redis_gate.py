@@ -55,6 +55,7 @@ class RedisGate:
         self._release = client.register_script(_script("gate_release.lua"))
         self._unlock = client.register_script(_script("gate_unlock.lua"))
         self._outcomes = client.register_script(_script("gate_outcomes.lua"))
+        self._view = client.register_script(_script("gate_view.lua"))
         # The registry of every coupon id, with a marker saying it was loaded whole: unknown ids
         # are refused from Redis alone. Its own hash tag: one slot, apart from the coupons'.
         self._registry = f"{prefix}:{{registry}}:ids"
@@ -239,11 +240,8 @@ class RedisGate:
     ) -> tuple[bool, UUID | None, RecordedOutcome | None]:
         """(gate loaded, the request holding the user's reservation, the user's last outcome)."""
         meta, holders, _ = self.keys(coupon_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.exists(meta)
-            pipe.hget(holders, user_id)
-            pipe.hget(self.outcomes_key(coupon_id), user_id)
-            loaded, held, entry = await pipe.execute()
+        keys = [meta, holders, self.outcomes_key(coupon_id)]
+        loaded, held, entry = await self._view(keys=keys, args=[user_id])
         return (
             bool(loaded),
             None if held is None else UUID(_text(held)),
