@@ -19,13 +19,13 @@ import numpy as np
 
 from app.adapters import postgres
 from app.autoscaling.lag import LagReader
-from app.bench import ceilings, db, loadgen
-from app.bench.options import BenchOptions
-from app.bench.progress import Bar
-from app.bench.sampling import Sampler
-from app.bench.stack import BenchProcesses, CpuMeter, coupon_ids_covering, isolated, partition_of
 from app.config import Settings
 from app.devstack import prepare
+from bench import ceilings, db, loadgen
+from bench.options import BenchOptions
+from bench.progress import Bar
+from bench.sampling import Sampler
+from bench.stack import BenchProcesses, CpuMeter, coupon_ids_covering, isolated, partition_of
 
 
 @dataclass
