@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# The code ruff checks: the product, the bench and the tests (mypy: see pyproject.toml).
-CODE   := app bench tests
+# The code ruff checks: the product, the bench, their shared harness and the tests.
+CODE   := app bench harness tests
 
 .PHONY: run test lint fmt bench deps clean help
 .DEFAULT_GOAL := help

@@ -11,13 +11,13 @@ import pytest
 from app.autoscaling.local import GroupLag, LocalScaler
 from app.autoscaling.policy import ScalingSpec
 from app.devstack import ConsumerProcesses, child_env
+from harness import wait_until
 from tests.stack import (
     Stack,
     consumers_waiting_on_locks,
     coupons_on_every_partition,
     holding_coupon_rows,
     isolated_settings,
-    wait_until,
 )
 
 STOCK = 150
