@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -85,20 +86,23 @@ async def blocked_consumers(stack: Stack) -> set[int]:
             consumer_connection_name(stack.settings.consumer_group),
         )
     }
-    inode_of_port = _local_port_inodes()
+    inode_of_port = _local_port_inodes(urlparse(stack.settings.database_url).port or 5432)
     wanted = {inode_of_port[p] for p in ports if p in inode_of_port}
     return {
         i for i in stack.live_consumers() if _socket_inodes(stack.consumers[i].popen.pid) & wanted
     }
 
 
-def _local_port_inodes() -> dict[int, str]:
+def _local_port_inodes(remote_port: int) -> dict[int, str]:
+    """Socket inode by local port, for connections to ``remote_port`` only: Linux reuses an
+    ephemeral port for connections to other destinations, so the local port alone is ambiguous."""
     found = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError), open(table, encoding="ascii") as lines:
             for line in list(lines)[1:]:
                 fields = line.split()
-                found[int(fields[1].rsplit(":", 1)[1], 16)] = fields[9]
+                if int(fields[2].rsplit(":", 1)[1], 16) == remote_port:
+                    found[int(fields[1].rsplit(":", 1)[1], 16)] = fields[9]
     return found
 
 
