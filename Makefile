@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The code ruff checks: the product, the bench, their shared harness and the tests.
+CODE   := app bench dashboards harness tests
 
 .PHONY: run test lint fmt bench deps clean help
 .DEFAULT_GOAL := help
@@ -25,13 +27,13 @@ run: $(STAMP) ## start API + consumers + broker locally (embedded stack unless C
 	$(VENV)/bin/coupon-issuer dev
 
 lint: $(STAMP) ## ruff + mypy
-	$(VENV)/bin/ruff check app dashboards tests
-	$(VENV)/bin/ruff format --check app dashboards tests
+	$(VENV)/bin/ruff check $(CODE)
+	$(VENV)/bin/ruff format --check $(CODE)
 	$(VENV)/bin/mypy
 
 fmt: $(STAMP) ## format the code
-	$(VENV)/bin/ruff format app dashboards tests
-	$(VENV)/bin/ruff check --fix app dashboards tests
+	$(VENV)/bin/ruff format $(CODE)
+	$(VENV)/bin/ruff check --fix $(CODE)
 
 test: $(STAMP) system-deps lint ## the whole suite: unit, integration, e2e, chaos
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -95,11 +95,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--coupon", help="only this coupon id")
     verify.add_argument("--json", action="store_true", help="machine-readable report")
-    from app.bench.options import add_bench_arguments
-
-    add_bench_arguments(
-        add("bench", _bench, "Benchmark a flash sale on a local stack (make bench).")
-    )
     return parser
 
 
@@ -242,12 +237,6 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
     from app.verify import run_verify
 
     return run_verify(settings, args.coupon, args.json)
-
-
-def _bench(settings: Settings, args: argparse.Namespace) -> int:
-    from app.bench.cli import run_bench
-
-    return run_bench(settings, args)
 
 
 if __name__ == "__main__":

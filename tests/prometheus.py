@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,13 +221,3 @@ def new_workdir(prefix: str) -> Path:
 
 def first_value(result: list[dict[str, Any]]) -> float:
     return float(result[0]["value"][1]) if result else float("nan")
-
-
-def wait_for_query(server: PrometheusServer, expression: str, timeout: float) -> list[Any]:
-    """Poll until ``expression`` returns a non-empty result."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = server.query(expression)
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.25)

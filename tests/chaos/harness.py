@@ -8,15 +8,13 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-import asyncpg
 import httpx
 import pytest
 
@@ -24,7 +22,8 @@ from app.adapters.postgres import consumer_connection_name
 from app.config import Settings
 from app.consumer.dlq import list_dead_letters
 from app.devstack import child_env
-from tests.stack import Stack, wait_until
+from harness import wait_until
+from tests.stack import Stack
 
 REPORT_ENV = "COUPON_CHAOS_REPORT"
 
@@ -74,23 +73,6 @@ def users(prefix: str, n: int) -> list[str]:
     return [f"{prefix}-{i}" for i in range(n)]
 
 
-@asynccontextmanager
-async def coupon_rows_locked(stack: Stack, coupons: Sequence[str]) -> AsyncIterator[None]:
-    """Hold the coupons' rows FOR UPDATE: every batch touching them blocks mid-transaction."""
-    conn: asyncpg.Connection = await stack.pool.acquire()
-    tx = conn.transaction()
-    await tx.start()
-    try:
-        await conn.execute(
-            "SELECT id FROM coupons WHERE id = ANY($1::uuid[]) FOR UPDATE",
-            [uuid.UUID(c) for c in coupons],
-        )
-        yield
-    finally:
-        await tx.rollback()
-        await stack.pool.release(conn)
-
-
 async def blocked_consumers(stack: Stack) -> set[int]:
     """Indexes of this stack's consumer processes with a batch blocked on a row lock right now.
 
@@ -104,20 +86,23 @@ async def blocked_consumers(stack: Stack) -> set[int]:
             consumer_connection_name(stack.settings.consumer_group),
         )
     }
-    inode_of_port = _local_port_inodes()
+    inode_of_port = _local_port_inodes(urlparse(stack.settings.database_url).port or 5432)
     wanted = {inode_of_port[p] for p in ports if p in inode_of_port}
     return {
-        i for i in live_consumers(stack) if _socket_inodes(stack.consumers[i].popen.pid) & wanted
+        i for i in stack.live_consumers() if _socket_inodes(stack.consumers[i].popen.pid) & wanted
     }
 
 
-def _local_port_inodes() -> dict[int, str]:
+def _local_port_inodes(remote_port: int) -> dict[int, str]:
+    """Socket inode by local port, for connections to ``remote_port`` only: Linux reuses an
+    ephemeral port for connections to other destinations, so the local port alone is ambiguous."""
     found = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError), open(table, encoding="ascii") as lines:
             for line in list(lines)[1:]:
                 fields = line.split()
-                found[int(fields[1].rsplit(":", 1)[1], 16)] = fields[9]
+                if int(fields[2].rsplit(":", 1)[1], 16) == remote_port:
+                    found[int(fields[1].rsplit(":", 1)[1], 16)] = fields[9]
     return found
 
 
@@ -137,14 +122,10 @@ async def wait_blocked(stack: Stack, every: bool) -> set[int]:
 
     async def blocked() -> set[int]:
         now = await blocked_consumers(stack)
-        return now if now and (not every or set(live_consumers(stack)) <= now) else set()
+        return now if now and (not every or set(stack.live_consumers()) <= now) else set()
 
     what = "every live consumer" if every else "a consumer"
     return await wait_until(blocked, 60, f"{what} to block mid-batch on the row lock")
-
-
-def live_consumers(stack: Stack) -> list[int]:
-    return [i for i, p in enumerate(stack.consumers) if p.popen.poll() is None]
 
 
 async def counter_sum(stack: Stack, indexes: Sequence[int], sample: str) -> float:

@@ -17,8 +17,9 @@ import pytest_asyncio
 
 from app.devstack import TansuBroker, prepare
 from app.reconciler.reconcile import reconcile_once
+from harness import wait_until
 from tests.chaos.harness import Sale, record, run_verify, users
-from tests.stack import Stack, stack_with_own_broker, wait_until
+from tests.stack import Stack, stack_with_own_broker
 
 pytestmark = pytest.mark.slow
 

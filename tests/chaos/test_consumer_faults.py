@@ -11,14 +11,12 @@ import pytest
 from tests.chaos.harness import (
     Sale,
     counter_sum,
-    coupon_rows_locked,
-    live_consumers,
     record,
     run_verify,
     users,
     wait_blocked,
 )
-from tests.stack import Stack, coupons_on_every_partition
+from tests.stack import Stack, coupons_on_every_partition, holding_coupon_rows
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +30,7 @@ async def test_sigkill_mid_batch_three_times_during_one_sale(
     stock, per_wave = 150, 60
     sale = Sale(await coupons_on_every_partition(stack, stock))
     for kill in range(3):
-        async with coupon_rows_locked(stack, sale.coupons):
+        async with holding_coupon_rows(stack, sale.coupons):
             await sale.wave(stack, users(f"kill{kill}", per_wave))
             # The victim's batch is inside its transaction, blocked on the row lock.
             victim = stack.consumers[min(await wait_blocked(stack, every=False))]
@@ -53,14 +51,14 @@ async def test_sigterm_finishes_the_batch_commits_and_leaves_without_redelivery(
     chaos_stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stack, started = chaos_stack, time.monotonic()
-    await stack.wait_for_assignment(len(live_consumers(stack)), timeout=90)
+    await stack.wait_for_assignment(len(stack.live_consumers()), timeout=90)
     sale = Sale(await coupons_on_every_partition(stack, 10_000))
     await sale.wave(stack, users("warm", 20))
     await sale.drain(stack)
-    everyone = live_consumers(stack)
+    everyone = stack.live_consumers()
     baseline = {i: await counter_sum(stack, [i], DUPLICATE_DELIVERY) for i in everyone}
 
-    async with coupon_rows_locked(stack, sale.coupons):
+    async with holding_coupon_rows(stack, sale.coupons):
         await sale.wave(stack, users("term", 100))
         victim_index = min(await wait_blocked(stack, every=True))  # all of them mid-batch
         victim = stack.consumers[victim_index]

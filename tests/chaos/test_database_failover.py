@@ -18,14 +18,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.chaos.harness import Sale, dead_letters_for, live_consumers, record, run_verify, users
-from tests.stack import (
-    DATABASE_URL,
-    Stack,
-    coupons_on_every_partition,
-    isolated_settings,
-    wait_until,
-)
+from harness import wait_until
+from tests.chaos.harness import Sale, dead_letters_for, record, run_verify, users
+from tests.stack import DATABASE_URL, Stack, coupons_on_every_partition, isolated_settings
 
 pytestmark = pytest.mark.slow
 STALLED = "coupon_consumer_stalled_partitions"
@@ -64,7 +59,7 @@ async def _failover(stack: Stack, role: str, read_only: bool) -> None:
 
 async def _stalled(stack: Stack) -> float:
     total = 0.0
-    for i in live_consumers(stack):
+    for i in stack.live_consumers():
         metrics = await stack.consumer_metrics(i) or {}
         total += metrics.get(STALLED, 0.0)
     return total
@@ -72,7 +67,7 @@ async def _stalled(stack: Stack) -> float:
 
 async def _any_not_ready(stack: Stack) -> bool:
     async with httpx.AsyncClient(timeout=2) as client:
-        for i in live_consumers(stack):
+        for i in stack.live_consumers():
             r = await client.get(f"http://127.0.0.1:{stack.consumer_ports[i]}/readyz")
             if r.status_code == 503:
                 return True

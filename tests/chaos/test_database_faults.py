@@ -8,19 +8,18 @@ import pytest
 
 from app.adapters.kafka_lag import read_lag
 from app.adapters.postgres import consumer_connection_name
+from harness import wait_until
 from tests.chaos.harness import (
     Sale,
     blocked_consumers,
     counter_sum,
-    coupon_rows_locked,
     dead_letters_for,
-    live_consumers,
     record,
     run_verify,
     users,
     wait_blocked,
 )
-from tests.stack import Stack, coupons_on_every_partition, wait_until
+from tests.stack import Stack, coupons_on_every_partition, holding_coupon_rows
 
 pytestmark = pytest.mark.slow
 
@@ -44,12 +43,12 @@ async def test_postgres_connection_loss_is_retried_nothing_dead_lettered_nothing
     stack, started = chaos_stack, time.monotonic()
     stock = 300
     sale = Sale(await coupons_on_every_partition(stack, stock))
-    consumers = live_consumers(stack)
+    consumers = stack.live_consumers()
     await stack.wait_for_assignment(len(consumers), timeout=90)
     retries_before = await counter_sum(stack, consumers, TRANSIENT_RETRIES)
     terminated = 0
     # Mid-transaction: every partition's batch blocks on the row lock, then loses its connection.
-    async with coupon_rows_locked(stack, sale.coupons):
+    async with holding_coupon_rows(stack, sale.coupons):
         await sale.wave(stack, users("pg0", 80))
         await wait_blocked(stack, every=True)
         terminated += await terminate_consumer_backends(stack)
@@ -84,7 +83,7 @@ async def test_slow_database_grows_lag_fails_nothing_and_drains_after(
     stack, started = chaos_stack, time.monotonic()
     settings = stack.settings
     sale = Sale([await stack.create_coupon(1000)])
-    consumers = live_consumers(stack)
+    consumers = stack.live_consumers()
     failed_before = await counter_sum(stack, consumers, FAILED)
 
     async def lag() -> int:
@@ -92,7 +91,7 @@ async def test_slow_database_grows_lag_fails_nothing_and_drains_after(
             await read_lag(settings.kafka_bootstrap, settings.topic, settings.consumer_group)
         ).total_lag
 
-    async with coupon_rows_locked(stack, sale.coupons):
+    async with holding_coupon_rows(stack, sale.coupons):
         await sale.wave(stack, users("slow0", 150))
         await wait_blocked(stack, every=False)
         first = await wait_until(lag, 30, "lag while the coupon row is locked")
@@ -105,7 +104,7 @@ async def test_slow_database_grows_lag_fails_nothing_and_drains_after(
         peak = await wait_until(grown, 30, "lag to grow with the second wave")
         # Nothing failed meanwhile: no outcome yet, every consumer alive and still waiting.
         assert await stack.processed(sale.coupons[0]) == 0
-        assert live_consumers(stack) == consumers
+        assert stack.live_consumers() == consumers
         assert await blocked_consumers(stack)
     await sale.drain(stack)
 

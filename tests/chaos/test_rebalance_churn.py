@@ -17,17 +17,16 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from harness import wait_until
 from tests.chaos.harness import (
     Sale,
-    coupon_rows_locked,
     dead_letters_for,
-    live_consumers,
     record,
     run_verify,
     users,
     wait_blocked,
 )
-from tests.stack import Stack, coupons_on_every_partition, isolated_settings, wait_until
+from tests.stack import Stack, coupons_on_every_partition, holding_coupon_rows, isolated_settings
 
 pytestmark = pytest.mark.slow
 WAITED_LINE = "rebalance: finishing the batches in flight"
@@ -56,7 +55,7 @@ async def test_scaling_1_3_1_while_batches_are_in_flight(
     exit_codes: list[int | None] = []
     for cycle in range(3):
         # 1 -> 3 while the only consumer has a batch blocked in its transaction.
-        async with coupon_rows_locked(stack, sale.coupons):
+        async with holding_coupon_rows(stack, sale.coupons):
             seen = _waited(stack)
             await sale.wave(stack, users(f"up{cycle}", 40))
             await wait_blocked(stack, every=True)
@@ -70,10 +69,10 @@ async def test_scaling_1_3_1_while_batches_are_in_flight(
         await stack.wait_for_assignment(3, timeout=90)
 
         # 3 -> 1 while every consumer has a batch blocked: two leave by SIGTERM.
-        async with coupon_rows_locked(stack, sale.coupons):
+        async with holding_coupon_rows(stack, sale.coupons):
             await sale.wave(stack, users(f"down{cycle}", 40))
             await wait_blocked(stack, every=True)
-            victims = [stack.consumers[i] for i in live_consumers(stack)[1:]]
+            victims = [stack.consumers[i] for i in stack.live_consumers()[1:]]
             for victim in victims:
                 victim.popen.send_signal(signal.SIGTERM)
         for victim in victims:
@@ -84,7 +83,7 @@ async def test_scaling_1_3_1_while_batches_are_in_flight(
     await sale.drain(stack, timeout=120)
 
     assert exit_codes == [0] * 6, exit_codes
-    assert len(live_consumers(stack)) == 1
+    assert len(stack.live_consumers()) == 1
     for i in range(len(stack.consumers)):
         log = _log(stack, i)
         assert "Traceback" not in log and "failed unexpectedly" not in log, log[-3000:]

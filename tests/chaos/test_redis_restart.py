@@ -18,15 +18,15 @@ import pytest_asyncio
 
 from app.devstack import ManagedProcess, _detach_and_die_with_parent, _start_redis, wait_for_port
 from app.verify import verify
+from harness import wait_until
 from tests.chaos.harness import (
     Sale,
-    coupon_rows_locked,
     record,
     run_verify,
     users,
     wait_blocked,
 )
-from tests.stack import Stack, isolated_settings, wait_until
+from tests.stack import Stack, holding_coupon_rows, isolated_settings
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,7 @@ async def test_redis_lost_mid_sale_answers_503_rebuilds_the_gate_and_never_over_
     unavailable = 0
 
     # 1. Redis dies while 120 accepted requests are still in flight (the coupon row is held).
-    async with coupon_rows_locked(stack, sale.coupons):
+    async with holding_coupon_rows(stack, sale.coupons):
         assert (await sale.wave(stack, users("before", 120))) == {202: 120}
         await wait_blocked(stack, every=False)
         redis.kill()

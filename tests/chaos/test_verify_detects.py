@@ -20,8 +20,9 @@ from app.devstack import free_port, prepare
 from app.domain.codec import IssueRequest, encode
 from app.domain.dead_letter import DeadLetter, encode_dead_letter
 from app.verify import verify
+from harness import partition_of
 from tests.chaos.harness import cli
-from tests.stack import isolated_settings, partition_of
+from tests.stack import isolated_settings
 
 NOW = datetime.now(UTC)
 

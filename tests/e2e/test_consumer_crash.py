@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest_asyncio
 
+from harness import wait_until
 from tests.stack import (
     Stack,
     consumers_waiting_on_locks,
     coupons_on_every_partition,
     holding_coupon_rows,
     isolated_settings,
-    wait_until,
 )
 
 STOCK = 60

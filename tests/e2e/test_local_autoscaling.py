@@ -13,13 +13,13 @@ from app.adapters.kafka_lag import ReconnectingLagReader
 from app.autoscaling.local import LocalScaler
 from app.autoscaling.policy import ScalingSpec
 from app.devstack import ConsumerProcesses, child_env
+from harness import wait_until
 from tests.stack import (
     Stack,
     consumers_waiting_on_locks,
     coupons_on_every_partition,
     holding_coupon_rows,
     isolated_settings,
-    wait_until,
 )
 
 STOCK = 150

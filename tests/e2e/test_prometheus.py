@@ -4,8 +4,8 @@ expression must then parse and return data, and every exposition must pass promt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from app.devstack import child_env, free_port, spawn
+from harness import wait_until
 from tests.prometheus import (
     PrometheusServer,
     ScrapeJob,
@@ -25,7 +26,7 @@ from tests.prometheus import (
     for_prometheus,
     new_workdir,
 )
-from tests.stack import Stack, wait_until
+from tests.stack import Stack
 
 NAMESPACE = "coupon-e2e"  # what the Prometheus Operator adds; a static label here
 STOCK = 20
@@ -131,16 +132,19 @@ async def test_every_dashboard_and_alert_expression_returns_data(observed: Obser
     ]
     assert len(queries) > 30, "the extraction found too few expressions"
     pending = queries
-    deadline = time.monotonic() + 60
-    while True:  # rates need two scrapes after the sale: poll until all answer or the deadline
+
+    async def all_answer() -> bool:
+        nonlocal pending
         pending = [
             (where, query)
             for where, query in pending
             if not await asyncio.to_thread(prometheus.query, query)
         ]
-        if not pending or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.5)
+        return not pending
+
+    # rates need two scrapes after the sale; what still has no data is named below
+    with contextlib.suppress(TimeoutError):
+        await wait_until(all_answer, 60, "every expression to return data", interval=0.5)
     assert not pending, "expressions without data:\n" + "\n".join(f"{w}: {q}" for w, q in pending)
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.stack import Stack, wait_until
+from harness import wait_until
+from tests.stack import Stack
 
 FUTURE = (datetime.now(UTC) + timedelta(days=1)).isoformat()
 VALID: dict[str, Any] = {

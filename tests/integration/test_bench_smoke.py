@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.bench.cli import bench
-from app.bench.options import BenchOptions
-from app.bench.report import print_table, write_json, write_plot
 from app.config import Settings
+from bench.cli import bench
+from bench.options import BenchOptions
+from bench.report import print_table, write_json, write_plot
 from tests.stack import DATABASE_URL, REDIS_URL
 
 

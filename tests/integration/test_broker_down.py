@@ -18,7 +18,8 @@ import redis.asyncio as aioredis
 from app.adapters.redis_gate import RedisGate
 from app.devstack import TansuBroker, prepare
 from app.reconciler.reconcile import reconcile_once
-from tests.stack import Stack, stack_with_own_broker, wait_until
+from harness import wait_until
+from tests.stack import Stack, stack_with_own_broker
 
 
 @pytest_asyncio.fixture(loop_scope="session")

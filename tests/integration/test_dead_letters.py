@@ -14,7 +14,8 @@ from app.adapters.redis_gate import RedisGate
 from app.consumer.dlq import list_dead_letters
 from app.devstack import child_env
 from app.verify import verify
-from tests.stack import Stack, wait_until
+from harness import wait_until
+from tests.stack import Stack
 
 
 def cli(stack: Stack, *args: str) -> str:

@@ -22,8 +22,9 @@ from app.devstack import free_port, prepare
 from app.domain.coupon import Coupon, DiscountType
 from app.observability.exporter import run_lag_exporter
 from app.observability.lag_state import DrainEstimator
+from harness import scrape, wait_until
 from tests.prometheus import check_metrics
-from tests.stack import isolated_settings, scrape, wait_until
+from tests.stack import isolated_settings
 
 PRODUCED = {0: 5, 1: 7, 2: 9}  # messages per partition, K = 21
 TAKEN = {0: 2, 1: 7}  # what a consumer then consumes and commits (partition 2: nothing)

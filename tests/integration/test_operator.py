@@ -6,7 +6,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import kmock
 import kopf
@@ -16,21 +16,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.autoscaling.operator import operate
 from app.devstack import TansuBroker
+from harness import wait_until
 
 NS, DEPLOYMENT, CAS = "shop", "consumer", "consumer-autoscaler"
 CAS_RES = "coupons.example.com/v1/consumerautoscalers"
 DEPLOY_RES = "apps/v1/deployments"
-T = TypeVar("T")
-
-
-async def eventually(check: Callable[[], T], what: str, timeout: float = 30) -> T:
-    """Poll ``check`` until it returns something truthy, failing after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (value := check()):
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-    return value
 
 
 async def new_topic(bootstrap: str, partitions: int, name: str = "") -> str:
@@ -179,32 +169,32 @@ async def test_lag_scales_up_to_the_partitions_then_down_after_stabilization(
     topic, group = await new_topic(kafka_bootstrap, 3), f"g-{uuid.uuid4().hex[:8]}"
     cluster(kmock, kafka_bootstrap, topic, group, replicas=0)
     run_operator()
-    await eventually(lambda: condition(kmock, "BrokerReachable"), "a first poll")
+    await wait_until(lambda: condition(kmock, "BrokerReachable"), 30, "a first poll")
     assert replicas(kmock) == 0  # no lag: stays at zero
 
     await produce(kafka_bootstrap, topic, 300)  # wants 30 consumers at 10 per replica
-    await eventually(lambda: replicas(kmock) == 3, "scale-up to the 3 partitions", 10)
+    await wait_until(lambda: replicas(kmock) == 3, 10, "scale-up to the 3 partitions")
     # The status is a separate write after the scale patch: wait for it, do not race it.
-    await eventually(
+    await wait_until(
         lambda: status(kmock).get("desiredReplicas") == 3 and status(kmock).get("partitions") == 3,
-        "the scale-up in status",
         10,
+        "the scale-up in status",
     )
-    await eventually(lambda: events(kmock), "a ScaledUp event", 10)
+    await wait_until(lambda: events(kmock), 10, "a ScaledUp event")
     assert events(kmock)[0]["reason"] == "ScaledUp"
 
     await commit_everything(kafka_bootstrap, topic, group, 3)
-    await eventually(lambda: status(kmock).get("lag") == 0, "the drained lag in status", 10)
-    await eventually(lambda: replicas(kmock) == 0, "scale to zero after the window", 15)
+    await wait_until(lambda: status(kmock).get("lag") == 0, 10, "the drained lag in status")
+    await wait_until(lambda: replicas(kmock) == 0, 15, "scale to zero after the window")
     # The stabilization window held the 3 replicas after the lag was gone: some status written
     # before the scale-down says so (read from the recorded writes, not raced).
     assert any(lag == 0 and reason.startswith("hold 3") for lag, reason in status_reasons(kmock))
 
     assert max(replica_history(kmock)) == 3  # never above the partitions
     assert scale_patches(kmock) == 2  # idempotent: one patch per change, none while steady
-    await eventually(lambda: len(events(kmock)) == 2, "a ScaledDown event", 10)
+    await wait_until(lambda: len(events(kmock)) == 2, 10, "a ScaledDown event")
     assert events(kmock)[1]["reason"] == "ScaledDown"
-    await eventually(lambda: status(kmock).get("lastDecision") == "down", "the decision", 10)
+    await wait_until(lambda: status(kmock).get("lastDecision") == "down", 10, "the decision")
     assert condition(kmock, "BrokerReachable")["status"] == "True"  # type: ignore[index]
 
 
@@ -217,27 +207,27 @@ async def test_broker_down_keeps_replicas_and_sets_a_condition_until_it_is_back(
         await produce(broker.bootstrap, topic, 100)
         cluster(kmock, broker.bootstrap, topic, group, replicas=1)
         run_operator()
-        await eventually(lambda: replicas(kmock) == 2, "scale-up to 2 partitions", 15)
+        await wait_until(lambda: replicas(kmock) == 2, 15, "scale-up to 2 partitions")
         patches = scale_patches(kmock)
         broker.stop()
 
-        await eventually(
+        await wait_until(
             lambda: (condition(kmock, "BrokerReachable") or {}).get("status") == "False",
-            "BrokerReachable=False",
             30,
+            "BrokerReachable=False",
         )
         assert (condition(kmock, "BrokerReachable") or {})["reason"] == "LagReadError"
         # Several polls later, still nothing scaled: replicas kept, no patch issued.
-        await eventually(lambda: "replicas kept" in status(kmock).get("reason", ""), "a hold", 10)
+        await wait_until(lambda: "replicas kept" in status(kmock).get("reason", ""), 10, "a hold")
         assert replicas(kmock) == 2
         assert scale_patches(kmock) == patches
 
         broker.start()  # the same address, empty: the topic is created again
         await new_topic(broker.bootstrap, 2, topic)
-        await eventually(
+        await wait_until(
             lambda: (condition(kmock, "BrokerReachable") or {}).get("status") == "True",
-            "BrokerReachable=True once the broker is back",
             30,
+            "BrokerReachable=True once the broker is back",
         )
     finally:
         broker.stop()

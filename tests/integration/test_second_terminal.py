@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import httpx
 
 from app.config import DEV_ENV_FILE
 from app.devstack import free_port
+from harness import wait_until_blocking
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -29,14 +29,19 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
-def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"dev exited with {proc.returncode}"
-        if path.exists() and "COUPON_KAFKA_BOOTSTRAP" in path.read_text():
-            return path.read_text()
-        time.sleep(0.2)
-    raise AssertionError(f"{path} did not appear within {timeout}s")
+def dev_env_written(path: Path, proc: subprocess.Popen[str]) -> str:
+    """The dev stack's env file once it names the broker ("" until then); fails if dev exited."""
+    assert proc.poll() is None, f"dev exited with {proc.returncode}"
+    if path.exists() and "COUPON_KAFKA_BOOTSTRAP" in (text := path.read_text()):
+        return text
+    return ""
+
+
+def api_ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def test_second_terminal_finds_the_dev_stack(tmp_path: Path) -> None:
@@ -62,18 +67,15 @@ def test_second_terminal_finds_the_dev_stack(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        written = wait_for(tmp_path / DEV_ENV_FILE, dev, 90)
+        env_file = tmp_path / DEV_ENV_FILE
+        written = wait_until_blocking(
+            lambda: dev_env_written(env_file, dev), 90, f"{env_file} to name the broker", 0.2
+        )
         settings = dict(line.split("=", 1) for line in written.splitlines() if "=" in line)
         assert settings["COUPON_DB_SCHEMA"] == isolated["COUPON_DB_SCHEMA"]
         assert "COUPON_API_HOST" not in settings  # the CLI does not need it
         port = int(isolated["COUPON_API_PORT"])
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until_blocking(lambda: api_ready(port), 60, "the dev API to be ready", 0.2)
         assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only, not 0.0.0.0
         created = httpx.post(
             f"http://127.0.0.1:{port}/api/coupons",

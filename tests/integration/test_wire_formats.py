@@ -14,7 +14,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.stack import Stack, isolated_settings, wait_until
+from harness import wait_until
+from tests.stack import Stack, isolated_settings
 
 OFFSET = re.compile(r"(Z|[+-]\d\d:\d\d)$")
 BODY: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""``coupon-issuer bench``: start a private stack, run the phases, print / write the report."""
+"""The bench run: start a private stack, run the phases, print / write the report."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from app.bench import db, phases, report
-from app.bench.options import BenchOptions, add_bench_arguments, cores, options_from
-from app.bench.progress import Bar
 from app.config import Settings
 from app.devstack import local_systems
+from bench import db, phases, report
+from bench.options import BenchOptions, add_bench_arguments, cores, options_from
+from bench.progress import Bar
 
 __all__ = ["add_bench_arguments", "run_bench"]
 

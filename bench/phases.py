@@ -6,6 +6,7 @@ flash sale through the HTTP API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -19,13 +20,14 @@ import numpy as np
 
 from app.adapters import postgres
 from app.adapters.kafka_lag import LagReader
-from app.bench import ceilings, db, loadgen
-from app.bench.options import BenchOptions
-from app.bench.progress import Bar
-from app.bench.sampling import Sampler
-from app.bench.stack import BenchProcesses, CpuMeter, coupon_ids_covering, isolated, partition_of
 from app.config import Settings
 from app.devstack import prepare
+from bench import ceilings, db, loadgen
+from bench.cpu import CpuMeter, process_groups
+from bench.options import BenchOptions
+from bench.progress import Bar
+from bench.sampling import Sampler
+from harness import ServiceProcesses, coupon_ids_covering, create_covering, isolated, wait_until
 
 
 @dataclass
@@ -42,10 +44,16 @@ class RunContext:
     redis_prefixes: list[str] = field(default_factory=list)
 
     def isolated(self, label: str, **overrides: object) -> Settings:
-        settings = isolated(self.base, label, partitions=self.opts.partitions, **overrides)
+        settings = isolated(
+            self.base, f"bench_{label}", partitions=self.opts.partitions, **overrides
+        )
         self.schemas.append(settings.db_schema)
         self.redis_prefixes.append(settings.redis_prefix)
         return settings
+
+    def processes(self, settings: Settings) -> ServiceProcesses:
+        """The harness for one phase's API / consumers, logging to a folder of the phase's own."""
+        return ServiceProcesses(settings, self.log_dir / settings.consumer_group)
 
 
 async def _lag_reader(bootstrap: str) -> LagReader | None:
@@ -147,28 +155,35 @@ async def _drain(
     extra_env: dict[str, str],
     measure_s: float | None = None,
 ) -> dict[str, Any]:
-    procs = BenchProcesses(settings, ctx.log_dir)
+    procs = ctx.processes(settings)
     conn = await db.connect(settings.database_url, settings.db_schema)
     reader = await _lag_reader(settings.kafka_bootstrap)
-    sampler = Sampler(conn, reader, settings.topic, settings.consumer_group, procs.live_consumers)
+    sampler = Sampler(
+        conn, reader, settings.topic, settings.consumer_group, lambda: len(procs.live_consumers())
+    )
     try:
         await sampler.__aenter__()
         started = time.monotonic()
         for _ in range(consumers):
             procs.add_consumer(extra_env)
-        meter = CpuMeter({**procs.pids(), **ctx.extra_pids})
+        meter = CpuMeter({**process_groups(procs), **ctx.extra_pids})
         meter.start()
         first: tuple[float, int] | None = None
         last = await sampler.sample()
-        deadline = started + ctx.opts.drain_timeout_s + 30
-        while last.processed < expected and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+
+        async def drained_or_measured() -> bool:
+            nonlocal first, last
             last = await sampler.sample()
             ctx.bar.update(last.processed, f"{last.replicas} consumer(s)")
             if first is None and last.processed > 0:
                 first = (last.t, last.processed)
             if measure_s is not None and first is not None and last.t - first[0] >= measure_s:
-                break
+                return True
+            return last.processed >= expected
+
+        timeout = started + ctx.opts.drain_timeout_s + 30 - time.monotonic()
+        with contextlib.suppress(TimeoutError):  # the report says how far it got
+            await wait_until(drained_or_measured, timeout, "the drain")
         meter.groups["postgres"] = await db.backend_pids(
             conn, postgres.consumer_connection_name(settings.consumer_group)
         )
@@ -193,7 +208,7 @@ async def _drain(
         }
     finally:
         await sampler.__aexit__()
-        await asyncio.to_thread(procs.stop)
+        await asyncio.to_thread(procs.terminate)
         if reader:
             await reader.stop()
         await conn.close()
@@ -215,21 +230,15 @@ async def _create_coupons(settings: Settings, opts: BenchOptions, stock: int) ->
         "minOrderAmount": 0,
         "expiresAt": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
     }
-    per_partition: dict[int, list[str]] = defaultdict(list)
     async with aiohttp.ClientSession() as http:
-        for _ in range(50 * opts.partitions * opts.coupons_per_partition):
+
+        async def create() -> str:
             async with http.post(url, json=body, headers=headers) as r:
                 if r.status != 201:
                     raise RuntimeError(f"creating a coupon failed: {r.status} {await r.text()}")
-                cid = str((await r.json())["id"])
-            mine = per_partition[partition_of(cid, opts.partitions)]
-            if len(mine) < opts.coupons_per_partition:
-                mine.append(cid)
-            if sum(len(v) for v in per_partition.values()) == (
-                opts.partitions * opts.coupons_per_partition
-            ):
-                return [c for p in sorted(per_partition) for c in per_partition[p]]
-    raise RuntimeError("could not cover every partition with coupons")
+                return str((await r.json())["id"])
+
+        return await create_covering(create, opts.partitions, opts.coupons_per_partition)
 
 
 def default_stock(opts: BenchOptions, coupons: int) -> int:
@@ -243,17 +252,17 @@ async def flash_sale(ctx: RunContext) -> dict[str, Any]:
     settings = ctx.isolated("sale", api_workers=opts.api_workers)
     ctx.bar.phase("sale: start stack", 1)
     await asyncio.to_thread(prepare, settings)
-    procs = BenchProcesses(settings, ctx.log_dir)
+    procs = ctx.processes(settings)
     fleet: loadgen.GeneratorFleet | None = None
     sampler: Sampler | None = None
     conn = await db.connect(settings.database_url, settings.db_schema)
     reader = await _lag_reader(settings.kafka_bootstrap)
     try:
-        procs.start_api(opts.api_workers)
+        procs.start_api()  # COUPON_API_WORKERS comes from the settings
         for _ in range(opts.consumers):
             procs.add_consumer()
         await procs.wait_api_ready()
-        await procs.wait_assigned(opts.partitions)
+        await procs.wait_for_assignment()
         n_coupons = opts.partitions * opts.coupons_per_partition
         stock = default_stock(opts, n_coupons)
         coupon_ids = await _create_coupons(settings, opts, stock)
@@ -261,14 +270,14 @@ async def flash_sale(ctx: RunContext) -> dict[str, Any]:
         fleet = loadgen.GeneratorFleet.start(
             plan, settings.api_port, opts.generators, opts.concurrency, opts.max_load_seconds
         )
-        await _wait(fleet.all_ready, 60, "the load generators to start")
-        meter = CpuMeter({"generators": fleet.pids(), **procs.pids(), **ctx.extra_pids})
+        await wait_until(fleet.all_ready, 60, "the load generators to start", 0.05)
+        meter = CpuMeter({"generators": fleet.pids(), **process_groups(procs), **ctx.extra_pids})
         sampler = Sampler(
             conn,
             reader,
             settings.topic,
             settings.consumer_group,
-            procs.live_consumers,
+            lambda: len(procs.live_consumers()),
             fleet.answered,
         )
         ctx.bar.phase(f"sale: {opts.requests:,} presses", len(plan))
@@ -276,7 +285,8 @@ async def flash_sale(ctx: RunContext) -> dict[str, Any]:
         meter.start()
         sampler.restart_clock()
         fleet.release()
-        results = await _run_load(fleet, sampler, ctx.bar, len(plan))
+        # generators stop sending after max_load_seconds; the margin is for their last answers
+        results = await _run_load(fleet, sampler, ctx.bar, opts.max_load_seconds + 120)
         meter.stop()
         load = summarize_load(plan, results, stock)
         ctx.bar.phase("sale: drain", load["accepted"])
@@ -311,26 +321,19 @@ async def flash_sale(ctx: RunContext) -> dict[str, Any]:
             await sampler.__aexit__()
         if fleet is not None:
             fleet.stop()
-        await asyncio.to_thread(procs.stop)
+        await asyncio.to_thread(procs.terminate)
         if reader:
             await reader.stop()
         await conn.close()
 
 
-async def _wait(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def _run_load(
-    fleet: loadgen.GeneratorFleet, sampler: Sampler, bar: Bar, total: int
+    fleet: loadgen.GeneratorFleet, sampler: Sampler, bar: Bar, timeout_s: float
 ) -> list[loadgen.GeneratorResult]:
     """Sample every half second until every generator has sent its result."""
     results: dict[int, loadgen.GeneratorResult] = {}
-    while len(results) < len(fleet.pipes):
+
+    async def all_reported() -> bool:
         s = await sampler.sample()
         bar.update(
             s.answered, f"{s.accepted:,} accepted, lag {s.lag if s.lag is not None else '?'}"
@@ -338,12 +341,15 @@ async def _run_load(
         for i, pipe in enumerate(fleet.pipes):
             if i not in results and pipe.poll():
                 results[i] = await asyncio.to_thread(pipe.recv)
-        if len(results) < len(fleet.pipes):
-            if not any(p.is_alive() for p in fleet.processes) and not any(
-                pipe.poll() for pipe in fleet.pipes
-            ):
-                raise RuntimeError("a load generator died without a result")
-            await asyncio.sleep(0.5)
+        if len(results) == len(fleet.pipes):
+            return True
+        if not any(p.is_alive() for p in fleet.processes) and not any(
+            pipe.poll() for pipe in fleet.pipes
+        ):
+            raise RuntimeError("a load generator died without a result")
+        return False
+
+    await wait_until(all_reported, timeout_s, "every load generator's result", 0.5)
     return [results[i] for i in range(len(fleet.pipes))]
 
 
@@ -351,14 +357,17 @@ async def _wait_drained(
     sampler: Sampler, accepted: int, timeout_s: float, bar: Bar
 ) -> float | None:
     """time.time() when every accepted request has a row, or None at the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    async def drained() -> bool:
         s = await sampler.sample()
         bar.update(s.processed, f"lag {s.lag if s.lag is not None else '?'}")
-        if s.processed >= accepted:
-            return time.time()
-        await asyncio.sleep(0.1)
-    return None
+        return s.processed >= accepted
+
+    try:
+        await wait_until(drained, timeout_s, "every accepted request to have a row")
+    except TimeoutError:
+        return None
+    return time.time()
 
 
 def _percentiles_ms(values: Sequence[float]) -> dict[str, float]:

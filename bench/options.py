@@ -45,7 +45,7 @@ class BenchOptions:
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``coupon-issuer bench`` options."""
+    """The ``python -m bench`` options."""
     n = cores()
     d = BenchOptions()
     add = parser.add_argument

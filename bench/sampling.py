@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from app.adapters.kafka_lag import LagReader, LagReadError
-from app.bench import db
+from bench import db
 
 
 @dataclass(frozen=True, slots=True)

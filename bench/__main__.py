@@ -1,18 +1,18 @@
-"""``python -m app.bench``: the benchmark without the ``coupon-issuer`` entry point (make bench)."""
+"""``python -m bench`` (``make bench``): start a private stack, run the phases, print the report."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from app.bench.cli import run_bench
-from app.bench.options import add_bench_arguments
 from app.config import Settings
 from app.observability.logs import configure_logging
+from bench.cli import run_bench
+from bench.options import add_bench_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="coupon-issuer bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     add_bench_arguments(parser)
     args = parser.parse_args(argv)
     settings = Settings()

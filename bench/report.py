@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-# The old system's own claims (issue 6), for the "x the old design" column.
+# The old (Java) system's own claimed rate, for the "x the old design" column.
 OLD_KAFKA_3_PARTITIONS_PER_S = 100.0
 
 
