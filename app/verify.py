@@ -153,9 +153,8 @@ async def _read_gates(
     try:
         for cid in coupon_ids:
             snap = await gate.snapshot(cid)
-            holders = await gate.holder_requests(cid)
-            young = {user for user, request in holders.items() if _younger(request, now, min_age)}
-            states[cid] = GateState(snap.loaded, snap.total, set(holders), young)
+            young = {u for u, request in snap.holders.items() if _younger(request, now, min_age)}
+            states[cid] = GateState(snap.loaded, snap.total, set(snap.holders), young)
     except Exception as exc:  # Redis away: say so, do not guess
         report.violations.append(
             Violation("unverifiable", f"Redis at {settings.redis_url} could not be read: {exc!r}")

@@ -42,7 +42,7 @@ class GateSnapshot:
 
     loaded: bool
     total: int | None
-    holders: frozenset[str]
+    holders: Mapping[str, str]  # user -> the request id holding it
 
 
 class RedisGate:
@@ -137,9 +137,7 @@ class RedisGate:
         """Meta and every holder."""
         total = await self._redis.hget(self.keys(coupon_id)[0], "total")
         holders = await self.holder_requests(coupon_id)
-        return GateSnapshot(
-            total is not None, None if total is None else int(total), frozenset(holders)
-        )
+        return GateSnapshot(total is not None, None if total is None else int(total), holders)
 
     async def is_loaded(self, coupon_id: UUID) -> bool:
         return bool(await self._redis.exists(self.keys(coupon_id)[0]))

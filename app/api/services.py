@@ -76,6 +76,8 @@ class Services:
         PostgreSQL is read only when Redis lost the coupon's gate (rebuilt once, outcomes
         included). None: no such coupon, or the user never asked.
         """
+        if wait_s <= 0:  # a plain poll: no waiter to register
+            return await self._read_status(coupon_id, user_id)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + wait_s
         with self.feed.waiter(coupon_id, user_id) as announced:
