@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from app.config import Settings
 from app.devstack import local_systems
-from bench import db, phases, report
+from bench import api_limits, db, phases, report, wrk
 from bench.options import BenchOptions, add_bench_arguments, cores, options_from
 from bench.progress import Bar
 
@@ -81,6 +81,11 @@ async def _phases(ctx: phases.RunContext) -> dict[str, Any]:
         out["baseline"] = await phases.naive_baseline(ctx)
     if ctx.opts.flash_sale:
         out["sale"] = await phases.flash_sale(ctx)
+    if ctx.opts.api_limits:
+        if wrk.available():
+            out["api"] = await api_limits.api_limits(ctx)
+        else:
+            out["api"] = {"skipped": "wrk is not installed (make bench installs it)"}
     return out
 
 

@@ -36,6 +36,10 @@ class BenchOptions:
     baseline: bool = True
     drain_phase: bool = True
     flash_sale: bool = True
+    api_limits: bool = True  # wrk: ceiling / press / status / burst, current vs baseline
+    api_seconds: float = 8.0  # per wrk run
+    api_rounds: int = 2  # interleaved rounds of every variant
+    baseline_ref: str | None = None  # a git revision to measure the API phases against
     progress: bool = True
     keep: bool = False
     seed: int = 6
@@ -68,6 +72,15 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     add("--no-baseline", action="store_true", help="skip the one-by-one consumer baseline")
     add("--no-drain-phase", action="store_true", help="skip the consumer backlog drain phase")
     add("--no-flash-sale", action="store_true", help="skip the HTTP flash sale")
+    add("--no-api-limits", action="store_true", help="skip the wrk ceiling/press/status/burst")
+    add("--api-seconds", type=float, default=d.api_seconds, help="seconds per wrk run")
+    add("--api-rounds", type=int, default=d.api_rounds, help="interleaved rounds of wrk runs")
+    add(
+        "--baseline",
+        default=None,
+        metavar="REF",
+        help="git revision whose API the wrk phases also measure, side by side (the 'before')",
+    )
     add("--no-progress", action="store_true", help="no progress bar")
     add("--keep", action="store_true", help="keep the bench schemas (for inspection)")
     add("--seed", type=int, default=d.seed)
@@ -97,6 +110,10 @@ def options_from(args: argparse.Namespace, default_partitions: int) -> BenchOpti
         baseline=not args.no_baseline,
         drain_phase=not args.no_drain_phase,
         flash_sale=not args.no_flash_sale,
+        api_limits=not args.no_api_limits,
+        api_seconds=args.api_seconds,
+        api_rounds=max(1, args.api_rounds),
+        baseline_ref=args.baseline or None,
         progress=not args.no_progress,
         keep=args.keep,
         seed=args.seed,

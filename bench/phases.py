@@ -217,8 +217,8 @@ async def _drain(
 # --- flash sale through the API ------------------------------------------------------------------
 
 
-async def _create_coupons(settings: Settings, opts: BenchOptions, stock: int) -> list[str]:
-    """Create coupons through the API until each partition has ``coupons_per_partition``."""
+async def create_coupon(settings: Settings, stock: int, http: aiohttp.ClientSession) -> str:
+    """Create one coupon through the API (as a shop would); its id."""
     url = f"http://127.0.0.1:{settings.api_port}/api/coupons"
     token = settings.admin_token
     headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
@@ -230,15 +230,20 @@ async def _create_coupons(settings: Settings, opts: BenchOptions, stock: int) ->
         "minOrderAmount": 0,
         "expiresAt": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
     }
+    async with http.post(url, json=body, headers=headers) as r:
+        if r.status != 201:
+            raise RuntimeError(f"creating a coupon failed: {r.status} {await r.text()}")
+        return str((await r.json())["id"])
+
+
+async def _create_coupons(settings: Settings, opts: BenchOptions, stock: int) -> list[str]:
+    """Create coupons through the API until each partition has ``coupons_per_partition``."""
     async with aiohttp.ClientSession() as http:
-
-        async def create() -> str:
-            async with http.post(url, json=body, headers=headers) as r:
-                if r.status != 201:
-                    raise RuntimeError(f"creating a coupon failed: {r.status} {await r.text()}")
-                return str((await r.json())["id"])
-
-        return await create_covering(create, opts.partitions, opts.coupons_per_partition)
+        return await create_covering(
+            lambda: create_coupon(settings, stock, http),
+            opts.partitions,
+            opts.coupons_per_partition,
+        )
 
 
 def default_stock(opts: BenchOptions, coupons: int) -> int:

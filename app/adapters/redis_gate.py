@@ -11,6 +11,7 @@ from uuid import UUID
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from app.adapters.redis_batch import ScriptBatcher
 from app.domain.outcomes import GateOutcome, IssueStatus
 from app.domain.status import RecordedOutcome
 
@@ -56,6 +57,7 @@ class RedisGate:
         self._unlock = client.register_script(_script("gate_unlock.lua"))
         self._outcomes = client.register_script(_script("gate_outcomes.lua"))
         self._view = client.register_script(_script("gate_view.lua"))
+        self._batch = ScriptBatcher(client)  # presses and reads of one loop tick: one round trip
         # The registry of every coupon id, with a marker saying it was loaded whole: unknown ids
         # are refused from Redis alone. Its own hash tag: one slot, apart from the coupons'.
         self._registry = f"{prefix}:{{registry}}:ids"
@@ -97,7 +99,7 @@ class RedisGate:
         presses on this coupon (0: no limit).
         """
         keys, args = self._reserve_call(coupon_id, user_id, request_id, now, presses_per_second)
-        code, ahead = await self._reserve(keys=keys, args=args)
+        code, ahead = await self._batch.call(self._reserve, keys, args)
         return GateAnswer(_CODES.get(int(code)), int(ahead))
 
     async def queue_reserve(
@@ -239,7 +241,7 @@ class RedisGate:
         """(gate loaded, the request holding the user's reservation, the user's last outcome)."""
         meta, holders, _ = self.keys(coupon_id)
         keys = [meta, holders, self.outcomes_key(coupon_id)]
-        loaded, held, entry = await self._view(keys=keys, args=[user_id])
+        loaded, held, entry = await self._batch.call(self._view, keys, [user_id])
         return (
             bool(loaded),
             None if held is None else UUID(_text(held)),

@@ -1,75 +1,96 @@
-"""The hot path without the framework: a well-formed issue press skips FastAPI's routing,
-dependency injection and model validation (about half of an API worker's CPU per press).
+"""The sale's two hot requests served before the framework: a press and a status read.
 
-Only a press that is plainly valid is served here: a `{"userId": "..."}` body matching the
-contract, for a path whose coupon id is a UUID. Anything else (bad JSON, extra fields, a bad user
-id) is handed on, body replayed, to the FastAPI route, which answers with the documented error
-shapes. Both paths run the same `admit_press`, so there is one behaviour to test.
+A well-formed press or status read skips FastAPI's and Starlette's middleware stacks, routing,
+dependency injection and model validation; this wrapper does for them what those do for every
+other request (request id, latency metrics, body rules, JSON failures for faults), in one place.
+
+Only a request that is plainly valid is served here: a JSON press no larger than the body limit
+whose body is exactly ``{"userId": "..."}`` matching the contract, for a path whose coupon id is
+a UUID; a status read with no query but a bounded ``waitSeconds``. Anything else (bad JSON, extra
+fields, a bad user id, another content type) is handed on, body replayed, to the FastAPI app,
+which answers with the documented error shapes. Both run the same ``admit_press`` /
+``read_status``, so there is one behaviour to test.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 import orjson
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.admission import admit_press
-from app.api.errors import DEPENDENCY_FAULTS, unavailable
-from app.api.messages import negotiate
+from app.api.errors import DEPENDENCY_FAULTS, refusal, unavailable
+from app.api.messages import Lang, negotiate
 from app.api.services import Services
 from app.api.status_read import MAX_WAIT_SECONDS, read_status
 from app.domain.codec import USER_ID_PATTERN
+from app.observability import metrics
+from app.observability.logs import new_request_id, request_id_var
+
+log = logging.getLogger(__name__)
 
 _PATH = re.compile(r"^/api/coupons/([0-9a-fA-F-]{36})/issue/queue$")
 _STATUS_PATH = re.compile(r"^/api/coupons/([0-9a-fA-F-]{36})/issues/([^/]+)$")
+PRESS_ROUTE = "/api/coupons/{coupon_id}/issue/queue"
+STATUS_ROUTE = "/api/coupons/{coupon_id}/issues/{user_id}"
+_JSON = b"application/json"
 
-
-@dataclass(frozen=True, slots=True)
-class _Route:
-    """What the metrics middleware reads from ``scope["route"]`` (the route template)."""
-
-    path: str = "/api/coupons/{coupon_id}/issue/queue"
-
-
-_ROUTE = _Route()
-_STATUS_ROUTE = _Route("/api/coupons/{coupon_id}/issues/{user_id}")
+Handler = Callable[[dict[bytes, bytes], Lang], Awaitable[Response]]
 
 
 class IssueFastPath:
-    """Serve plain issue presses directly; hand everything else to the app unchanged."""
+    """Serve plain presses and status reads directly; hand everything else to ``app``."""
 
-    def __init__(self, app: ASGIApp, services: Callable[[], Services]) -> None:
+    def __init__(
+        self, app: ASGIApp, services: Callable[[], Services], max_body_bytes: int = 4096
+    ) -> None:
         self.app = app
         self.services = services
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if scope["method"] == "GET":
-            await self._status(scope, receive, send)
-            return
-        match = _PATH.match(scope["path"])
-        if match is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            method = scope["method"]
+            if method == "POST":
+                match = _PATH.match(scope["path"])
+                if match is not None and await self._press(scope, receive, send, match):
+                    return
+            elif method == "GET":
+                match = _STATUS_PATH.match(scope["path"])
+                if match is not None and await self._status(scope, receive, send, match):
+                    return
+        await self.app(scope, receive, send)
+
+    async def _press(
+        self, scope: Scope, receive: Receive, send: Send, match: re.Match[str]
+    ) -> bool:
+        """Serve a plain press; False (nothing read) when the body rules need the full app."""
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if (
+            declared is None  # chunked: let the app's body rules count it
+            or not declared.isdigit()
+            or int(declared) > self.max_body_bytes
+            or headers.get(b"content-type", b"").split(b";")[0].strip().lower() != _JSON
+        ):
+            return False
         body = await _read_body(receive)
         press = _plain_press(match.group(1), body)
         if press is None:
             await self.app(scope, _replay(body, receive), send)
-            return
+            return True
         coupon_id, user_id = press
-        headers = dict(scope["headers"])
         token = headers.get(b"x-user-token")
         client = scope.get("client")
-        lang = negotiate(headers.get(b"accept-language"))
-        scope["route"] = _ROUTE
-        try:
-            response = await admit_press(
+
+        def admit(_: dict[bytes, bytes], lang: Lang) -> Awaitable[Response]:
+            return admit_press(
                 self.services(),
                 coupon_id,
                 user_id,
@@ -77,25 +98,58 @@ class IssueFastPath:
                 client[0] if client else "unknown",
                 lang,
             )
-        except DEPENDENCY_FAULTS as exc:
-            response = unavailable(exc, lang)
-        await response(scope, receive, send)
 
-    async def _status(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A status read with a valid coupon id and, if any, a valid ``waitSeconds``."""
-        match = _STATUS_PATH.match(scope["path"])
-        wait = _wait_seconds(scope.get("query_string", b"")) if match else None
-        coupon_id = _uuid(match.group(1)) if match else None
-        if match is None or wait is None or coupon_id is None:
-            await self.app(scope, receive, send)
-            return
-        lang = negotiate(dict(scope["headers"]).get(b"accept-language"))
-        scope["route"] = _STATUS_ROUTE
+        await _serve(scope, receive, send, headers, PRESS_ROUTE, admit)
+        return True
+
+    async def _status(
+        self, scope: Scope, receive: Receive, send: Send, match: re.Match[str]
+    ) -> bool:
+        """Serve a status read with a valid coupon id and, if any, a valid ``waitSeconds``."""
+        wait = _wait_seconds(scope.get("query_string", b""))
+        coupon_id = _uuid(match.group(1))
+        if wait is None or coupon_id is None:
+            return False
+        user_id = match.group(2)
+
+        def read(_: dict[bytes, bytes], lang: Lang) -> Awaitable[Response]:
+            return read_status(self.services(), coupon_id, user_id, wait, lang)
+
+        await _serve(scope, receive, send, dict(scope["headers"]), STATUS_ROUTE, read)
+        return True
+
+
+async def _serve(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    headers: dict[bytes, bytes],
+    route: str,
+    handler: Handler,
+) -> None:
+    """What the middleware stack does for other requests: request id in and out, in-flight and
+    latency metrics, 503 for a dependency fault and a JSON 500 for anything unexpected."""
+    request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or new_request_id()
+    token = request_id_var.set(request_id)
+    lang = negotiate(headers.get(b"accept-language"))
+    started = time.perf_counter()
+    status = 500
+    metrics.API_IN_FLIGHT.inc()
+    try:
         try:
-            response = await read_status(self.services(), coupon_id, match.group(2), wait, lang)
+            response = await handler(headers, lang)
         except DEPENDENCY_FAULTS as exc:
             response = unavailable(exc, lang)
+        except Exception:
+            log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
+            response = refusal(500, "INTERNAL_ERROR", lang)
+        response.raw_headers.append((b"x-request-id", request_id.encode("latin-1")))
+        status = response.status_code
         await response(scope, receive, send)
+    finally:
+        metrics.API_IN_FLIGHT.dec()
+        metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
+        request_id_var.reset(token)
 
 
 def _wait_seconds(query: bytes) -> float | None:

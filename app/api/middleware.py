@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -11,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.messages import Lang, negotiate, text
 from app.observability import metrics
-from app.observability.logs import request_id_var
+from app.observability.logs import new_request_id, request_id_var
 
 _JSON = b"application/json"
 
@@ -27,7 +26,7 @@ class ObservedRequests:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or new_request_id()
         token = request_id_var.set(request_id)
         status = 500
         started = time.perf_counter()
@@ -47,10 +46,8 @@ class ObservedRequests:
             await self.app(scope, receive, send_with_id)
         finally:
             metrics.API_IN_FLIGHT.dec()
-            route = scope.get("route")
-            metrics.API_REQUEST_DURATION.labels(
-                getattr(route, "path", "unmatched"), scope["method"], f"{status // 100}xx"
-            ).observe(time.perf_counter() - started)
+            route = getattr(scope.get("route"), "path", "unmatched")
+            metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
             request_id_var.reset(token)
 
 

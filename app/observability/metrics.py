@@ -33,6 +33,18 @@ API_PUBLISH_DURATION = Histogram(
 API_IN_FLIGHT = Gauge(
     "coupon_api_requests_in_flight", "HTTP requests being served.", multiprocess_mode="livesum"
 )
+_request_durations: dict[tuple[str, str, int], Histogram] = {}
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    """One request's latency; the labelled child is looked up once per (route, method, class)."""
+    key = (route, method, status // 100)
+    child = _request_durations.get(key)
+    if child is None:
+        child = API_REQUEST_DURATION.labels(route, method, f"{status // 100}xx")
+        _request_durations[key] = child
+    child.observe(seconds)
+
 
 # --- consumer -----------------------------------------------------------------------------------
 CONSUMER_MESSAGES = Counter(

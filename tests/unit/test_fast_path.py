@@ -54,7 +54,7 @@ async def test_anything_else_reaches_the_app_with_its_body() -> None:
         "type": "http",
         "method": "POST",
         "path": f"/api/coupons/{COUPON}/issue/queue",
-        "headers": [],
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"22")],
     }
     await IssueFastPath(app, no_services)(scope, receive, None)  # type: ignore[arg-type]
     assert seen["body"] == b'{"userId": "bad user"}'

@@ -1,0 +1,354 @@
+"""The API against its limit, with wrk, in one run: a bare-ASGI ceiling on the same server stack,
+presses (64 connections), status reads, and a burst (512 connections); CPU per answer from the API
+process's own counters; optionally the same phases against an earlier revision of the code (the
+"before"), interleaved round by round with the current code so both meet the same machine load.
+
+Every accepted press must end as a row: after the rounds the bench waits until each variant's
+database holds exactly as many requests as wrk counted 202 answers, and reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from app.config import Settings
+from app.devstack import ManagedProcess, free_port, prepare
+from bench import db, wrk
+from bench.cpu import cpu_seconds, process_tree
+from bench.phases import RunContext, create_coupon
+from harness import ServiceProcesses, wait_until
+
+PRESS_CONNECTIONS = 64
+BURST_CONNECTIONS = 512
+_STOCK = 10_000_000  # never sold out: every press of a new user is accepted
+
+
+@dataclass
+class Variant:
+    """One deployment under test: the current code, or an earlier revision ("baseline")."""
+
+    name: str
+    settings: Settings
+    procs: ServiceProcesses
+    coupon_url: str = ""
+    accepted: int = 0  # 202 answers wrk counted, over every round
+    cut_off: int = 0  # presses wrk may have sent but not waited for (one per connection and run)
+    runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def api_pids(self) -> list[int]:
+        return process_tree(self.procs.api.popen.pid) if self.procs.api else []
+
+
+def _measure(pids: list[int], run: Any) -> tuple[wrk.WrkResult, float]:
+    """Run ``run()`` (a wrk run) and the CPU seconds ``pids`` used meanwhile."""
+    before = sum(cpu_seconds(p) for p in pids)
+    result = run()
+    return result, sum(cpu_seconds(p) for p in pids) - before
+
+
+def _record(
+    variant: Variant, phase: str, result: wrk.WrkResult, cpu_s: float, counted: int
+) -> None:
+    row = {**result.as_dict(), "cpu_s": cpu_s, "cpu_ms_per": 1000 * cpu_s / max(1, counted)}
+    variant.runs.setdefault(phase, []).append(row)
+
+
+def baseline_tree(ref: str, into: Path) -> Path | None:
+    """The ``app`` package of revision ``ref``, extracted into ``into``; None if git lacks it.
+
+    Packages the baseline did not depend on (by its requirements.lock) are made unimportable in
+    its processes (a sitecustomize), so a library added since, such as a C parser a client picks
+    up when present, counts on the side of the change that added it.
+    """
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", ref, "app", "requirements.lock"],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        return None
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    added = _packages(root / "requirements.lock") - _packages(into / "requirements.lock")
+    modules = sorted(name.replace("-", "_") for name in added)
+    (into / "sitecustomize.py").write_text(
+        "import sys\n"
+        f"for _name in {modules!r}:\n"
+        "    sys.modules[_name] = None  # not a dependency of this revision\n"
+    )
+    return into
+
+
+def _packages(lock: Path) -> set[str]:
+    names = set()
+    for line in lock.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.-]+)==", line.strip())
+        if match:
+            names.add(match.group(1).lower().replace("_", "-"))
+    return names
+
+
+async def _start_variant(ctx: RunContext, name: str, env: dict[str, str]) -> Variant:
+    settings = ctx.isolated(f"api_{name}", api_workers=1)
+    await asyncio.to_thread(prepare, settings)
+    procs = ctx.processes(settings)
+    procs.process_env.update(env)
+    variant = Variant(name, settings, procs)
+    procs.start_api()
+    procs.add_consumer()  # one coupon is one partition: one consumer serves it
+    await procs.wait_api_ready()
+    await procs.wait_for_assignment()
+    async with aiohttp.ClientSession() as http:
+        coupon_id = await create_coupon(settings, _STOCK, http)
+    variant.coupon_url = f"{procs.base_url}/api/coupons/{coupon_id}"
+    return variant
+
+
+def _start_ceiling(log_dir: Path) -> tuple[ManagedProcess, int]:
+    port = free_port()
+    log = (log_dir / "ceiling.log").open("ab")
+    popen = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.ceiling_app:app",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    return ManagedProcess("ceiling", popen), port
+
+
+async def _wait_port(port: int) -> None:
+    async def answers() -> bool:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return False
+        writer.close()
+        return True
+
+    await wait_until(answers, 30, "the ceiling server to listen")
+
+
+async def api_limits(ctx: RunContext) -> dict[str, Any]:
+    """Interleaved rounds of ceiling / press / status / burst, current code vs baseline."""
+    opts = ctx.opts
+    seconds = opts.api_seconds
+    scripts = Path(tempfile.mkdtemp(prefix="coupon-wrk-", dir=ctx.log_dir))
+    variants: list[Variant] = []
+    ceiling: ManagedProcess | None = None
+    baseline_note = None
+    try:
+        ctx.bar.phase("api: start", 1)
+        variants.append(await _start_variant(ctx, "current", {}))
+        if opts.baseline_ref:
+            tree = await asyncio.to_thread(
+                baseline_tree, opts.baseline_ref, ctx.log_dir / "baseline-src"
+            )
+            if tree is None:
+                baseline_note = f"revision {opts.baseline_ref!r} is not in this clone"
+            else:
+                env = {"PYTHONPATH": str(tree), "PYTHONSAFEPATH": "1"}
+                variants.append(await _start_variant(ctx, "baseline", env))
+        ceiling, port = _start_ceiling(ctx.log_dir)
+        await _wait_port(port)
+        ceiling_pids = [ceiling.popen.pid]
+        ceiling_runs: list[dict[str, Any]] = []
+        steps = opts.api_rounds * (1 + 3 * len(variants))
+        ctx.bar.phase(f"api: {opts.api_rounds} rounds x {seconds:.0f} s", steps)
+        done = 0
+        for round_no in range(opts.api_rounds):
+            result, cpu = await asyncio.to_thread(
+                _measure,
+                ceiling_pids,
+                lambda: wrk.run(
+                    f"http://127.0.0.1:{port}/ceiling",
+                    "constant",
+                    connections=PRESS_CONNECTIONS,
+                    seconds=seconds,
+                    script_dir=scripts,
+                ),
+            )
+            ceiling_runs.append(
+                {
+                    **result.as_dict(),
+                    "cpu_s": cpu,
+                    "cpu_ms_per": 1000 * cpu / max(1, result.requests),
+                }
+            )
+            done += 1
+            ctx.bar.update(done, f"ceiling {result.per_second:,.0f}/s")
+            # alternate who goes first, so neither always meets the other's leftovers
+            order = variants if round_no % 2 == 0 else variants[::-1]
+            for phase, connections in (
+                ("press", PRESS_CONNECTIONS),
+                ("status", PRESS_CONNECTIONS),
+                ("burst", BURST_CONNECTIONS),
+            ):
+                for v in order:
+                    await asyncio.to_thread(
+                        _run_phase, v, phase, connections, seconds, scripts, round_no
+                    )
+                    done += 1
+                    last = v.runs[phase][-1]
+                    ctx.bar.update(done, f"{v.name} {phase} {last['per_s']:,.0f}/s")
+        ctx.bar.phase("api: every 202 has its row", sum(v.accepted for v in variants))
+        rows = {v.name: await _wait_rows(v, opts.drain_timeout_s) for v in variants}
+        return _summary(variants, ceiling_runs, rows, seconds, opts.baseline_ref, baseline_note)
+    finally:
+        if ceiling is not None:
+            ceiling.stop()
+        for v in variants:
+            await asyncio.to_thread(v.procs.terminate)
+
+
+def _run_phase(
+    v: Variant, phase: str, connections: int, seconds: float, scripts: Path, round_no: int
+) -> None:
+    press_users = f"r{round_no}p"
+    if phase == "status":
+        readable = max(1, int(0.9 * v.runs["press"][-1]["thread_accepted"]))
+        result, cpu = _measure(
+            v.api_pids(),
+            lambda: wrk.run(
+                v.coupon_url,
+                "status",
+                connections=connections,
+                seconds=seconds,
+                script_dir=scripts,
+                user_prefix=press_users,
+                readable=readable,
+            ),
+        )
+        _record(v, phase, result, cpu, result.count(200))
+        return
+    users = press_users if phase == "press" else f"r{round_no}b"
+    result, cpu = _measure(
+        v.api_pids(),
+        lambda: wrk.run(
+            f"{v.coupon_url}/issue/queue",
+            "press",
+            connections=connections,
+            seconds=seconds,
+            script_dir=scripts,
+            user_prefix=users,
+        ),
+    )
+    accepted = result.count(202)
+    v.accepted += accepted
+    v.cut_off += connections
+    _record(v, phase, result, cpu, accepted)
+    v.runs[phase][-1]["thread_accepted"] = result.thread_codes[0].get(202, 0)
+
+
+async def _wait_rows(v: Variant, timeout_s: float) -> dict[str, Any]:
+    """Wait until the variant's database holds a request row for every 202 wrk counted.
+
+    wrk stops at its deadline without reading the answers still in flight: those presses were
+    admitted too, so the rows may exceed the 202s by at most one per connection and run, never
+    fall short of them."""
+    conn = await db.connect(v.settings.database_url, v.settings.db_schema)
+    try:
+        rows = 0
+
+        async def all_there() -> bool:
+            nonlocal rows
+            rows = await db.processed_count(conn)
+            return rows >= v.accepted
+
+        with contextlib.suppress(TimeoutError):  # the report says how far it got
+            await wait_until(all_there, timeout_s, "a row for every accepted press")
+        return {
+            "accepted": v.accepted,
+            "rows": rows,
+            "in_flight_at_deadline": rows - v.accepted,
+            "ok": v.accepted <= rows <= v.accepted + v.cut_off,
+        }
+    finally:
+        await conn.close()
+
+
+def _mean(runs: list[dict[str, Any]], key: str) -> float:
+    return sum(r[key] for r in runs) / len(runs) if runs else 0.0
+
+
+def _phase_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    codes: dict[str, int] = {}
+    for r in runs:
+        for k, n in r["codes"].items():
+            codes[k] = codes.get(k, 0) + n
+    return {
+        "per_s": _mean(runs, "per_s"),
+        "p99_ms": max((r["p99_ms"] for r in runs), default=0.0),
+        "cpu_ms_per": _mean(runs, "cpu_ms_per"),
+        "codes": codes,
+        "5xx": sum(n for k, n in codes.items() if k.startswith("5")),
+        "socket_errors": sum(r["socket_errors"] for r in runs),
+        "rounds": runs,
+    }
+
+
+def _summary(
+    variants: list[Variant],
+    ceiling_runs: list[dict[str, Any]],
+    rows: dict[str, dict[str, Any]],
+    seconds: float,
+    baseline_ref: str | None,
+    baseline_note: str | None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "seconds_per_run": seconds,
+        "connections": PRESS_CONNECTIONS,
+        "burst_connections": BURST_CONNECTIONS,
+        "ceiling": _phase_summary(ceiling_runs),
+        "baseline_ref": baseline_ref,
+        "baseline_note": baseline_note,
+    }
+    for v in variants:
+        phases = {p: _phase_summary(runs) for p, runs in v.runs.items()}
+        press_rate = phases["press"]["per_s"]
+        out[v.name] = {
+            **phases,
+            "outcomes": rows[v.name],
+            "burst_vs_press": phases["burst"]["per_s"] / press_rate if press_rate else None,
+            "press_vs_ceiling": press_rate / out["ceiling"]["per_s"]
+            if out["ceiling"]["per_s"]
+            else None,
+        }
+    if "baseline" in out:
+        cur, base = out["current"], out["baseline"]
+        out["after_vs_before"] = {
+            "press_per_s": _div(cur["press"]["per_s"], base["press"]["per_s"]),
+            "press_cpu_ms": _div(cur["press"]["cpu_ms_per"], base["press"]["cpu_ms_per"]),
+            "status_per_s": _div(cur["status"]["per_s"], base["status"]["per_s"]),
+            "status_cpu_ms": _div(cur["status"]["cpu_ms_per"], base["status"]["cpu_ms_per"]),
+            "burst_per_s": _div(cur["burst"]["per_s"], base["burst"]["per_s"]),
+        }
+    return out
+
+
+def _div(a: float, b: float) -> float | None:
+    return a / b if b else None

@@ -1,0 +1,81 @@
+"""The gate's script calls of one loop tick share one pipeline: against the real Redis, each
+caller still gets its own answer or its own error, and a flushed script cache is survived."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from app.adapters.redis_batch import ScriptBatcher
+from tests.stack import REDIS_URL
+
+# Echo the argument, or fail for "boom": a per-call error inside a shared pipeline.
+_ECHO = "if ARGV[1] == 'boom' then return redis.error_reply('boom') end return ARGV[1]"
+
+
+@pytest_asyncio.fixture
+async def client() -> AsyncIterator[aioredis.Redis]:
+    c = aioredis.from_url(REDIS_URL)
+    yield c
+    await c.aclose()
+
+
+async def test_one_tick_of_calls_is_one_pipeline_with_an_answer_each(
+    client: aioredis.Redis,
+) -> None:
+    script = client.register_script(_ECHO)
+    batcher = ScriptBatcher(client)
+    await script(keys=["k"], args=["warm"])  # loaded once
+    sent: list[int] = []
+    original = client.pipeline
+
+    def counting_pipeline(*args: object, **kwargs: object) -> object:
+        sent.append(1)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    client.pipeline = counting_pipeline  # type: ignore[method-assign]
+    answers = await asyncio.gather(
+        *(batcher.call(script, ["k"], [f"v{i}"]) for i in range(50)), return_exceptions=True
+    )
+    assert answers == [f"v{i}".encode() for i in range(50)]
+    assert len(sent) == 1  # fifty callers, one round trip
+
+
+async def test_an_error_reaches_only_its_caller(client: aioredis.Redis) -> None:
+    script = client.register_script(_ECHO)
+    batcher = ScriptBatcher(client)
+    answers = await asyncio.gather(
+        batcher.call(script, ["k"], ["a"]),
+        batcher.call(script, ["k"], ["boom"]),
+        batcher.call(script, ["k"], ["c"]),
+        return_exceptions=True,
+    )
+    assert answers[0] == b"a" and answers[2] == b"c"
+    assert isinstance(answers[1], ResponseError) and "boom" in str(answers[1])
+
+
+async def test_a_flushed_script_cache_is_reloaded(client: aioredis.Redis) -> None:
+    script = client.register_script(_ECHO)
+    batcher = ScriptBatcher(client)
+    await script(keys=["k"], args=["warm"])
+    await client.script_flush()  # as after a Redis restart
+    answers = await asyncio.gather(*(batcher.call(script, ["k"], [str(i)]) for i in range(5)))
+    assert answers == [str(i).encode() for i in range(5)]
+    assert (await client.script_exists(script.sha)) == [True]
+
+
+async def test_a_lost_connection_reaches_every_caller_of_the_batch() -> None:
+    dead = aioredis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.5)
+    try:
+        script = dead.register_script(_ECHO)
+        batcher = ScriptBatcher(dead)
+        answers = await asyncio.gather(
+            *(batcher.call(script, ["k"], [str(i)]) for i in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(a, ConnectionError | aioredis.ConnectionError) for a in answers)
+    finally:
+        await dead.aclose()
