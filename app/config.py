@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     consumer_group: str = Field("coupon-issuer", description="Consumer group of the issue workers")
     publish_timeout_ms: int = Field(5000, ge=100, description="How long the API waits for the ack")
     producer_linger_ms: int = Field(2, ge=0, description="Producer batching delay")
+    producer_max_batch_bytes: int = Field(
+        262_144,
+        ge=1024,
+        le=1_000_000,
+        description="Largest producer batch per partition (a hot coupon's presses in flight share"
+        " one; keep it under the broker's message.max.bytes)",
+    )
 
     # --- consumer -------------------------------------------------------------------------------
     batch_max: int = Field(1000, ge=1, description="Most messages taken in one poll")

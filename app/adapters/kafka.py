@@ -85,14 +85,21 @@ async def running(*clients: AIOKafkaConsumer | AIOKafkaProducer) -> AsyncIterato
             await client.stop()
 
 
-def make_producer(bootstrap: str, linger_ms: int, timeout_ms: int) -> AIOKafkaProducer:
-    """A producer that waits for all in-sync replicas (idempotence off: tansu lacks it)."""
+def make_producer(
+    bootstrap: str, linger_ms: int, timeout_ms: int, max_batch_bytes: int = 16384
+) -> AIOKafkaProducer:
+    """A producer that waits for all in-sync replicas (idempotence off: tansu lacks it).
+
+    ``max_batch_bytes`` bounds one partition's batch: aiokafka sends one batch per partition at
+    a time, and a send that finds the batch full waits for it to drain, so a sale's single hot
+    partition needs room for every press in flight."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
         enable_idempotence=False,
         linger_ms=linger_ms,
         request_timeout_ms=timeout_ms,
+        max_batch_size=max_batch_bytes,
     )
 
 
@@ -111,17 +118,14 @@ class Publisher:
         PublishUnconfirmed when it was sent but not acknowledged in time: a stalled broker can
         still append it later, so nobody may claim it was rolled back.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout_s
+        sent = None
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout(self._timeout_s):  # one timer for both steps
                 sent = await self._producer.send(self._topic, encode(request), key=request.key())
-        except (KafkaError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"broker unreachable: {exc!r}") from exc
-        try:
-            async with asyncio.timeout_at(deadline):
                 meta = await sent
         except (KafkaError, TimeoutError) as exc:
+            if sent is None:
+                raise BrokerUnavailable(f"broker unreachable: {exc!r}") from exc
             raise PublishUnconfirmed(f"no ack from the broker: {exc!r}") from exc
         return int(meta.partition)
 
