@@ -91,6 +91,11 @@ class LagSnapshot:
         """Sum of the log ends: its delta between two snapshots is what was produced."""
         return sum(p.log_end for p in self.partitions)
 
+    @property
+    def log_end_per_partition(self) -> tuple[int, ...]:
+        """Each partition's log end: its delta between two snapshots is what it received."""
+        return tuple(p.log_end for p in self.partitions)
+
 
 class LagReader:
     """Reads group lag over connections kept open between reads (one reader per bootstrap)."""

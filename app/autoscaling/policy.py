@@ -11,7 +11,9 @@ Sizing rule: replicas = ceil((arrival_rate + lag / targetDrainSeconds) / capacit
 i.e. enough consumers to keep up with new messages *and* drain the backlog within the target.
 Capacity is learnt from the consume rate measured while there was a backlog (only then were the
 consumers busy, so only then is "messages consumed per second" their capacity, not the traffic).
-Until a capacity is known the rule falls back to ceil(lag / lagPerReplica).
+Until a capacity is known the rule falls back to ceil(lag / lagPerReplica). A partition has one
+consumer, so the count is capped at the partitions, at those with lag when nothing arrives, and at
+one when the lag and the arrivals all sit on one partition (a single hot coupon).
 
 Stability: scale up at once; scale down to the highest recommendation of the last
 ``scale_down_stabilization_seconds`` (the HPA's rule), only once the history covers that window;
@@ -60,7 +62,8 @@ class ScalingSpec(BaseModel):
     scale_down_stabilization_seconds: float = Field(60.0, ge=0)
     poll_seconds: float = Field(5.0, ge=1)
     # Tuning, not in the CRD:
-    # Replicas beyond the partitions that hold the backlog get no work when nothing new arrives.
+    # Replicas beyond the partitions that hold the backlog get no work when nothing new arrives;
+    # beyond one when the backlog and the arrivals all sit on one partition (one hot coupon).
     cap_at_lagging_partitions: bool = True
     # Relative change below which the count is left alone (the HPA's 10 %): avoids 3 -> 4 -> 3
     # when the need hovers at 3.05.
@@ -89,6 +92,8 @@ class Observation:
     rate_per_replica: float | None = None
     # Messages/s produced to the topic since the previous poll (None: not measured yet).
     arrival_rate: float | None = None
+    # Messages produced to each partition since the previous poll (None: not measured yet).
+    arrivals_per_partition: tuple[int, ...] | None = None
 
     @property
     def partitions(self) -> int:
@@ -101,6 +106,14 @@ class Observation:
     @property
     def lagging_partitions(self) -> int:
         return sum(1 for lag in self.lag_per_partition if lag > 0)
+
+    @property
+    def busy_partitions(self) -> int | None:
+        """Partitions with lag or new messages; None while arrivals per partition are unknown."""
+        if self.arrivals_per_partition is None:
+            return None
+        pairs = zip(self.lag_per_partition, self.arrivals_per_partition, strict=True)
+        return sum(1 for lag, arrived in pairs if lag > 0 or arrived > 0)
 
 
 class GroupFigures(Protocol):
@@ -117,6 +130,11 @@ class GroupFigures(Protocol):
     @property
     def produced_total(self) -> int:
         """Sum of the log ends: its delta between two reads is what was produced."""
+        ...
+
+    @property
+    def log_end_per_partition(self) -> tuple[int, ...]:
+        """Each partition's log end: its delta between two reads is what that partition got."""
         ...
 
     @property
@@ -148,7 +166,7 @@ def observe(reading: Reading, previous: Reading | None) -> tuple[Observation, Re
     poll, or the first after a failed read) nothing is measured: a rate must not span an outage.
     """
     group, replicas = reading.group, reading.replicas
-    rate = arrival = None
+    rate = arrival = per_partition = None
     since = reading.now
     if previous is not None:
         before, seconds = previous.group, reading.now - previous.now
@@ -160,11 +178,16 @@ def observe(reading: Reading, previous: Reading | None) -> tuple[Observation, Re
             since = previous.unchanged_since
         if seconds > 0 and same_partitions:
             arrival = max(0, group.produced_total - before.produced_total) / seconds
+            ends, before_ends = group.log_end_per_partition, before.log_end_per_partition
+            if len(ends) == len(before_ends) == len(group.lag_per_partition):
+                per_partition = tuple(max(0, e - b) for e, b in zip(ends, before_ends, strict=True))
         settled = same_group and since < previous.now  # unchanged at the poll before, too
         if seconds > 0 and settled and group.members in (None, replicas):
             consumed = group.consumed_total - before.consumed_total
             rate = per_replica_rate(consumed, seconds, replicas)
-    observation = Observation(reading.now, group.lag_per_partition, replicas, rate, arrival)
+    observation = Observation(
+        reading.now, group.lag_per_partition, replicas, rate, arrival, per_partition
+    )
     return observation, replace(reading, unchanged_since=since)
 
 
@@ -386,12 +409,14 @@ def _recommend(
         if wanted_replicas > ceiling:
             how += f", capped at {ceiling}"
     need = max(need, 1)
-    if (
-        spec.cap_at_lagging_partitions
-        and arrival <= 0
-        and lag > 0
-        and need > obs.lagging_partitions
-    ):
+    if not spec.cap_at_lagging_partitions:
+        return need, how
+    if arrival <= 0 and lag > 0 and need > obs.lagging_partitions:
         need = obs.lagging_partitions
         how += f", only {need} partitions lag"
+    elif obs.busy_partitions == 1 and need > 1:
+        # One hot coupon: that partition has exactly one consumer whatever the count, and the
+        # others have nothing to do; a second replica would only cost a rebalance.
+        need = 1
+        how += ", all lag and arrivals on one partition"
     return need, how

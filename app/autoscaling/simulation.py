@@ -3,7 +3,8 @@
 Pure and deterministic (seeded noise), so a test can assert on it and ``python -m
 app.autoscaling.simulation`` prints the comparison quoted in the README.
 
-Model, identical for both scalers: messages arrive spread over the partitions; a replica becomes
+Model, identical for both scalers: messages arrive spread over the partitions (evenly, or by the
+scenario's shares: a coupon id is the message key, so one popular coupon is one partition); a replica becomes
 useful ``startup_seconds`` after it is requested; whenever the set of running consumers changes the
 group rebalances and nobody consumes for ``rebalance_seconds`` (that is what flapping costs); each
 running consumer takes up to its per-second capacity from the partitions assigned to it
@@ -37,6 +38,7 @@ class Poll:
     members: int  # consumers in the group: the pods running
     consumed_total: int  # messages committed since the start
     produced_total: int  # messages produced since the start
+    log_end_per_partition: tuple[int, ...] = ()  # messages produced to each partition so far
 
 
 class Scaler(Protocol):
@@ -117,6 +119,9 @@ class Scenario:
     initial_replicas: int = 0
     initial_lag: int = 0
     load_rises_at: int | None = None  # when more consumers are first needed (reaction time)
+    # Share of the arrivals each partition gets (None: an even, round-robin spread). One coupon
+    # sold alone is (1, 0, 0, ...): its id is the key, so all its requests go to one partition.
+    shares: tuple[float, ...] | None = None
     startup_seconds: int = 5
     rebalance_seconds: int = 3
 
@@ -135,6 +140,7 @@ class Result:
     max_lag: int
     mean_wait_seconds: float  # sum of lag over time / messages (Little's law)
     final_lag: int
+    drained_at: int | None  # the second from which no lag is left (None: lag at the end)
     replicas: tuple[int, ...]  # requested replicas in each second
     lags: tuple[int, ...]  # total lag at the end of each second
     events: tuple[tuple[int, int, int, str], ...]  # (t, from, to, reason)
@@ -150,6 +156,7 @@ def simulate(scenario: Scenario, scaler: Scaler) -> Result:
     ready_at = [0] * requested  # one entry per pod: when it starts consuming
     paused_until, running_before = 0, requested
     consumed_total = produced_total = 0
+    log_ends = [0] * parts
     replicas: list[int] = []
     lags: list[int] = []
     events: list[tuple[int, int, int, str]] = []
@@ -161,13 +168,17 @@ def simulate(scenario: Scenario, scaler: Scaler) -> Result:
         if running != running_before:
             paused_until = t + scenario.rebalance_seconds  # the group rebalances
             running_before = running
-        _spread(lag, arriving, t)
+        for p, n in enumerate(_spread(parts, arriving, t, scenario.shares)):
+            lag[p] += n
+            log_ends[p] += n
         produced_total += arriving
         if t >= paused_until and running:
             consumed_total += _consume(lag, running, capacity)
 
         if t % scaler.poll_seconds == 0:
-            poll = Poll(t, tuple(lag), requested, running, consumed_total, produced_total)
+            poll = Poll(
+                t, tuple(lag), requested, running, consumed_total, produced_total, tuple(log_ends)
+            )
             want, why = scaler.poll(poll)
             if want != requested:
                 events.append((t, requested, want, why))
@@ -182,12 +193,14 @@ def simulate(scenario: Scenario, scaler: Scaler) -> Result:
     return _result(scenario, scaler.name, replicas, lags, events)
 
 
-def _spread(lag: list[int], messages: int, t: int) -> None:
-    """Add ``messages`` over the partitions as a round-robin partitioner would."""
-    parts = len(lag)
+def _spread(parts: int, messages: int, t: int, shares: Sequence[float] | None) -> list[int]:
+    """``messages`` over the partitions: by ``shares``, or as a round-robin partitioner would."""
+    if shares is not None:
+        # Cumulative rounding: whole messages that add up to ``messages`` exactly.
+        bounds = [round(messages * sum(shares[:i]) / sum(shares)) for i in range(parts + 1)]
+        return [bounds[i + 1] - bounds[i] for i in range(parts)]
     base, extra = divmod(messages, parts)
-    for i in range(parts):
-        lag[i] += base + (1 if (i - t) % parts < extra else 0)
+    return [base + (1 if (i - t) % parts < extra else 0) for i in range(parts)]
 
 
 def _consume(lag: list[int], consumers: int, capacity: int) -> int:
@@ -232,6 +245,8 @@ def _result(
         elif went_down:
             flaps, went_down = flaps + 1, False
     total = max(1, scenario.initial_lag + sum(scenario.arrivals))
+    lagging = [t for t, n in enumerate(lags) if n > 0]
+    drained_at = (lagging[-1] + 1 if lagging else 0) if not lags or lags[-1] == 0 else None
     return Result(
         scenario=scenario.name,
         scaler=scaler,
@@ -243,6 +258,7 @@ def _result(
         max_lag=max(lags, default=0),
         mean_wait_seconds=sum(lags) / total,
         final_lag=lags[-1] if lags else 0,
+        drained_at=drained_at,
         replicas=tuple(replicas),
         lags=tuple(lags),
         events=tuple(events),
@@ -281,12 +297,37 @@ def scenarios() -> list[Scenario]:
     ]
 
 
-def compare(spec: ScalingSpec | None = None, keda_lag_threshold: int | None = None) -> list[Result]:
-    """Each standard scenario under our policy and under the KEDA-style rule (same knobs)."""
+SALE_START, SALE_SECONDS, SALE_RATE = 13, 120, 250  # 30,000 presses: the stock of the sale
+
+
+def hot_coupon_scenarios() -> list[Scenario]:
+    """One sale (250 presses/s for 2 minutes, 6 partitions) over many, one or three coupon ids."""
+    flat = (CAPACITY,) * DURATION
+    sale = tuple(
+        SALE_RATE if SALE_START <= t < SALE_START + SALE_SECONDS else 0 for t in range(DURATION)
+    )
+
+    def spread(name: str, shares: tuple[float, ...] | None) -> Scenario:
+        return Scenario(name, sale, flat, load_rises_at=SALE_START, shares=shares)
+
+    return [
+        spread("many coupons", None),
+        spread("one coupon", (1, 0, 0, 0, 0, 0)),
+        spread("one coupon + trickle", (0.8, 0.04, 0.04, 0.04, 0.04, 0.04)),
+        spread("3 coupon ids", (1, 0, 1, 0, 1, 0)),  # ids chosen to land on 3 partitions
+    ]
+
+
+def compare(
+    spec: ScalingSpec | None = None,
+    keda_lag_threshold: int | None = None,
+    among: Sequence[Scenario] | None = None,
+) -> list[Result]:
+    """Each scenario (the standard ones by default) under our policy and the KEDA-style rule."""
     spec = spec or ScalingSpec()
     threshold = keda_lag_threshold or spec.lag_per_replica
     results = []
-    for scenario in scenarios():
+    for scenario in scenarios() if among is None else among:
         results.append(simulate(scenario, PolicyScaler(spec)))
         results.append(simulate(scenario, KedaScaler(lag_threshold=threshold)))
     return results
@@ -308,6 +349,22 @@ def format_table(results: Sequence[Result]) -> str:
     return "\n".join(rows)
 
 
+def format_hot_table(results: Sequence[Result]) -> str:
+    """The hot-coupon comparison: what replicas buy when the traffic sits on a few partitions."""
+    head = (
+        f"{'scenario':<20} {'scaler':<10} {'max rep':>7} {'replica-s':>9} {'max lag':>8} "
+        f"{'drained s':>9} {'mean wait s':>11}"
+    )
+    rows = [head, "-" * len(head)]
+    for r in results:
+        drained = "-" if r.drained_at is None else str(max(0, r.drained_at - SALE_START))
+        rows.append(
+            f"{r.scenario:<20} {r.scaler:<10} {r.max_replicas:>7} {r.replica_seconds:>9} "
+            f"{r.max_lag:>8} {drained:>9} {r.mean_wait_seconds:>11.1f}"
+        )
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":  # pragma: no cover - the printable report
     spec = ScalingSpec()
     print(
@@ -317,3 +374,8 @@ if __name__ == "__main__":  # pragma: no cover - the printable report
         f"lagThreshold {spec.lag_per_replica}\n"
     )
     print(format_table(compare(spec)))
+    print(
+        f"\nA single hot coupon: {SALE_RATE} presses/s for {SALE_SECONDS} s from t={SALE_START} s;"
+        " drained s = from the sale's start until no lag is left\n"
+    )
+    print(format_hot_table(compare(spec, among=hot_coupon_scenarios())))

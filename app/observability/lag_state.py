@@ -7,7 +7,6 @@ custom collector), so a scrape never waits on the broker and every scrape sees o
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +14,7 @@ from prometheus_client.core import Metric
 
 from app.adapters.kafka_lag import LagSnapshot, PartitionLag
 from app.observability import metrics
+from app.observability.partition_rates import OffsetWindow, busiest_share
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,27 +30,15 @@ class DrainEstimator:
     """Per-partition consume rate from committed-offset progress over a sliding window."""
 
     def __init__(self, window_s: float) -> None:
-        self._window_s = window_s
-        self._history: dict[int, deque[tuple[float, int]]] = {}
+        self._positions = OffsetWindow(window_s)
 
     def observe(self, now: float, partitions: Iterable[PartitionLag]) -> None:
-        for p in partitions:
-            history = self._history.setdefault(p.partition, deque())
-            position = p.position  # the commit, or the log start before the first one
-            if history and position < history[-1][1]:
-                history.clear()  # offsets were reset (or the topic recreated): start over
-            history.append((now, position))
-            # Keep one point at or before the window's start so the rate spans the whole window.
-            while len(history) > 2 and history[1][0] <= now - self._window_s:
-                history.popleft()
+        # The position is the commit, or the log start before the first one.
+        self._positions.observe(now, {p.partition: p.position for p in partitions})
 
     def rate(self, partition: int) -> float:
         """Messages/s committed on ``partition`` over the window (0 without two observations)."""
-        history = self._history.get(partition)
-        if not history or len(history) < 2:
-            return 0.0
-        (t0, o0), (t1, o1) = history[0], history[-1]
-        return (o1 - o0) / (t1 - t0) if t1 > t0 else 0.0
+        return self._positions.rate(partition)
 
     def drain_seconds(self, partition: PartitionLag) -> float:
         """Lag ÷ recent rate: 0 without lag, +Inf with lag and no progress."""
@@ -78,10 +66,12 @@ class ExporterState:
     coupons: Sequence[CouponGauge] | None = None
     coupons_truncated: bool = False
     _drain: DrainEstimator | None = None
+    _arrivals: OffsetWindow | None = None  # log-end offsets: what was produced, per partition
     _health: dict[str, _SourceHealth] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._drain = DrainEstimator(self.rate_window_s)
+        self._arrivals = OffsetWindow(self.rate_window_s)
         for source in ("kafka", "postgres"):
             self._health[source] = _SourceHealth()
 
@@ -90,10 +80,16 @@ class ExporterState:
         assert self._drain is not None
         return self._drain
 
+    @property
+    def arrivals(self) -> OffsetWindow:
+        assert self._arrivals is not None
+        return self._arrivals
+
     def record_lag(
         self, monotonic_now: float, snapshot: LagSnapshot, oldest_ages: dict[int, float]
     ) -> None:
         self.drain.observe(monotonic_now, snapshot.partitions)
+        self.arrivals.observe(monotonic_now, {p.partition: p.log_end for p in snapshot.partitions})
         self.lag, self.oldest_ages = snapshot, oldest_ages
 
     def record_coupons(self, coupons: Sequence[CouponGauge], truncated: bool) -> None:
@@ -135,6 +131,8 @@ class ExporterState:
             metrics.COMMITTED_OFFSET.family(),
         )
         log_end = metrics.LOG_END_OFFSET.family()
+        # The offsets again, as counters: rate() over them is the arrival / processing rate.
+        arrived, processed = metrics.ARRIVED_MESSAGES.family(), metrics.PROCESSED_MESSAGES.family()
         for p in reading.partitions:
             labels = [reading.topic, str(p.partition), reading.group]
             lag.add_metric(labels, p.lag)
@@ -145,10 +143,18 @@ class ExporterState:
                 age.add_metric(labels, self.oldest_ages[p.partition])
             if p.committed is not None:
                 committed.add_metric(labels, p.committed)
+                processed.add_metric(labels, p.committed)
             log_end.add_metric([reading.topic, str(p.partition)], p.log_end)
+            arrived.add_metric([reading.topic, str(p.partition)], p.log_end)
         partitions = metrics.TOPIC_PARTITIONS.family()
         partitions.add_metric([reading.topic], len(reading.partitions))
+        skew = metrics.PARTITION_SKEW.family()
+        skew.add_metric(
+            [reading.topic],
+            busiest_share(self.arrivals.delta(p.partition) for p in reading.partitions),
+        )
         yield from (lag, seconds, age, committed, log_end, partitions)
+        yield from (arrived, processed, skew)
         if reading.members is not None:  # None: the broker would not say (DescribeGroups)
             members = metrics.GROUP_MEMBERS.family()
             members.add_metric([reading.group], reading.members)

@@ -196,6 +196,30 @@ LOG_END_OFFSET = FamilySpec(
     "High watermark of the partition (read from a fetch: right on tansu and on Kafka).",
     ("topic", "partition"),
 )
+# Counters over the same offsets: both only grow (a reset, e.g. a recreated topic, is a counter
+# reset to Prometheus), so rate() gives messages/s per partition without the exporter choosing a
+# window; an exporter restart continues where the offsets are, not at 0.
+ARRIVED_MESSAGES = FamilySpec(
+    "coupon_topic_arrived_messages",
+    "Messages appended to the partition: its log-end offset as a counter, so rate() is the"
+    " partition's arrival rate.",
+    ("topic", "partition"),
+    kind="counter",
+)
+PROCESSED_MESSAGES = FamilySpec(
+    "coupon_consumer_processed_messages",
+    "Messages the group has processed on the partition: its committed offset as a counter, so"
+    " rate() is the partition's processing rate (absent while the group has committed nothing).",
+    _PARTITION_LABELS,
+    kind="counter",
+)
+PARTITION_SKEW = FamilySpec(
+    "coupon_topic_partition_skew_ratio",
+    "Share of the messages produced over the exporter's rate window (60 s) that went to the"
+    " busiest partition: 1/partitions is an even spread, 1 is one hot coupon; 0 when nothing"
+    " arrived in the window.",
+    ("topic",),
+)
 TOPIC_PARTITIONS = FamilySpec("coupon_topic_partitions", "Partitions of the topic.", ("topic",))
 GROUP_MEMBERS = FamilySpec(
     "coupon_consumer_group_members",

@@ -1,4 +1,4 @@
-"""Coupon issuance — consumer lag: per-partition lag in messages and seconds, drain time, replicas."""
+"""Coupon issuance — consumer lag: per-partition lag, drain time, hot partitions, replicas."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dashboards.src.common import (
     NS,
     RATE,
     Panel,
+    bargauge_panel,
     new_dashboard,
     query,
     stat_panel,
@@ -19,6 +20,10 @@ from dashboards.src.common import (
 
 FILE = "coupon-lag.json"
 PER_PARTITION = "{{topic}}/{{partition}}"
+TOPIC = f'{NS}, topic=~"$topic"'
+# The alert CouponPartitionHot fires above HOT (dashboards/alerts.yml); all traffic on one
+# partition (one coupon) reads 1.
+HOT, ONE_KEY = 0.5, 0.9
 
 
 def _members() -> str:
@@ -26,7 +31,15 @@ def _members() -> str:
 
 
 def _partitions() -> str:
-    return f'max(coupon_topic_partitions{{{NS}, topic=~"$topic"}})'
+    return f"max(coupon_topic_partitions{{{TOPIC}}})"
+
+
+def _arrivals(by: str) -> str:
+    return f"sum by ({by}) (rate(coupon_topic_arrived_messages_total{{{TOPIC}}}[{RATE}]))"
+
+
+def _processed(by: str) -> str:
+    return f"sum by ({by}) (rate(coupon_consumer_processed_messages_total{{{LAG}}}[{RATE}]))"
 
 
 def _headline() -> list[Panel]:
@@ -98,14 +111,8 @@ def _lag() -> list[Panel]:
             "Messages/s appended to the topic (log-end offsets) and committed by the group.",
             units.OpsPerSecond,
             [
-                query(
-                    f'sum(deriv(coupon_topic_log_end_offset{{{NS}, topic=~"$topic"}}[{RATE}]))',
-                    "produced/s",
-                ),
-                query(
-                    f"sum(deriv(coupon_consumer_committed_offset{{{LAG}}}[{RATE}]))",
-                    "consumed/s",
-                ),
+                query(f"sum({_arrivals('topic')})", "produced/s"),
+                query(f"sum({_processed('group, topic')})", "consumed/s"),
             ],
             width=8,
         ),
@@ -116,6 +123,48 @@ def _lag() -> list[Panel]:
             [query(f"coupon_consumer_lag_oldest_message_age_seconds{{{LAG}}}", PER_PARTITION)],
             (*GOOD, ("red", 60)),
             width=8,
+        ),
+    ]
+
+
+def _hot_partitions() -> list[Panel]:
+    skew = f"max(coupon_topic_partition_skew_ratio{{{TOPIC}}})"
+    return [
+        stat_panel(
+            "Busiest partition's share",
+            "Share of the last minute's requests that went to the busiest partition. A coupon"
+            " id is the message key: one popular coupon is one partition and one consumer, however"
+            " many consumers run. 1/partitions is an even spread; 1 is a single hot coupon;"
+            " 0 means nothing arrived.",
+            units.PercentUnit,
+            [query(skew)],
+            (*GOOD, ("orange", HOT), ("red", ONE_KEY)),
+        ).height(8),  # as tall as the rates beside it
+        timeseries_panel(
+            "Arrival vs processing rate per partition",
+            "Messages/s appended to each partition (in) and committed by the group on it (done)."
+            " A partition whose in stays above its done is limited by its one consumer: more"
+            " consumers do not help it.",
+            units.OpsPerSecond,
+            [
+                query(_arrivals("topic, partition"), "in {{topic}}/{{partition}}"),
+                query(_processed("topic, partition"), "done {{topic}}/{{partition}}"),
+            ],
+            width=18,
+        ),
+        timeseries_panel(
+            "Partition skew vs an even spread",
+            "The busiest partition's share of arrivals over time, and the share each partition"
+            " would have if requests spread evenly (1 / partitions).",
+            units.PercentUnit,
+            [query(skew, "busiest partition"), query(f"1 / {_partitions()}", "even spread")],
+            (*GOOD, ("orange", HOT), ("red", ONE_KEY)),
+        ),
+        bargauge_panel(
+            "Arrivals per partition",
+            "Messages/s appended to each partition now: the hot partition stands out.",
+            units.OpsPerSecond,
+            [query(_arrivals("topic, partition"), PER_PARTITION)],
         ),
     ]
 
@@ -165,10 +214,16 @@ def _scaling() -> list[Panel]:
 
 
 def consumer_lag() -> dashboard_builder.Dashboard:
-    """How far behind the issue workers are, how fast they drain, and how many are running."""
+    """How far behind the issue workers are, how fast they drain, where requests land, how many run."""
     return new_dashboard(
         "coupon-consumer-lag",
         "Coupon issuance — consumer lag",
-        "How far behind the issue workers are, how fast they drain, and how many are running.",
-        [("Now", _headline()), ("Lag", _lag()), ("Scaling", _scaling())],
+        "How far behind the issue workers are, how fast they drain, which partitions the"
+        " requests land on, and how many workers are running.",
+        [
+            ("Now", _headline()),
+            ("Lag", _lag()),
+            ("Hot partitions", _hot_partitions()),
+            ("Scaling", _scaling()),
+        ],
     )

@@ -89,19 +89,23 @@ async def exporter(kafka_bootstrap: str) -> AsyncIterator[Exporter]:
     await asyncio.wait_for(task, 30)
 
 
-async def _produce(settings: Settings) -> None:
+async def _produce(settings: Settings, produced: dict[int, int] = PRODUCED) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=50)
     await producer.start()
     try:
         # Batched sends: the case where tansu's ListOffsets "latest" answer is wrong.
         sent = [
             await producer.send(settings.topic, f"m{p}-{i}".encode(), partition=p)
-            for p, n in PRODUCED.items()
+            for p, n in produced.items()
             for i in range(n)
         ]
         await asyncio.gather(*sent)
     finally:
         await producer.stop()
+
+
+def _arrived(topic: str, partition: int) -> str:
+    return f'coupon_topic_arrived_messages_total{{partition="{partition}",topic="{topic}"}}'
 
 
 async def _consume_and_commit(settings: Settings, taken: dict[int, int]) -> None:
@@ -173,6 +177,31 @@ async def test_lag_is_exact_drops_by_what_was_committed_and_stays_reported_at_ze
     assert {p: later[exporter.key(lag_key, p)] for p in PRODUCED} == {
         p: n - TAKEN.get(p, 0) for p, n in PRODUCED.items()
     }
+    check_metrics(await exporter.text())
+
+
+async def test_a_hot_partition_shows_in_its_arrivals_processing_and_the_skew(
+    exporter: Exporter,
+) -> None:
+    settings = exporter.settings
+    hot = {0: 30, 1: 5, 2: 5}  # one hot coupon on partition 0, a trickle elsewhere
+    await _produce(settings, hot)
+    skew = f'coupon_topic_partition_skew_ratio{{topic="{settings.topic}"}}'
+
+    async def all_arrivals_counted() -> dict[str, float] | None:
+        s = await exporter.samples()
+        counted = {p: s.get(_arrived(settings.topic, p)) for p in hot}
+        return s if counted == hot else None
+
+    samples = await wait_until(all_arrivals_counted, 30, "every produced message counted")
+    # The first poll saw the empty topic, so the window holds all 40: 30 of them on partition 0.
+    assert samples[skew] == pytest.approx(30 / 40)
+    assert exporter.key("coupon_consumer_processed_messages_total", 0) not in samples
+
+    await _consume_and_commit(settings, {0: 12})
+    after = await exporter.wait_for_fresh_poll()
+    assert after[exporter.key("coupon_consumer_processed_messages_total", 0)] == 12
+    assert after[skew] == pytest.approx(30 / 40)  # processing does not change where requests go
     check_metrics(await exporter.text())
 
 

@@ -22,6 +22,7 @@ REQUIRED = {
     "CouponConsumerGroupEmptyWithLag",
     "CouponApiLatencyP99High",
     "CouponConsumerStalled",
+    "CouponPartitionHot",
     "CouponStrandedReservationsReleased",
 }
 

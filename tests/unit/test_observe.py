@@ -15,6 +15,7 @@ class Group:
     consumed_total: int
     produced_total: int
     members: int | None
+    log_end_per_partition: tuple[int, ...] = ()  # () : per-partition arrivals unknown
 
 
 def run(
@@ -79,3 +80,19 @@ def test_added_partitions_or_a_clock_standing_still_measure_nothing() -> None:
     moved = Group((0, 0), 500, 500, 1)
     observation, _ = observe(Reading(5, moved, 1), previous)
     assert (observation.rate_per_replica, observation.arrival_rate) == (None, None)
+
+
+def test_arrivals_per_partition_are_the_log_end_deltas_of_the_same_partitions() -> None:
+    before = Group((0, 0, 0), 0, 30, 1, (10, 10, 10))
+    after = Group((50, 0, 0), 0, 90, 1, (65, 12, 13))
+    _, previous = observe(Reading(0, before, 1), None)
+    observation, _ = observe(Reading(5, after, 1), previous)
+    assert observation.arrivals_per_partition == (55, 2, 3)
+    assert observation.busy_partitions == 3
+    one = Group((50, 0, 0), 0, 150, 1, (125, 12, 13))
+    observation, _ = observe(Reading(10, one, 1), observe(Reading(5, after, 1), previous)[1])
+    assert (observation.arrivals_per_partition, observation.busy_partitions) == ((60, 0, 0), 1)
+    first, _ = observe(Reading(0, before, 1), None)
+    assert first.arrivals_per_partition is None and first.busy_partitions is None
+    unknown, _ = observe(Reading(5, Group((0, 0, 0), 0, 30, 1), 1), previous)
+    assert unknown.arrivals_per_partition is None  # a reader that does not report log ends

@@ -313,3 +313,43 @@ def test_properties_over_random_sequences(
         if current == 0 and sum(lag) >= max(spec.activation_lag, 1):
             assert d.replicas >= 1  # activation is never delayed
         history, current = d.history, d.replicas
+
+
+def hot(arrivals: tuple[int, ...] | None, current: int = 1) -> Observation:
+    """A sale on one coupon: its partition lags and takes the new messages; 1250 in 5 s."""
+    return Observation(0.0, (6000, 0, 0, 0, 0, 0), current, 100.0, 250.0, arrivals)
+
+
+def test_lag_and_arrivals_on_one_partition_keep_one_replica() -> None:
+    one_coupon = decide(hot((1250, 0, 0, 0, 0, 0)), SPEC, KNOWN)
+    assert (one_coupon.replicas, one_coupon.direction) == (1, Direction.HOLD)
+    assert "one partition" in one_coupon.reason
+    # Already scaled out: back to one, once the usual window of evidence is covered.
+    history, counts = History(capacity_per_replica=100.0), []
+    for i in range(20):
+        observation = Observation(
+            i * 5.0, (6000, 0, 0, 0, 0, 0), 6, 100.0, 250.0, (1250,) + (0,) * 5
+        )
+        decision = decide(observation, SPEC, history)
+        history = decision.history
+        counts.append(decision.replicas)
+    window_polls = int(SPEC.scale_down_stabilization_seconds / SPEC.poll_seconds)
+    assert counts[:window_polls] == [6] * window_polls and counts[-1] == 1
+
+
+def test_traffic_on_more_partitions_or_unknown_spread_scales_out_as_before() -> None:
+    unknown = decide(hot(None), SPEC, KNOWN)
+    trickle = decide(hot((1200, 10, 10, 10, 10, 10)), SPEC, KNOWN)
+    lag_elsewhere = decide(
+        Observation(0.0, (6000, 50, 0, 0, 0, 0), 1, 100.0, 250.0, (1250, 0, 0, 0, 0, 0)),
+        SPEC,
+        KNOWN,
+    )
+    for decision in (unknown, trickle, lag_elsewhere):
+        assert (decision.replicas, decision.direction) == (6, Direction.UP), decision.reason
+    assert (
+        decide(
+            hot((1250,) + (0,) * 5), ScalingSpec(cap_at_lagging_partitions=False), KNOWN
+        ).replicas
+        == 6
+    )

@@ -6,12 +6,18 @@ import pytest
 
 from app.autoscaling.policy import ScalingSpec
 from app.autoscaling.simulation import (
+    CAPACITY,
+    SALE_RATE,
+    SALE_SECONDS,
+    SALE_START,
     KedaScaler,
     PolicyScaler,
     Result,
     Scenario,
     compare,
+    format_hot_table,
     format_table,
+    hot_coupon_scenarios,
     scenarios,
     simulate,
 )
@@ -114,3 +120,41 @@ def test_keda_style_rule_is_keda_kafka_scaler_with_hpa_defaults() -> None:
     assert result.events[0][:3] == (60, 0, 3)  # polled at 60 s: ceil(3000 / 1000)
     assert result.events[-1][2] == 0
     assert result.events[-1][0] >= 60 + 300 - 30  # the cooldown, measured from last lag seen
+
+
+@pytest.fixture(scope="module")
+def hot() -> dict[tuple[str, str], Result]:
+    rows = compare(SPEC, among=hot_coupon_scenarios())
+    print("\n" + format_hot_table(rows))  # visible with -s: the numbers docs/autoscaling.md quotes
+    return {(r.scenario, r.scaler): r for r in rows}
+
+
+def _drain_seconds(result: Result) -> int:
+    assert result.drained_at is not None, f"{result.scenario}: lag left at the end"
+    return result.drained_at - SALE_START
+
+
+def test_one_coupon_drains_at_one_consumers_pace_whatever_the_replicas(
+    hot: dict[tuple[str, str], Result],
+) -> None:
+    one_consumer = SALE_RATE * SALE_SECONDS / CAPACITY  # the whole sale through one partition
+    for scaler in ("policy", "keda-style"):
+        assert _drain_seconds(hot["one coupon", scaler]) >= one_consumer
+    # Six replicas (KEDA-style) drain it no sooner than the policy's one.
+    ours, keda = hot["one coupon", "policy"], hot["one coupon", "keda-style"]
+    assert keda.max_replicas == 6 and ours.max_replicas == 1
+    assert _drain_seconds(ours) <= _drain_seconds(keda)
+    # One replica while there is work, then the usual scale-down window: nothing idles beside it.
+    window = SPEC.scale_down_stabilization_seconds + 2 * SPEC.poll_seconds
+    assert ours.replica_seconds <= _drain_seconds(ours) + window
+
+
+def test_splitting_the_sale_over_coupon_ids_spreads_it_over_consumers(
+    hot: dict[tuple[str, str], Result],
+) -> None:
+    one, split = hot["one coupon", "policy"], hot["3 coupon ids", "policy"]
+    assert split.max_replicas == 3  # one consumer per partition with traffic, no more
+    assert _drain_seconds(split) <= SALE_SECONDS + 10  # keeps up with the sale
+    assert _drain_seconds(one) >= 2 * SALE_SECONDS
+    assert split.mean_wait_seconds * 5 < one.mean_wait_seconds
+    assert _drain_seconds(hot["many coupons", "policy"]) <= SALE_SECONDS + 10
