@@ -147,6 +147,69 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         out.append(
             ("ratio: API / Redis gate", _fmt(r["api_accepted_vs_redis_gate"] * 100, "%"), "")
         )
+    out += api_rows(report.get("api") or {})
+    return out
+
+
+def api_rows(api: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The wrk phases: the ceiling, press / status / burst per variant, after vs before."""
+    if not api:
+        return []
+    if "skipped" in api:
+        return [("API limit phases (wrk)", "skipped", str(api["skipped"]))]
+    ceiling = api["ceiling"]
+    conns, burst = api["connections"], api["burst_connections"]
+    out = [
+        (
+            f"ceiling: bare ASGI 202, {conns} conns",
+            f"{_fmt(ceiling['per_s'])}/s",
+            f"{ceiling['cpu_ms_per']:.3f} ms CPU/req, same uvicorn stack",
+        )
+    ]
+    for name in ("current", "baseline"):
+        v = api.get(name)
+        if not v:
+            continue
+        label = name if name == "current" else f"before ({api['baseline_ref']})"
+        press, status, surge = v["press"], v["status"], v["burst"]
+        out += [
+            (
+                f"{label}: presses/s, {conns} conns",
+                _fmt(press["per_s"]),
+                f"p99 {press['p99_ms']:.1f} ms, {press['cpu_ms_per']:.3f} ms CPU/press"
+                f" (target <= 0.12), {100 * (v['press_vs_ceiling'] or 0):.0f}% of ceiling",
+            ),
+            (
+                f"{label}: status reads/s, {conns} conns",
+                _fmt(status["per_s"]),
+                f"p99 {status['p99_ms']:.1f} ms (target < 20 at >= 10,000/s),"
+                f" {status['cpu_ms_per']:.3f} ms CPU/read",
+            ),
+            (
+                f"{label}: presses/s, {burst} conns",
+                _fmt(surge["per_s"]),
+                f"p99 {surge['p99_ms']:.1f} ms, {surge['5xx']} 5xx,"
+                f" {100 * (v['burst_vs_press'] or 0):.0f}% of {conns}-conn rate (target >= 90%)",
+            ),
+            (
+                f"{label}: every 202 has its row",
+                _fmt(v["outcomes"]["ok"]),
+                f"{v['outcomes']['accepted']:,} 202s, {v['outcomes']['rows']:,} rows"
+                f" ({v['outcomes']['in_flight_at_deadline']} in flight at wrk's deadline)",
+            ),
+        ]
+    if api.get("baseline_note"):
+        out.append(("before", "-", str(api["baseline_note"])))
+    ratio = api.get("after_vs_before") or {}
+    for key, label in (
+        ("press_cpu_ms", "after/before: CPU per press"),
+        ("press_per_s", "after/before: presses/s"),
+        ("status_cpu_ms", "after/before: CPU per status read"),
+        ("status_per_s", "after/before: status reads/s"),
+        ("burst_per_s", f"after/before: presses/s at {burst} conns"),
+    ):
+        if ratio.get(key):
+            out.append((label, _fmt(ratio[key], "x", 2), "same run, interleaved rounds"))
     return out
 
 

@@ -7,9 +7,13 @@ and ratio is present, and the JSON and the plot are written.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from app.config import Settings
+from bench.api_limits import baseline_tree
 from bench.cli import bench
 from bench.options import BenchOptions
 from bench.report import print_table, write_json, write_plot
@@ -36,6 +40,9 @@ def test_a_small_bench_run_reports_correct_results(kafka_bootstrap: str, tmp_pat
         naive_backlog=1000,
         progress=False,
         log_dir=tmp_path / "logs",
+        api_seconds=1,
+        api_rounds=1,
+        baseline_ref="HEAD",  # the wrk phases against the committed code, side by side
     )
 
     report = bench(settings, opts)
@@ -62,8 +69,45 @@ def test_a_small_bench_run_reports_correct_results(kafka_bootstrap: str, tmp_pat
     assert all(v is not None for v in report["ratios"].values()), report["ratios"]
     assert report["machine"]["cores"] >= 1
 
+    api = report["api"]
+    assert api["ceiling"]["per_s"] > 0 and api["ceiling"]["codes"].keys() == {"202"}
+    for variant in ("current", "baseline"):
+        v = api[variant]
+        assert v["press"]["codes"].get("202", 0) > 0 and v["press"]["5xx"] == 0
+        assert v["press"]["cpu_ms_per"] > 0
+        assert v["status"]["codes"].get("200", 0) > 0 and v["status"]["cpu_ms_per"] > 0
+        assert v["burst"]["codes"].get("202", 0) > 0
+        assert v["outcomes"]["ok"], v["outcomes"]  # a row for every 202 wrk counted
+    assert set(api["after_vs_before"]) == {
+        "press_per_s",
+        "press_cpu_ms",
+        "status_per_s",
+        "status_cpu_ms",
+        "burst_per_s",
+    }
+
     write_json(report, tmp_path / "bench.json")
     write_plot(report, tmp_path / "bench.png")
     assert json.loads((tmp_path / "bench.json").read_text())["sale"]["correctness"]["ok"]
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     print_table(report)
+
+
+def test_the_baseline_runs_its_own_code_without_packages_it_did_not_lock(tmp_path: Path) -> None:
+    tree = baseline_tree("HEAD", tmp_path / "before")
+    assert tree is not None and (tree / "app" / "api" / "app.py").is_file()
+    blocked = (tree / "sitecustomize.py").read_text()
+    assert "sys.modules[_name] = None" in blocked
+    assert baseline_tree("no-such-revision", tmp_path / "none") is None
+
+    # make bench's default "before" locked no hiredis: its processes cannot import it
+    before = baseline_tree("414dbf1", tmp_path / "sale-scale-before")
+    assert before is not None
+    probe = subprocess.run(
+        [sys.executable, "-c", "import redis.utils as u; print(u.HIREDIS_AVAILABLE)"],
+        env={**os.environ, "PYTHONPATH": str(before), "PYTHONSAFEPATH": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.strip() == "False"
