@@ -36,10 +36,14 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     if opts.plot_path:
         report.write_plot(result, opts.plot_path)
         print(f"plot: {opts.plot_path}")
-    ok = result.get("sale", {}).get("correctness", {}).get("ok", True)
+    return 0 if _correct(result) else 1
+
+
+def _correct(result: dict[str, Any]) -> bool:
+    """The sale's correctness check and the wrk phases' row check (True when not run)."""
+    ok = bool(result.get("sale", {}).get("correctness", {}).get("ok", True))
     api = result.get("api", {})
-    ok = ok and all(api[v]["outcomes"]["ok"] for v in ("current", "baseline") if v in api)
-    return 0 if ok else 1
+    return ok and all(api[v]["outcomes"]["ok"] for v in ("current", "baseline") if v in api)
 
 
 def bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
@@ -52,10 +56,14 @@ def bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     with local_systems(settings) as (resolved, started_procs), Bar(opts.progress) as bar:
         extra = {p.name: [p.popen.pid] for p in started_procs}
         ctx = phases.RunContext(resolved, opts, log_dir, bar, n, extra_pids=extra)
+        result: dict[str, Any] = {}
         try:
             result = asyncio.run(_phases(ctx))
         finally:
-            if not opts.keep:
+            if opts.keep or not _correct(result):
+                # evidence of a failed check stays: the schemas and Redis keys, named here
+                print(f"kept for inspection: schemas {', '.join(ctx.schemas)}", file=sys.stderr)
+            else:
                 asyncio.run(_clean(resolved, ctx.schemas, ctx.redis_prefixes))
     result["machine"] = {
         "cores": n,
@@ -68,7 +76,7 @@ def bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     result["ratios"] = report.ratios(result)
     result["wall_s"] = time.monotonic() - started
     result["logs"] = str(log_dir)
-    if opts.log_dir is None and result.get("sale", {}).get("correctness", {}).get("ok", True):
+    if opts.log_dir is None and _correct(result):
         shutil.rmtree(log_dir, ignore_errors=True)
         result["logs"] = None
     return result

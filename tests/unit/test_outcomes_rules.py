@@ -37,6 +37,18 @@ def test_request_ids_are_uuid7_and_carry_their_time() -> None:
     assert new_request_id() != new_request_id()
 
 
+def test_a_sale_rate_of_ids_keeps_the_clock_s_time_and_never_repeats() -> None:
+    """50,000 ids in a burst (a sale's presses): each carries the time it was made, not a time
+    pushed ahead to stay monotonic (an id 50 s in the future would look 50 s too young)."""
+    before = datetime.now(UTC)
+    ids = [new_request_id() for _ in range(50_000)]
+    after = datetime.now(UTC)
+    assert len(set(ids)) == len(ids)
+    times = [created_at(i) for i in ids]
+    assert all(t is not None and before - timedelta(milliseconds=1) <= t <= after for t in times)
+    assert all(i.variant == uuid.RFC_4122 and i.version == 7 for i in ids)
+
+
 def _row(status: IssueStatus, minutes: int, reason: str | None = None) -> RecordedOutcome:
     return RecordedOutcome(uuid.uuid4(), status, reason, NOW + timedelta(minutes=minutes))
 
