@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from importlib import resources
 from uuid import UUID
 
-import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from app.adapters import redis_client
+from app.adapters.redis_client import REDIS_UNAVAILABLE, RedisClient
 from app.domain.outcomes import GateOutcome, IssueStatus
 from app.domain.status import RecordedOutcome
 
@@ -48,7 +49,7 @@ class GateSnapshot:
 class RedisGate:
     """Per coupon: a holders hash {user: request id}, evaluated by one Lua script per press."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str) -> None:
         self._redis = client
         self._prefix = prefix
         self._reserve = client.register_script(_script("gate_reserve.lua"))
@@ -224,14 +225,31 @@ class RedisGate:
         self, outcomes: Iterable[tuple[UUID, str, RecordedOutcome]], announce: bool = True
     ) -> None:
         """After the database recorded them: the outcomes status reads answer from, then one
-        message per coupon naming its users, for the long-polls waiting on them."""
+        message per coupon naming its users, for the long-polls waiting on them.
+
+        On a cluster, coupons and channels live on different nodes: one node away must not keep
+        the others' outcomes out of Redis. So every coupon is tried, then the announcements go
+        out, and the first fault is raised at the end.
+        """
         by_coupon: dict[UUID, list[str]] = {}
         for coupon_id, user_id, outcome in outcomes:
             by_coupon.setdefault(coupon_id, []).extend((user_id, encode_outcome(outcome)))
+        faults: list[Exception] = []
+        written = []
         for coupon_id, args in by_coupon.items():
-            await self._outcomes(keys=[self.outcomes_key(coupon_id)], args=args)
-            if announce:
-                await self._redis.publish(self.outcomes_channel(coupon_id), "\n".join(args[::2]))
+            try:
+                await self._outcomes(keys=[self.outcomes_key(coupon_id)], args=args)
+                written.append(coupon_id)
+            except REDIS_UNAVAILABLE as exc:
+                faults.append(exc)
+        for coupon_id in written if announce else ():
+            channel, users = self.outcomes_channel(coupon_id), "\n".join(by_coupon[coupon_id][::2])
+            try:
+                await self._redis.publish(channel, users)
+            except REDIS_UNAVAILABLE as exc:
+                faults.append(exc)
+        if faults:
+            raise faults[0]
 
     async def user_view(
         self, coupon_id: UUID, user_id: str
@@ -254,7 +272,7 @@ class RedisGate:
         return [user for user, entry in zip(user_ids, found, strict=True) if entry is None]
 
     async def ping(self) -> bool:
-        return bool(await self._redis.ping())
+        return await redis_client.ping(self._redis)
 
 
 def _script(name: str) -> str:
