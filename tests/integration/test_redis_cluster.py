@@ -9,6 +9,7 @@ import re
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -106,6 +107,37 @@ async def test_one_subscription_hears_the_outcomes_of_coupons_on_every_master(
         await publisher.delete(*(gate.outcomes_key(c) for c in coupons.values()))
         await publisher.aclose()
         await listener.aclose()
+
+
+async def test_the_feed_moves_to_another_node_when_its_node_dies(tmp_path: Path) -> None:
+    nodes = await LoopbackRedisCluster(tmp_path / "own-cluster").start()  # this one loses a node
+    client = redis_client.connect(Settings(redis_url=nodes.url, redis_cluster=True))
+    gate = RedisGate(client, "t:feed")
+    feed = OutcomeFeed(client, gate.outcomes_pattern(), gate.outcomes_channel(""))
+    feed.start()
+    try:
+
+        def subscribed_on() -> list[int]:
+            return [p for p in nodes.live_ports() if nodes.ask(p, "PUBSUB NUMPAT") == 1]
+
+        first = (await wait_until(subscribed_on, 10, "the feed's subscription"))[0]
+        nodes.kill(first)
+        second = (await wait_until(subscribed_on, 30, "the feed on another node"))[0]
+        assert second != first
+        coupon = uuid.uuid4()
+        while nodes.owner(gate.outcomes_channel(coupon)) == first:  # published on a live node
+            coupon = uuid.uuid4()
+        with feed.waiter(coupon, "u") as woken:
+
+            async def heard() -> bool:
+                await client.publish(gate.outcomes_channel(coupon), "u")
+                return woken.is_set()
+
+            await wait_until(heard, 10, "an announcement after the move")
+    finally:
+        await feed.stop()
+        await client.aclose()
+        nodes.stop()
 
 
 # --- the API's client: a burst queues, a long wait is a 503, on both kinds of Redis ---------------
