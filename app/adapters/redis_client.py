@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
 from typing import Any, TypeAlias
 
@@ -117,7 +117,10 @@ class QueuedRedisCluster(RedisCluster):
     (``MaxConnectionsError``).
 
     A command or pipeline holds one place while it runs; what it calls meanwhile (a pipeline
-    falling back to single commands, a script being loaded) runs in the place it holds.
+    falling back to single commands, a script being loaded) runs in the place it holds. When no
+    node answers, it raises ``ConnectionError`` as one Redis would (redis-py's cluster client
+    raises ``RedisClusterException``, which is also what it raises for a bug such as a
+    cross-slot call).
     """
 
     def __init__(self, *args: Any, queue_limit: int, queue_timeout_s: float, **kwargs: Any):
@@ -144,6 +147,14 @@ class QueuedRedisCluster(RedisCluster):
             self._inside.reset(token)
             self._places.release()
 
+    async def initialize(
+        self,
+        additional_startup_nodes_info: list[tuple[str, int]] | None = None,
+        last_failed_node_name: str | None = None,
+    ) -> RedisCluster:
+        with _unreachable_as_connection_error():
+            return await super().initialize(additional_startup_nodes_info, last_failed_node_name)
+
     async def execute_command(self, *args: EncodableT, **kwargs: Any) -> Any:
         async with self.place():
             return await super().execute_command(*args, **kwargs)
@@ -166,3 +177,15 @@ class _QueuedPipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
         async with self._queued_client.place():
             return await super().execute(raise_on_error, allow_redirections)
+
+
+@contextlib.contextmanager
+def _unreachable_as_connection_error() -> Iterator[None]:
+    """Learning the cluster from no node at all is redis-py's ``RedisClusterException`` raised
+    from the last connection error: make it that connection error's kind."""
+    try:
+        yield
+    except RedisClusterException as exc:
+        if isinstance(exc.__cause__, REDIS_UNAVAILABLE) and not isinstance(exc, REDIS_UNAVAILABLE):
+            raise RedisConnectionError(str(exc)) from exc
+        raise

@@ -20,6 +20,7 @@ from app.adapters.outcome_feed import OutcomeFeed
 from app.adapters.redis_gate import RedisGate
 from app.api.errors import unavailable
 from app.config import Settings
+from app.consumer.faults import is_infrastructure
 from app.domain.outcomes import IssueStatus
 from app.domain.status import RecordedOutcome
 from harness import wait_until
@@ -136,6 +137,43 @@ async def test_the_feed_moves_to_another_node_when_its_node_dies(tmp_path: Path)
             await wait_until(heard, 10, "an announcement after the move")
     finally:
         await feed.stop()
+        await client.aclose()
+        nodes.stop()
+
+
+async def test_a_cluster_missing_a_master_is_a_503_and_an_infrastructure_fault(
+    tmp_path: Path,
+) -> None:
+    nodes = await LoopbackRedisCluster(tmp_path / "own-cluster").start()  # this one loses a node
+    settings = Settings(redis_url=nodes.url, redis_cluster=True)
+    client = redis_client.connect(settings)
+    gate = RedisGate(client, "t:down")
+    try:
+        await gate.is_loaded(uuid.uuid4())  # the client knows every node now
+        dead = nodes.ports[0]  # the seed of the URL
+        nodes.kill(dead)
+        # A client starting now finds no node to learn the cluster from: as one Redis down.
+        late = redis_client.connect_api(settings)
+        with pytest.raises(RedisConnectionError, match="cannot be connected") as refused:
+            await RedisGate(late, "t:down").is_loaded(uuid.uuid4())
+        await late.aclose()
+        assert unavailable(refused.value).status_code == 503
+
+        def declared_failed() -> bool:
+            return all(nodes.state(p) == "fail" for p in nodes.live_ports())
+
+        await wait_until(declared_failed, 30, "the others to declare the cluster failed")
+        coupon = uuid.uuid4()
+        while nodes.owner(f"{{{coupon}}}") == dead:  # a coupon on a master that still runs
+            coupon = uuid.uuid4()
+        # Redis's default (cluster-require-full-coverage yes): no coupon is served meanwhile.
+        # redis-py raises CLUSTERDOWN, or the connection error of re-reading the slot map.
+        with pytest.raises(redis_client.REDIS_UNAVAILABLE) as caught:
+            await gate.is_loaded(coupon)
+        answer = unavailable(caught.value)
+        assert answer.status_code == 503 and b'"reason":"UNAVAILABLE"' in answer.body
+        assert is_infrastructure(caught.value)  # a consumer waits it out, never dead-letters
+    finally:
         await client.aclose()
         nodes.stop()
 
