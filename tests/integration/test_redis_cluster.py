@@ -8,10 +8,12 @@ import contextlib
 import re
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -110,8 +112,20 @@ async def test_one_subscription_hears_the_outcomes_of_coupons_on_every_master(
         await listener.aclose()
 
 
-async def test_the_feed_moves_to_another_node_when_its_node_dies(tmp_path: Path) -> None:
-    nodes = await LoopbackRedisCluster(tmp_path / "own-cluster").start()  # this one loses a node
+@pytest_asyncio.fixture
+async def own_cluster(tmp_path: Path) -> AsyncIterator[LoopbackRedisCluster]:
+    """A cluster of the test's own, which it may break."""
+    nodes = LoopbackRedisCluster(tmp_path / "own-cluster")
+    try:
+        yield await nodes.start()
+    finally:
+        nodes.stop()
+
+
+async def test_the_feed_moves_to_another_node_when_its_node_dies(
+    own_cluster: LoopbackRedisCluster,
+) -> None:
+    nodes = own_cluster
     client = redis_client.connect(Settings(redis_url=nodes.url, redis_cluster=True))
     gate = RedisGate(client, "t:feed")
     feed = OutcomeFeed(client, gate.outcomes_pattern(), gate.outcomes_channel(""))
@@ -138,13 +152,12 @@ async def test_the_feed_moves_to_another_node_when_its_node_dies(tmp_path: Path)
     finally:
         await feed.stop()
         await client.aclose()
-        nodes.stop()
 
 
 async def test_a_cluster_missing_a_master_is_a_503_and_an_infrastructure_fault(
-    tmp_path: Path,
+    own_cluster: LoopbackRedisCluster,
 ) -> None:
-    nodes = await LoopbackRedisCluster(tmp_path / "own-cluster").start()  # this one loses a node
+    nodes = own_cluster
     settings = Settings(redis_url=nodes.url, redis_cluster=True)
     client = redis_client.connect(settings)
     gate = RedisGate(client, "t:down")
@@ -175,7 +188,6 @@ async def test_a_cluster_missing_a_master_is_a_503_and_an_infrastructure_fault(
         assert is_infrastructure(caught.value)  # a consumer waits it out, never dead-letters
     finally:
         await client.aclose()
-        nodes.stop()
 
 
 # --- the API's client: a burst queues, a long wait is a 503, on both kinds of Redis ---------------
