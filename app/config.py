@@ -7,7 +7,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Written by `coupon-issuer dev` (the local stack's URLs), read from the working directory by
@@ -132,15 +132,17 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = Field("text", description="json in containers")
     log_level: str = Field("INFO", description="Root log level")
 
-    @model_validator(mode="after")
-    def _cluster_has_one_database(self) -> Settings:
+    @field_validator("redis_cluster")
+    @classmethod
+    def _cluster_has_one_database(cls, cluster: bool, info: ValidationInfo) -> bool:
         # Redis Cluster has database 0 only: say so at start instead of at the first command.
-        database = urlsplit(self.redis_url).path.strip("/")
-        if self.redis_cluster and database not in ("", "0"):
+        database = urlsplit(info.data.get("redis_url", "")).path.strip("/")
+        if cluster and database not in ("", "0"):
             raise ValueError(
-                f"redis_url: Redis Cluster has only database 0, the URL names database {database}"
+                "is set, and a Redis Cluster has database 0 only:"
+                f" COUPON_REDIS_URL names database {database}"
             )
-        return self
+        return cluster
 
     @field_validator("default_timezone")
     @classmethod
