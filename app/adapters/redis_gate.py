@@ -11,7 +11,7 @@ from uuid import UUID
 from redis.asyncio.client import Pipeline
 
 from app.adapters import redis_client
-from app.adapters.redis_client import REDIS_UNAVAILABLE, RedisClient
+from app.adapters.redis_client import RedisClient
 from app.domain.outcomes import GateOutcome, IssueStatus
 from app.domain.status import RecordedOutcome
 
@@ -227,29 +227,16 @@ class RedisGate:
         """After the database recorded them: the outcomes status reads answer from, then one
         message per coupon naming its users, for the long-polls waiting on them.
 
-        On a cluster, coupons and channels live on different nodes: one node away must not keep
-        the others' outcomes out of Redis. So every coupon is tried, then the announcements go
-        out, and the first fault is raised at the end.
+        Every outcome is written before the first announcement: on a cluster a channel lives on
+        another node than its coupon, and that node being away must not keep outcomes out.
         """
         by_coupon: dict[UUID, list[str]] = {}
         for coupon_id, user_id, outcome in outcomes:
             by_coupon.setdefault(coupon_id, []).extend((user_id, encode_outcome(outcome)))
-        faults: list[Exception] = []
-        written = []
         for coupon_id, args in by_coupon.items():
-            try:
-                await self._outcomes(keys=[self.outcomes_key(coupon_id)], args=args)
-                written.append(coupon_id)
-            except REDIS_UNAVAILABLE as exc:
-                faults.append(exc)
-        for coupon_id in written if announce else ():
-            channel, users = self.outcomes_channel(coupon_id), "\n".join(by_coupon[coupon_id][::2])
-            try:
-                await self._redis.publish(channel, users)
-            except REDIS_UNAVAILABLE as exc:
-                faults.append(exc)
-        if faults:
-            raise faults[0]
+            await self._outcomes(keys=[self.outcomes_key(coupon_id)], args=args)
+        for coupon_id, args in by_coupon.items() if announce else ():
+            await self._redis.publish(self.outcomes_channel(coupon_id), "\n".join(args[::2]))
 
     async def user_view(
         self, coupon_id: UUID, user_id: str
