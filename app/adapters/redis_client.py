@@ -116,7 +116,8 @@ class QueuedRedisCluster(RedisCluster):
     ``BlockingConnectionPool``: its own per-node pools refuse at once when full
     (``MaxConnectionsError``).
 
-    A command or pipeline holds one place while it runs; what it calls meanwhile (a pipeline
+    A connection closed under a command is a ``ConnectionError`` too (see
+    ``closed_under_it_as_connection_error``). A command or pipeline holds one place while it runs; what it calls meanwhile (a pipeline
     falling back to single commands, a script being loaded) runs in the place it holds. When no
     node answers, it raises ``ConnectionError`` as one Redis would (redis-py's cluster client
     raises ``RedisClusterException``, which is also what it raises for a bug such as a
@@ -157,7 +158,8 @@ class QueuedRedisCluster(RedisCluster):
 
     async def execute_command(self, *args: EncodableT, **kwargs: Any) -> Any:
         async with self.place():
-            return await super().execute_command(*args, **kwargs)
+            with closed_under_it_as_connection_error():
+                return await super().execute_command(*args, **kwargs)
 
     def pipeline(
         self, transaction: Any | None = None, shard_hint: Any | None = None
@@ -176,7 +178,8 @@ class _QueuedPipeline(ClusterPipeline):
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
         async with self._queued_client.place():
-            return await super().execute(raise_on_error, allow_redirections)
+            with closed_under_it_as_connection_error():
+                return await super().execute(raise_on_error, allow_redirections)
 
 
 @contextlib.contextmanager
@@ -189,3 +192,35 @@ def _unreachable_as_connection_error() -> Iterator[None]:
         if isinstance(exc.__cause__, REDIS_UNAVAILABLE) and not isinstance(exc, REDIS_UNAVAILABLE):
             raise RedisConnectionError(str(exc)) from exc
         raise
+
+
+# Where redis-py 8.1's asyncio connection fails when its socket was closed under it.
+_CONNECTION_MODULES = ("redis.asyncio.connection", "redis._parsers", "asyncio.")
+
+
+@contextlib.contextmanager
+def closed_under_it_as_connection_error() -> Iterator[None]:
+    """A connection closed while a command used it is a ``ConnectionError``, as it should be.
+
+    When a cluster node stops answering, redis-py's cluster client disconnects that node's
+    connections (or all of them) to recover, including ones other tasks are sending on; their
+    write or read then fails on the socket's torn-down parts with ``AttributeError`` /
+    ``TypeError`` ("'NoneType' object has no attribute 'writelines'"), which no retry policy
+    and no 503 mapping knows (redis/redis-py#4287 is the same class of failure).
+    """
+    try:
+        yield
+    except (AttributeError, TypeError) as exc:
+        if "NoneType" not in str(exc) or not _raised_in(exc, _CONNECTION_MODULES):
+            raise
+        raise RedisConnectionError(f"connection closed under the command: {exc}") from exc
+
+
+def _raised_in(exc: BaseException, modules: tuple[str, ...]) -> bool:
+    """Whether the innermost frame of ``exc`` belongs to one of ``modules`` (name prefixes)."""
+    tb = exc.__traceback__
+    name = ""
+    while tb is not None:
+        name = str(tb.tb_frame.f_globals.get("__name__", ""))
+        tb = tb.tb_next
+    return name.startswith(modules)
