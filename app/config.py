@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Written by `coupon-issuer dev` (the local stack's URLs), read from the working directory by
@@ -27,7 +28,15 @@ class Settings(BaseSettings):
     )
     database_url: str = Field("postgresql://127.0.0.1:5432/test", description="PostgreSQL DSN")
     db_schema: str = Field("public", description="PostgreSQL schema holding the tables")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL for the gate")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis URL for the gate; with COUPON_REDIS_CLUSTER, any one node of the cluster",
+    )
+    redis_cluster: bool = Field(
+        False,
+        description="The Redis at COUPON_REDIS_URL is a Redis Cluster: the client learns every node"
+        " from it and routes each coupon's keys to the node owning their slot",
+    )
     redis_prefix: str = Field("coupon", description="Prefix of every Redis key")
 
     # --- kafka ----------------------------------------------------------------------------------
@@ -61,7 +70,10 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Longest wait for a pooled PostgreSQL connection (then 503)"
     )
     redis_max_connections: int = Field(
-        64, ge=1, description="Redis connections per process; more presses queue for one"
+        64,
+        ge=1,
+        description="Redis connections per API process (per node on a cluster); more presses"
+        " queue for one",
     )
     redis_pool_timeout_s: float = Field(
         5.0, gt=0, description="Longest wait for a pooled Redis connection (then 503)"
@@ -126,6 +138,18 @@ class Settings(BaseSettings):
     # --- logging --------------------------------------------------------------------------------
     log_format: Literal["json", "text"] = Field("text", description="json in containers")
     log_level: str = Field("INFO", description="Root log level")
+
+    @field_validator("redis_cluster")
+    @classmethod
+    def _cluster_has_one_database(cls, cluster: bool, info: ValidationInfo) -> bool:
+        # Redis Cluster has database 0 only: say so at start instead of at the first command.
+        database = urlsplit(info.data.get("redis_url", "")).path.strip("/")
+        if cluster and database not in ("", "0"):
+            raise ValueError(
+                "is set, and a Redis Cluster has database 0 only:"
+                f" COUPON_REDIS_URL names database {database}"
+            )
+        return cluster
 
     @field_validator("default_timezone")
     @classmethod

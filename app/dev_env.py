@@ -11,7 +11,15 @@ from app.config import Settings
 
 # What a command in a second terminal needs to find the local stack (never secrets).
 _WHERE = ("kafka_bootstrap", "database_url", "redis_url")
-_NAMES = ("db_schema", "redis_prefix", "topic", "dlq_topic", "consumer_group", "api_port")
+_NAMES = (
+    "redis_cluster",
+    "db_schema",
+    "redis_prefix",
+    "topic",
+    "dlq_topic",
+    "consumer_group",
+    "api_port",
+)
 
 
 def dev_environment(settings: Settings) -> dict[str, str]:

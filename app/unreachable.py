@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from aiokafka.errors import KafkaConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MovedError, RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.adapters.postgres import SchemaMismatch
@@ -79,6 +80,8 @@ def diagnose(exc: BaseException, settings: Settings) -> DependencyProblem | None
         hint = ""
         if isinstance(err, asyncpg.UndefinedTableError):
             hint = f"has no tables in schema {settings.db_schema!r}; run `coupon-issuer migrate`"
+        if isinstance(err, MovedError):
+            hint = "is a Redis Cluster; set COUPON_REDIS_CLUSTER=true"
         return DependencyProblem(
             system=system,
             address=redact(str(getattr(settings, field))),
@@ -95,7 +98,9 @@ def _library_of(err: BaseException) -> str | None:
         return next(lib for lib, (_, field) in _SYSTEMS.items() if field == err.field)
     if isinstance(err, KafkaConnectionError):
         return "aiokafka"
-    if isinstance(err, RedisConnectionError | RedisTimeoutError):
+    if isinstance(
+        err, RedisConnectionError | RedisTimeoutError | MovedError | RedisClusterException
+    ):
         return "redis"
     if isinstance(err, (*_PG_CONNECT_ERRORS, asyncpg.UndefinedTableError, SchemaMismatch)):
         return "asyncpg"

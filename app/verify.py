@@ -33,9 +33,8 @@ from uuid import UUID
 
 import asyncpg
 import orjson
-import redis.asyncio as aioredis
 
-from app.adapters import postgres
+from app.adapters import postgres, redis_client
 from app.adapters.kafka import partition_for
 from app.adapters.kafka_lag import TopicNotFound, read_lag
 from app.adapters.redis_gate import RedisGate
@@ -145,7 +144,7 @@ async def _read_gates(
     settings: Settings, coupon_ids: Sequence[UUID], report: VerifyReport
 ) -> dict[UUID, GateState]:
     """Each coupon's gate: meta total and every holder."""
-    client = aioredis.from_url(settings.redis_url, socket_timeout=5)
+    client = redis_client.connect(settings, socket_timeout=5)
     gate = RedisGate(client, settings.redis_prefix)
     states: dict[UUID, GateState] = {}
     now = datetime.now(UTC)

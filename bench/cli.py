@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from app.adapters import redis_client
 from app.config import Settings
 from app.devstack import local_systems
 from bench import api_limits, db, phases, report, wrk
@@ -101,12 +100,13 @@ async def _phases(ctx: phases.RunContext) -> dict[str, Any]:
 
 
 async def _clean(settings: Settings, schemas: list[str], prefixes: list[str]) -> None:
-    """Drop the run's schemas and Redis keys (topics vanish with a broker we started)."""
+    """Drop the run's schemas and Redis keys (topics vanish with a broker we started); on a
+    Redis Cluster the SCAN walks every primary and each DEL is split per slot."""
     try:
         await db.drop_schemas(settings.database_url, schemas)
     except Exception as exc:  # cleaning must not hide the run's own result or error
         print(f"warning: could not drop bench schemas: {exc!r}", file=sys.stderr)
-    client = aioredis.from_url(settings.redis_url)
+    client = redis_client.connect(settings)
     try:
         for prefix in prefixes:
             batch: list[bytes] = []

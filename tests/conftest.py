@@ -1,4 +1,5 @@
-"""Session-scoped real servers. PostgreSQL and Redis run on the machine; tansu is started here."""
+"""Session-scoped real servers. PostgreSQL and Redis run on the machine; tansu and a three-master
+Redis Cluster are started here."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import pytest_asyncio
 
 from app.devstack import TansuBroker
+from harness.redis_cluster import LoopbackRedisCluster
 from tests.stack import Stack, isolated_settings
 
 
@@ -29,3 +31,38 @@ async def shared_stack(
     stack = await Stack(settings, Path(tmp_path_factory.mktemp("shared-stack"))).start(consumers=3)
     yield stack
     await stack.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[LoopbackRedisCluster]:
+    """A Redis Cluster of three masters on loopback for the whole session."""
+    cluster = LoopbackRedisCluster(Path(tmp_path_factory.mktemp("redis-cluster")))
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def cluster_stack(
+    kafka_bootstrap: str,
+    redis_cluster: LoopbackRedisCluster,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Stack]:
+    """The shared stack's twin on the Redis Cluster (COUPON_REDIS_CLUSTER=true)."""
+    settings = isolated_settings(kafka_bootstrap, redis_url=redis_cluster.url, redis_cluster=True)
+    stack = await Stack(settings, Path(tmp_path_factory.mktemp("cluster-stack"))).start(consumers=3)
+    yield stack
+    await stack.stop()
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def stack_on_each_redis(request: pytest.FixtureRequest) -> Stack:
+    """``shared_stack``, then ``cluster_stack``: a test taking it runs on one Redis and on a
+    Redis Cluster."""
+    name = "shared_stack" if request.param == "redis" else "cluster_stack"
+    stack: Stack = request.getfixturevalue(name)
+    return stack

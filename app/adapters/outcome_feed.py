@@ -3,6 +3,10 @@
 The consumer publishes, after each batch, the users of each coupon that just got an outcome (see
 ``RedisGate.record_outcomes``). One subscription per API process wakes the long-polls waiting on
 those users; a poll still re-reads Redis every few seconds, so a lost message only delays it.
+
+On a Redis Cluster the subscription is on one node: the cluster forwards every classic PUBLISH to
+every node, so that node hears the announcements of every coupon. When it is lost, the feed
+resubscribes on the next node.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import logging
 from collections.abc import Iterator
 from uuid import UUID
 
-import redis.asyncio as aioredis
+from app.adapters.redis_client import RedisClient, subscriber
 
 log = logging.getLogger(__name__)
 _RECONNECT_S = 1.0
@@ -22,7 +26,7 @@ _RECONNECT_S = 1.0
 class OutcomeFeed:
     """Wakes waiters when their (coupon, user) is announced."""
 
-    def __init__(self, client: aioredis.Redis, pattern: str, prefix: str) -> None:
+    def __init__(self, client: RedisClient, pattern: str, prefix: str) -> None:
         self._redis = client
         self._pattern = pattern
         self._prefix = prefix  # the channel is "<prefix><coupon id>"
@@ -54,9 +58,10 @@ class OutcomeFeed:
                     del self._waiting[key]
 
     async def _listen(self) -> None:
+        turn = 0  # which cluster node to subscribe on: the next one after a failure
         while True:
             try:
-                async with self._redis.pubsub() as pubsub:
+                async with await subscriber(self._redis, turn) as pubsub:
                     await pubsub.psubscribe(self._pattern)
                     async for message in pubsub.listen():
                         if message.get("type") == "pmessage":
@@ -65,6 +70,7 @@ class OutcomeFeed:
                 raise
             except Exception as exc:  # Redis away: polls fall back to re-reading
                 log.warning("outcome feed lost its subscription, resubscribing: %r", exc)
+                turn += 1
                 await asyncio.sleep(_RECONNECT_S)
 
     def _wake(self, channel: bytes | str, data: bytes | str) -> None:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import time
 
-import redis.asyncio as aioredis
+from app.adapters.redis_client import RedisClient
 
 _WINDOW_SECONDS = 1
 
 
 class RateLimiter:
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str) -> None:
         self._redis = client
         self._prefix = prefix
 

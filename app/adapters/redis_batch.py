@@ -12,9 +12,11 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+
+from app.adapters.redis_client import RedisClient
 
 _Call = tuple[AsyncScript, Sequence[Any], Sequence[Any], asyncio.Future[Any]]
 
@@ -23,13 +25,17 @@ class ScriptBatcher:
     """``await batcher.call(script, keys, args)``: like ``script(keys=..., args=...)``, but every
     call made before the loop's next iteration shares one pipeline (``max_batch`` at most)."""
 
-    def __init__(self, client: aioredis.Redis, max_batch: int = 256) -> None:
+    def __init__(self, client: RedisClient, max_batch: int = 256) -> None:
         self._client = client
+        # redis-py refuses EVALSHA in a cluster pipeline: on a cluster every call goes alone
+        self._direct = isinstance(client, RedisCluster)
         self._max_batch = max_batch
         self._pending: list[_Call] = []
         self._flushing: set[asyncio.Task[None]] = set()
 
     def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        if self._direct:
+            return script(keys=keys, args=args)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._pending:
@@ -47,6 +53,16 @@ class ScriptBatcher:
             task.add_done_callback(self._flushing.discard)
 
     async def _run(self, batch: list[_Call]) -> None:
+        try:
+            await self._execute(batch)
+        except BaseException as exc:  # no caller may be left waiting, whatever went wrong
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(exc))
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _execute(self, batch: list[_Call]) -> None:
         if len(batch) == 1:
             script, keys, args, future = batch[0]
             await _settle(future, script(keys=keys, args=args))
@@ -54,15 +70,7 @@ class ScriptBatcher:
         pipe = self._client.pipeline(transaction=False)
         for script, keys, args, _ in batch:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
-        try:
-            results = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:  # the round trip itself failed: every caller hears it
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(exc))
-            if not isinstance(exc, Exception):
-                raise
-            return
+        results = await pipe.execute(raise_on_error=False)  # a failed round trip: see _run
         for (script, keys, args, future), result in zip(batch, results, strict=True):
             if isinstance(result, NoScriptError):  # Redis lost its script cache (a restart)
                 await _settle(future, script(keys=keys, args=args))  # loads it, then runs

@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from importlib import resources
 from uuid import UUID
 
-import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from app.adapters import redis_client
 from app.adapters.redis_batch import ScriptBatcher
+from app.adapters.redis_client import RedisClient
 from app.domain.outcomes import GateOutcome, IssueStatus
 from app.domain.status import RecordedOutcome
 
@@ -49,7 +50,7 @@ class GateSnapshot:
 class RedisGate:
     """Per coupon: a holders hash {user: request id}, evaluated by one Lua script per press."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str) -> None:
         self._redis = client
         self._prefix = prefix
         self._reserve = client.register_script(_script("gate_reserve.lua"))
@@ -226,14 +227,18 @@ class RedisGate:
         self, outcomes: Iterable[tuple[UUID, str, RecordedOutcome]], announce: bool = True
     ) -> None:
         """After the database recorded them: the outcomes status reads answer from, then one
-        message per coupon naming its users, for the long-polls waiting on them."""
+        message per coupon naming its users, for the long-polls waiting on them.
+
+        Every outcome is written before the first announcement: on a cluster a channel lives on
+        another node than its coupon, and that node being away must not keep outcomes out.
+        """
         by_coupon: dict[UUID, list[str]] = {}
         for coupon_id, user_id, outcome in outcomes:
             by_coupon.setdefault(coupon_id, []).extend((user_id, encode_outcome(outcome)))
         for coupon_id, args in by_coupon.items():
             await self._outcomes(keys=[self.outcomes_key(coupon_id)], args=args)
-            if announce:
-                await self._redis.publish(self.outcomes_channel(coupon_id), "\n".join(args[::2]))
+        for coupon_id, args in by_coupon.items() if announce else ():
+            await self._redis.publish(self.outcomes_channel(coupon_id), "\n".join(args[::2]))
 
     async def user_view(
         self, coupon_id: UUID, user_id: str
@@ -256,7 +261,7 @@ class RedisGate:
         return [user for user, entry in zip(user_ids, found, strict=True) if entry is None]
 
     async def ping(self) -> bool:
-        return bool(await self._redis.ping())
+        return await redis_client.ping(self._redis)
 
 
 def _script(name: str) -> str:

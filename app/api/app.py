@@ -8,20 +8,15 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import Receive, Scope, Send
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_fixed
 
-from app.adapters import kafka, postgres
+from app.adapters import kafka, postgres, redis_client
 from app.adapters.outcome_feed import OutcomeFeed
 from app.adapters.rate_limit import RateLimiter
 from app.adapters.redis_gate import RedisGate
@@ -50,20 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "coupon-api",
             settings.db_statement_cache_size,
         )
-        # Reconnect-and-retry on a dropped connection (a Redis restart leaves dead pooled sockets);
-        # safe because the gate script is idempotent per request id.
-        # A blocking pool: a burst of presses queues for a connection (up to
-        # redis_pool_timeout_s) instead of failing once every connection is busy.
-        redis_pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=settings.redis_max_connections,
-            timeout=settings.redis_pool_timeout_s,
-            socket_timeout=2,
-            health_check_interval=15,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
-        redis_client = aioredis.Redis(connection_pool=redis_pool)
+        # Presses queue for a Redis connection; a dropped one is replaced and the call retried.
+        redis = redis_client.connect_api(settings)
         producer = kafka.make_producer(
             settings.kafka_bootstrap,
             settings.producer_linger_ms,
@@ -71,8 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.producer_max_batch_bytes,
         )
         await _start_producer(producer)
-        gate = RedisGate(redis_client, settings.redis_prefix)
-        feed = OutcomeFeed(redis_client, gate.outcomes_pattern(), gate.outcomes_channel(""))
+        gate = RedisGate(redis, settings.redis_prefix)
+        feed = OutcomeFeed(redis, gate.outcomes_pattern(), gate.outcomes_channel(""))
         feed.start()
         svc = Services(
             settings=settings,
@@ -81,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             feed=feed,
             producer=producer,
             publisher=kafka.Publisher(producer, settings.topic, settings.publish_timeout_ms / 1000),
-            limiter=RateLimiter(redis_client, settings.redis_prefix),
+            limiter=RateLimiter(redis, settings.redis_prefix),
         )
         app.state.services = svc
         if settings.admin_token is None:
@@ -101,8 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await feed.stop()
             await producer.stop()
-            await redis_client.aclose()
-            await redis_pool.aclose()
+            await redis.aclose()
             await pool.close()
 
     app = CouponApi(

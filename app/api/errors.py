@@ -10,10 +10,9 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.adapters.redis_client import REDIS_UNAVAILABLE
 from app.api.messages import DEFAULT_LANG, Lang, negotiate, text
 from app.api.schemas import Failure, FieldError, ValidationFailure
 from app.domain.outcomes import GateOutcome
@@ -29,8 +28,7 @@ GATE_ANSWERS: dict[GateOutcome, int] = {
 }
 # Faults of a dependency -> reason: each answers 503 in the failure shape, never a plain 500.
 _UNAVAILABLE: tuple[tuple[type[Exception], str], ...] = (
-    (RedisConnectionError, "UNAVAILABLE"),
-    (RedisTimeoutError, "UNAVAILABLE"),
+    *((kind, "UNAVAILABLE") for kind in REDIS_UNAVAILABLE),
     (asyncpg.PostgresError, "DATABASE_UNAVAILABLE"),
     (asyncpg.InterfaceError, "DATABASE_UNAVAILABLE"),
     (OSError, "DATABASE_UNAVAILABLE"),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 from aiokafka.errors import KafkaError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.adapters.redis_client import REDIS_UNAVAILABLE
 
 # SQLSTATE classes that never say anything about one message.
 _INFRASTRUCTURE_CLASSES = {
@@ -39,10 +39,8 @@ def is_infrastructure(exc: BaseException) -> bool:
         | TimeoutError
         | asyncpg.InterfaceError
         | asyncpg.exceptions.ConnectionFailureError
-        | KafkaError
-        | RedisConnectionError
-        | RedisTimeoutError,
-    ):
+        | KafkaError,
+    ) or isinstance(exc, REDIS_UNAVAILABLE):
         return True
     sqlstate = getattr(exc, "sqlstate", None) or ""
     return sqlstate[:2] in _INFRASTRUCTURE_CLASSES or sqlstate in _INFRASTRUCTURE_CODES

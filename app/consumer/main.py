@@ -6,9 +6,7 @@ import asyncio
 import logging
 import signal
 
-import redis.asyncio as aioredis
-
-from app.adapters import kafka, postgres
+from app.adapters import kafka, postgres, redis_client
 from app.adapters.redis_gate import RedisGate
 from app.config import Settings
 from app.consumer.worker import IssueWorker
@@ -26,7 +24,7 @@ async def run_consumer(settings: Settings) -> None:
         application_name=postgres.consumer_connection_name(settings.consumer_group),
         statement_cache_size=settings.db_statement_cache_size,
     )
-    redis_client = aioredis.from_url(settings.redis_url)
+    redis = redis_client.connect(settings)
     producer = kafka.make_producer(
         settings.kafka_bootstrap, settings.producer_linger_ms, settings.publish_timeout_ms
     )
@@ -37,7 +35,7 @@ async def run_consumer(settings: Settings) -> None:
         consumer,
         producer,
         pool,
-        RedisGate(redis_client, settings.redis_prefix),
+        RedisGate(redis, settings.redis_prefix),
         topic=settings.topic,
         dlq_topic=settings.dlq_topic,
         batch_max=settings.batch_max,
@@ -64,7 +62,7 @@ async def run_consumer(settings: Settings) -> None:
         await consumer.stop()  # commits nothing more (manual commits); leaves the group
         await producer.stop()
         await pool.close()
-        await redis_client.aclose()
+        await redis.aclose()
         server.should_exit = True
         await server_task
         log.info("consumer stopped cleanly")

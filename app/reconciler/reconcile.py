@@ -18,9 +18,8 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import asyncpg
-import redis.asyncio as aioredis
 
-from app.adapters import postgres
+from app.adapters import postgres, redis_client
 from app.adapters.kafka import partition_for
 from app.adapters.kafka_lag import LagReader, LagReadError
 from app.adapters.redis_gate import RedisGate
@@ -195,7 +194,7 @@ async def _reconciler(settings: Settings) -> AsyncIterator[Reconciler]:
         "coupon-reconciler",
         settings.db_statement_cache_size,
     )
-    client = aioredis.from_url(settings.redis_url, socket_timeout=5)
+    client = redis_client.connect(settings, socket_timeout=5)
     try:
         yield Reconciler(settings, pool, RedisGate(client, settings.redis_prefix))
     finally:

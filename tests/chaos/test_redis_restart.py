@@ -1,6 +1,7 @@
 """Redis dies and comes back empty mid-sale: clean 503s meanwhile, the gate is rebuilt, no over-issue.
 
-The machine's Redis is shared with other tests, so this scenario starts its own redis-server.
+The machine's Redis is shared with other tests, so this scenario starts its own redis-server, or
+its own three-master Redis Cluster, of which it kills the master serving the sale's coupon.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlparse
 
 import pytest
@@ -19,6 +21,7 @@ import pytest_asyncio
 from app.devstack import ManagedProcess, _detach_and_die_with_parent, _start_redis, wait_for_port
 from app.verify import verify
 from harness import wait_until
+from harness.redis_cluster import LoopbackRedisCluster
 from tests.chaos.harness import (
     Sale,
     record,
@@ -31,17 +34,36 @@ from tests.stack import Stack, holding_coupon_rows, isolated_settings
 pytestmark = pytest.mark.slow
 
 
+class OwnRedis(Protocol):
+    """A throw-away Redis of this scenario (no persistence: a restart is also a flush)."""
+
+    url: str
+    cluster: bool
+
+    def kill(self, coupon: str) -> None:
+        """SIGKILL the server holding ``coupon``'s gate."""
+
+    async def restart(self) -> None:
+        """Start it again, empty, and wait until it serves."""
+
+    def stop(self) -> None: ...
+
+
 @dataclass
-class OwnRedis:
-    """A throw-away redis-server (no persistence: a restart is also a flush)."""
+class OwnServer:
+    """One redis-server."""
 
     url: str
     process: ManagedProcess
+    cluster: bool = False
 
-    def kill(self) -> None:
+    def kill(self, coupon: str) -> None:
         self.process.stop(signal.SIGKILL)
 
-    def restart(self) -> None:
+    async def restart(self) -> None:
+        self._relaunch()
+
+    def _relaunch(self) -> None:
         popen = subprocess.Popen(
             self.process.popen.args,
             stdout=subprocess.DEVNULL,
@@ -50,18 +72,48 @@ class OwnRedis:
         self.process = ManagedProcess("redis", popen)
         wait_for_port("127.0.0.1", urlparse(self.url).port or 6379, 10, "redis-server")
 
+    def stop(self) -> None:
+        self.process.stop()
 
-@pytest_asyncio.fixture(loop_scope="session")
+
+@dataclass
+class OwnCluster:
+    """Three masters; the one serving the coupon's hash tag dies (its slots with it)."""
+
+    nodes: LoopbackRedisCluster
+    killed: int | None = None
+    cluster: bool = True
+
+    @property
+    def url(self) -> str:
+        return self.nodes.url
+
+    def kill(self, coupon: str) -> None:
+        self.killed = self.nodes.owner(f"{{{coupon}}}")
+        self.nodes.kill(self.killed)
+
+    async def restart(self) -> None:
+        assert self.killed is not None
+        await self.nodes.restart(self.killed)  # rejoins with its slots, empty
+
+    def stop(self) -> None:
+        self.nodes.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session", params=["redis-server", "redis-cluster"])
 async def redis_stack(
-    kafka_bootstrap: str, tmp_path: Path
+    request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Path
 ) -> AsyncIterator[tuple[Stack, OwnRedis]]:
-    url, process = _start_redis(tmp_path)
-    redis = OwnRedis(url, process)
-    settings = isolated_settings(kafka_bootstrap, redis_url=url)
+    redis: OwnRedis
+    if request.param == "redis-server":
+        redis = OwnServer(*_start_redis(tmp_path))
+    else:
+        redis = OwnCluster(await LoopbackRedisCluster(tmp_path / "redis-cluster").start())
+    settings = isolated_settings(kafka_bootstrap, redis_url=redis.url, redis_cluster=redis.cluster)
     stack = await Stack(settings, tmp_path).start(consumers=2)
     yield stack, redis
     await stack.stop()
-    redis.process.stop()
+    redis.stop()
 
 
 async def _readyz(stack: Stack) -> int:
@@ -100,9 +152,9 @@ async def test_redis_lost_mid_sale_answers_503_rebuilds_the_gate_and_never_over_
     async with holding_coupon_rows(stack, sale.coupons):
         assert (await sale.wave(stack, users("before", 120))) == {202: 120}
         await wait_blocked(stack, every=False)
-        redis.kill()
+        redis.kill(coupon)
         unavailable += await _while_away(stack, sale, "away1")
-        redis.restart()  # empty: the gate's users set and counters are gone
+        await redis.restart()  # empty: the gate's users set and counters are gone
         await _until_ready(stack)
         # Rebuilt from PostgreSQL, which has no holder yet: the gate re-admits in-flight users
         # and admits up to the stock again. PostgreSQL must refuse all of the excess.
@@ -124,18 +176,19 @@ async def test_redis_lost_mid_sale_answers_503_rebuilds_the_gate_and_never_over_
     assert first.violations == []
 
     # 2. Redis dies again once everything is processed: the rebuild is now exact.
-    redis.kill()
+    redis.kill(coupon)
     unavailable += await _while_away(stack, sale, "away2")
-    redis.restart()
+    await redis.restart()
     await _until_ready(stack)
     # Dead pooled connections are replaced and the call retried (the gate script is idempotent
     # per request id): no 503 once Redis is back.
     late = await sale.wave(stack, users("before", 10) + users("late", 10))
     assert late == {409: 10, 410: 10}, late  # holders are known again; stock is gone
     report = await run_verify(stack.settings)
+    assert [c["stranded"] for c in report["coupons"]] == [0]
     record(
         capsys,
-        "redis-restart",
+        "redis-cluster-restart" if redis.cluster else "redis-restart",
         sale,
         report,
         started,

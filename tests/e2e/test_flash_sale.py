@@ -1,4 +1,5 @@
-"""The flash sale: 100 coupons, 1,000 users plus 200 repeat presses, all at once, over HTTP."""
+"""The flash sale: 100 coupons, 1,000 users plus 200 repeat presses, all at once, over HTTP; on
+one Redis and on a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ REPEATS = 200
 
 
 async def test_flash_sale_issues_exactly_the_stock_once_per_user(
-    shared_stack: Stack, capsys: pytest.CaptureFixture[str]
+    stack_on_each_redis: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stack = shared_stack
+    stack = stack_on_each_redis
     coupon_id = await stack.create_coupon(STOCK)
     users = [f"user-{i}" for i in range(USERS)]
     presses = users + random.Random(7).sample(users, REPEATS)
@@ -59,16 +60,17 @@ async def test_flash_sale_issues_exactly_the_stock_once_per_user(
 
     with capsys.disabled():
         print(
-            f"\n[flash sale] {len(presses)} presses answered in {api_seconds:.2f}s"
+            f"\n[flash sale, {'Redis Cluster' if stack.settings.redis_cluster else 'Redis'}]"
+            f" {len(presses)} presses answered in {api_seconds:.2f}s"
             f" ({len(presses) / api_seconds:.0f} req/s through the API, 1 worker);"
             f" {STOCK} issued; last issue {drain_seconds:.2f}s after the last answer"
         )
 
 
 async def test_requests_beyond_stock_are_refused_as_sold_out_and_status_reads_back(
-    shared_stack: Stack,
+    stack_on_each_redis: Stack,
 ) -> None:
-    stack = shared_stack
+    stack = stack_on_each_redis
     coupon_id = await stack.create_coupon(2)
     answers = [await stack.request_issue(coupon_id, u) for u in ("ann", "bob", "cid", "ann")]
     assert [a.status_code for a in answers] == [202, 202, 410, 409]

@@ -7,8 +7,7 @@ import subprocess
 import sys
 import uuid
 
-import redis.asyncio as aioredis
-
+from app.adapters import redis_client
 from app.adapters.kafka import make_producer
 from app.adapters.redis_gate import RedisGate
 from app.consumer.dlq import list_dead_letters
@@ -36,9 +35,9 @@ async def _letters_for(stack: Stack, coupon_id: str) -> list:  # type: ignore[ty
 
 
 async def test_poison_and_failing_messages_are_dead_lettered_and_replayable(
-    shared_stack: Stack,
+    stack_on_each_redis: Stack,
 ) -> None:
-    stack = shared_stack
+    stack = stack_on_each_redis
     http = stack.http
     assert http is not None
     coupon_id = await stack.create_coupon(6)
@@ -56,7 +55,7 @@ async def test_poison_and_failing_messages_are_dead_lettered_and_replayable(
           FOR EACH ROW EXECUTE FUNCTION "{schema}".refuse_poison();
         """
     )
-    client = aioredis.from_url(stack.settings.redis_url)
+    client = redis_client.connect(stack.settings)
     gate = RedisGate(client, stack.settings.redis_prefix)
     try:
         producer = make_producer(stack.settings.kafka_bootstrap, linger_ms=0, timeout_ms=10_000)

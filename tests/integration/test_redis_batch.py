@@ -79,3 +79,22 @@ async def test_a_lost_connection_reaches_every_caller_of_the_batch() -> None:
         assert all(isinstance(a, ConnectionError | aioredis.ConnectionError) for a in answers)
     finally:
         await dead.aclose()
+
+
+async def test_a_batch_that_cannot_be_built_fails_every_caller_instead_of_hanging(
+    client: aioredis.Redis,
+) -> None:
+    script = client.register_script(_ECHO)
+    batcher = ScriptBatcher(client)
+
+    def refusing_pipeline(*_: object, **__: object) -> object:
+        raise RuntimeError("no pipeline here")
+
+    client.pipeline = refusing_pipeline  # type: ignore[method-assign]
+    answers = await asyncio.wait_for(
+        asyncio.gather(
+            *(batcher.call(script, ["k"], [str(i)]) for i in range(4)), return_exceptions=True
+        ),
+        5,
+    )
+    assert all(isinstance(a, RuntimeError) for a in answers)

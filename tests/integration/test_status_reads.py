@@ -6,11 +6,10 @@ import asyncio
 import time
 import uuid
 
-import redis.asyncio as aioredis
-
+from app.adapters import redis_client
 from app.adapters.redis_gate import RedisGate
 from app.reconciler.reconcile import reconcile_once
-from tests.stack import REDIS_URL, Stack, holding_coupon_rows, wait_until
+from tests.stack import Stack, holding_coupon_rows, wait_until
 
 DB_READS = ("gate", "registry", "status")
 
@@ -44,8 +43,10 @@ async def test_polling_a_sale_never_reads_postgres(shared_stack: Stack) -> None:
         assert answer.get("status") == expected, (user, answer)
 
 
-async def test_a_long_poll_returns_as_soon_as_the_outcome_is_recorded(shared_stack: Stack) -> None:
-    stack = shared_stack
+async def test_a_long_poll_returns_as_soon_as_the_outcome_is_recorded(
+    stack_on_each_redis: Stack,
+) -> None:
+    stack = stack_on_each_redis
     coupon = await stack.create_coupon(5)
     async with holding_coupon_rows(stack, [coupon]):  # the consumer cannot issue meanwhile
         assert (await stack.request_issue(coupon, "waiter")).status_code == 202
@@ -63,12 +64,12 @@ async def test_a_long_poll_returns_as_soon_as_the_outcome_is_recorded(shared_sta
     assert time.monotonic() - started < 25  # woken by the outcome, not by its deadline
 
 
-async def test_status_survives_redis_losing_the_coupon(shared_stack: Stack) -> None:
-    stack = shared_stack
+async def test_status_survives_redis_losing_the_coupon(stack_on_each_redis: Stack) -> None:
+    stack = stack_on_each_redis
     coupon = await stack.create_coupon(5)
     assert (await stack.request_issue(coupon, "kept")).status_code == 202
     await stack.wait_processed(coupon, 1)
-    client = aioredis.from_url(REDIS_URL)
+    client = redis_client.connect(stack.settings)
     gate = RedisGate(client, stack.settings.redis_prefix)
     cid = uuid.UUID(coupon)
     await client.delete(*gate.keys(cid), gate.outcomes_key(cid))

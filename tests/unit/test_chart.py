@@ -615,6 +615,25 @@ def test_an_existing_secret_needs_no_admin_token_value() -> None:
     assert ref == {"name": "my-credentials", "key": "COUPON_ADMIN_TOKEN"}
 
 
+def test_redis_cluster_reaches_every_container_that_reads_redis(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    default = one(rendered["defaults"], "ConfigMap", "coupon-issuer")["data"]
+    assert default["COUPON_REDIS_CLUSTER"] == "false"
+    docs = load_docs(helm_template(*profile_args("defaults"), "--set", "redis.cluster=true"))
+    assert one(docs, "ConfigMap", "coupon-issuer")["data"]["COUPON_REDIS_CLUSTER"] == "true"
+    readers = []
+    for doc, spec in workloads(docs):
+        for c in containers(spec):
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            if "COUPON_REDIS_URL" not in env:
+                continue
+            readers.append(f"{doc['metadata']['name']}/{c['name']}")
+            config = {r.get("configMapRef", {}).get("name") for r in c.get("envFrom", [])}
+            assert "coupon-issuer" in config or env.get("COUPON_REDIS_CLUSTER") == "true", c
+    assert len(readers) >= 3, readers  # the API, the consumers, the lag exporter's reconciler
+
+
 def test_ingress_profile_routes_to_the_api_service(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
@@ -740,6 +759,7 @@ def test_values_schema_defines_shared_shapes_once() -> None:
         (["api.resources.limits=null"], "/api/resources"),
         (["api.port=70000"], "/api/port"),
         (["config.logFormat=xml"], "/config/logFormat"),
+        (["redis.cluster=maybe"], "/redis/cluster"),
         (["securityContext.capabilities.drop={NET_RAW}"], "/securityContext/capabilities/drop"),
         (
             ["podSecurityContext.seccompProfile.type=Unconfined"],

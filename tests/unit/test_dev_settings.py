@@ -41,7 +41,12 @@ def test_the_environment_names_the_urls_and_what_differs_never_secrets() -> None
     assert env["COUPON_REDIS_URL"] == settings.redis_url
     assert env["COUPON_TOPIC"] == "mine"
     assert "COUPON_DLQ_TOPIC" not in env  # the default
+    assert "COUPON_REDIS_CLUSTER" not in env
     assert "secret-token" not in "".join(env.values())
+    on_a_cluster = dev_environment(settings.model_copy(update={"redis_cluster": True}))
+    assert Settings(
+        _env_file=None, redis_cluster=on_a_cluster["COUPON_REDIS_CLUSTER"]
+    ).redis_cluster
 
 
 def test_commands_run_where_the_stack_runs_read_its_file_and_the_environment_wins(

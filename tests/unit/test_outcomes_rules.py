@@ -127,6 +127,22 @@ def test_an_empty_secret_is_refused_at_start(name: str, value: str) -> None:
     assert getattr(Settings(**{name: "s3cret"}), name).get_secret_value() == "s3cret"
 
 
+def test_a_redis_cluster_url_naming_another_database_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+
+    assert Settings(redis_url="redis://h:6379/0", redis_cluster=True).redis_cluster
+    assert Settings(redis_url="redis://h:6379", redis_cluster=True).redis_cluster
+    monkeypatch.setenv("COUPON_REDIS_URL", "redis://h:6379/2")
+    monkeypatch.setenv("COUPON_REDIS_CLUSTER", "true")
+    assert main(["verify"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: COUPON_REDIS_CLUSTER is set, and a Redis Cluster has database 0 only:"
+        " COUPON_REDIS_URL names database 2"
+    )
+
+
 def test_the_cli_names_an_empty_secret_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -6,6 +6,7 @@ import asyncpg
 import pytest
 from aiokafka.errors import KafkaConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MovedError, RedisClusterException
 
 from app.config import Settings
 from app.unreachable import NotAnswering, diagnose, redact
@@ -30,6 +31,19 @@ def test_redis() -> None:
     problem = diagnose(RedisConnectionError("Error 111 connecting to 127.0.0.1:2."), SETTINGS)
     assert problem is not None and problem.setting == "COUPON_REDIS_URL"
     assert problem.address == "redis://127.0.0.1:2/0"
+
+
+def test_a_redis_cluster_without_cluster_mode_says_which_setting() -> None:
+    problem = diagnose(MovedError("7638 127.0.0.1:17002"), SETTINGS)
+    assert problem is not None and "is a Redis Cluster; set COUPON_REDIS_CLUSTER=true" in str(
+        problem
+    )
+    refused = RedisClusterException(
+        "Redis Cluster cannot be connected: Cluster mode is not enabled"
+    )
+    problem = diagnose(refused, SETTINGS)
+    assert problem is not None and problem.setting == "COUPON_REDIS_URL"
+    assert "Cluster mode is not enabled" in problem.detail
 
 
 def test_postgres_login_failures_name_the_dsn_without_its_password() -> None:

@@ -129,6 +129,7 @@ COUPON_CONSUMER_GROUP: {{ .Values.kafka.consumerGroup | quote }}
 COUPON_DB_SCHEMA: {{ .Values.database.schema | quote }}
 COUPON_DB_STATEMENT_CACHE_SIZE: {{ .Values.database.statementCacheSize | toString | quote }}
 COUPON_REDIS_PREFIX: {{ .Values.redis.prefix | quote }}
+COUPON_REDIS_CLUSTER: {{ .Values.redis.cluster | toString | quote }}
 COUPON_API_HOST: "0.0.0.0"
 COUPON_API_PORT: {{ .Values.api.port | toString | quote }}
 COUPON_API_WORKERS: {{ .Values.api.workers | toString | quote }}
