@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 deps: $(STAMP) ## create .venv and install the locked dependencies
 
-run: $(STAMP) ## start API + consumers + broker locally (embedded stack unless COUPON_* URLs are set)
+run: $(STAMP) server-deps ## start API + consumers + broker locally (embedded stack unless COUPON_* URLs are set)
 	$(VENV)/bin/coupon-issuer dev
 
 lint: $(STAMP) ## ruff + mypy

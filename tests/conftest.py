@@ -1,16 +1,18 @@
-"""Session-scoped real servers. PostgreSQL and Redis run on the machine; tansu and a three-master
-Redis Cluster are started here."""
+"""Session-scoped real servers, all started by the harness: PostgreSQL and Redis (tests/servers.py,
+on first use), the broker and a three-master Redis Cluster (fixtures below). A session server that
+dies stops the run with its name and its log's last lines (the hooks at the end)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from app.devstack import TansuBroker
+from app.devstack import ManagedProcess, TansuBroker
 from harness.redis_cluster import LoopbackRedisCluster
+from tests import servers
 from tests.stack import Stack, isolated_settings
 
 
@@ -18,7 +20,10 @@ from tests.stack import Stack, isolated_settings
 def kafka_bootstrap() -> Iterator[str]:
     """One memory-only Kafka-compatible broker for the whole session (tests use own topics)."""
     broker = TansuBroker().start()
+    watched = servers.session_servers()
+    watched.watch("broker", lambda: _exited("the session's broker", broker.process))
     yield broker.bootstrap
+    watched.unwatch("broker")
     broker.stop()
 
 
@@ -39,10 +44,13 @@ async def redis_cluster(
 ) -> AsyncIterator[LoopbackRedisCluster]:
     """A Redis Cluster of three masters on loopback for the whole session."""
     cluster = LoopbackRedisCluster(Path(tmp_path_factory.mktemp("redis-cluster")))
+    watched = servers.session_servers()
     try:
         await cluster.start()
+        watched.watch("redis-cluster", cluster.describe_exit)
         yield cluster
     finally:
+        watched.unwatch("redis-cluster")
         cluster.stop()
 
 
@@ -66,3 +74,37 @@ def stack_on_each_redis(request: pytest.FixtureRequest) -> Stack:
     name = "shared_stack" if request.param == "redis" else "cluster_stack"
     stack: Stack = request.getfixturevalue(name)
     return stack
+
+
+def _exited(name: str, process: ManagedProcess | None) -> str | None:
+    if process is None or process.popen.poll() is None:
+        return None
+    return f"{name} exited with code {process.popen.returncode}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """After each phase of a test: a session server found dead is written into this test's
+    report and stops the session, so the cause is read once, not guessed from later failures."""
+    report = yield
+    watched = servers.started()
+    if watched is None:
+        return report
+    dead = watched.newly_dead()
+    if dead:
+        text = "\n\n".join(dead)
+        if report.passed:
+            report.outcome = "failed"
+            report.longrepr = (
+                f"a session server died (found after this test's {call.when}):\n{text}"
+            )
+        else:
+            report.sections.append(("session server died", text))
+        item.session.shouldstop = f"a session server died: {dead[0].splitlines()[0]}"
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    servers.stop()

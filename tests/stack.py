@@ -20,14 +20,12 @@ from app.adapters.postgres import consumer_connection_name
 from app.config import Settings
 from app.devstack import TansuBroker, prepare
 from harness import ServiceProcesses, create_covering, isolated, scrape, wait_until
-
-DATABASE_URL = "postgresql://127.0.0.1:5432/test"
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.servers import database_url, redis_url
 
 
 def isolated_settings(bootstrap: str, **overrides: Any) -> Settings:
-    """Settings no other test shares, on the machine's PostgreSQL and Redis (see harness)."""
-    base = Settings(kafka_bootstrap=bootstrap, database_url=DATABASE_URL, redis_url=REDIS_URL)
+    """Settings no other test shares, on the session's PostgreSQL and Redis (tests/servers.py)."""
+    base = Settings(kafka_bootstrap=bootstrap, database_url=database_url(), redis_url=redis_url())
     return isolated(base, "t", retry_backoff_ms=20, **overrides)
 
 

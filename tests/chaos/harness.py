@@ -86,7 +86,9 @@ async def blocked_consumers(stack: Stack) -> set[int]:
             consumer_connection_name(stack.settings.consumer_group),
         )
     }
-    inode_of_port = _local_port_inodes(urlparse(stack.settings.database_url).port or 5432)
+    database_port = urlparse(stack.settings.database_url).port
+    assert database_port is not None, "the session's DSN names its port"
+    inode_of_port = _local_port_inodes(database_port)
     wanted = {inode_of_port[p] for p in ports if p in inode_of_port}
     return {
         i for i in stack.live_consumers() if _socket_inodes(stack.consumers[i].popen.pid) & wanted

@@ -20,7 +20,8 @@ import pytest_asyncio
 
 from harness import wait_until
 from tests.chaos.harness import Sale, dead_letters_for, record, run_verify, users
-from tests.stack import DATABASE_URL, Stack, coupons_on_every_partition, isolated_settings
+from tests.servers import database_url, database_url_as
+from tests.stack import Stack, coupons_on_every_partition, isolated_settings
 
 pytestmark = pytest.mark.slow
 STALLED = "coupon_consumer_stalled_partitions"
@@ -30,10 +31,10 @@ STALLED = "coupon_consumer_stalled_partitions"
 async def failover_stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[tuple[Stack, str]]:
     role = f"consumer_{uuid.uuid4().hex[:10]}"
     settings = isolated_settings(kafka_bootstrap)
-    admin = await asyncpg.connect(DATABASE_URL)
+    admin = await asyncpg.connect(database_url())
     await admin.execute(f'CREATE ROLE "{role}" LOGIN')
     stack = Stack(settings, tmp_path)
-    stack.consumer_env = {"COUPON_DATABASE_URL": f"postgresql://{role}@127.0.0.1:5432/test"}
+    stack.consumer_env = {"COUPON_DATABASE_URL": database_url_as(role)}
     await stack.start(consumers=0)  # migrations first, then grant, then the consumers
     schema = settings.db_schema
     await admin.execute(

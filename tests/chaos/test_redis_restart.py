@@ -1,24 +1,22 @@
 """Redis dies and comes back empty mid-sale: clean 503s meanwhile, the gate is rebuilt, no over-issue.
 
-The machine's Redis is shared with other tests, so this scenario starts its own redis-server, or
+The session's Redis is shared with other tests, so this scenario starts its own redis-server, or
 its own three-master Redis Cluster, of which it kills the master serving the sale's coupon.
 """
 
 from __future__ import annotations
 
-import signal
-import subprocess
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlparse
 
 import pytest
 import pytest_asyncio
 
-from app.devstack import ManagedProcess, _detach_and_die_with_parent, _start_redis, wait_for_port
+from app.local_servers import RedisServer
 from app.verify import verify
 from harness import wait_until
 from harness.redis_cluster import LoopbackRedisCluster
@@ -53,27 +51,21 @@ class OwnRedis(Protocol):
 class OwnServer:
     """One redis-server."""
 
-    url: str
-    process: ManagedProcess
+    server: RedisServer
     cluster: bool = False
 
+    @property
+    def url(self) -> str:
+        return self.server.url
+
     def kill(self, coupon: str) -> None:
-        self.process.stop(signal.SIGKILL)
+        self.server.kill()
 
     async def restart(self) -> None:
-        self._relaunch()
-
-    def _relaunch(self) -> None:
-        popen = subprocess.Popen(
-            self.process.popen.args,
-            stdout=subprocess.DEVNULL,
-            preexec_fn=_detach_and_die_with_parent,
-        )
-        self.process = ManagedProcess("redis", popen)
-        wait_for_port("127.0.0.1", urlparse(self.url).port or 6379, 10, "redis-server")
+        await asyncio.to_thread(self.server.restart)
 
     def stop(self) -> None:
-        self.process.stop()
+        self.server.remove()
 
 
 @dataclass
@@ -106,7 +98,7 @@ async def redis_stack(
 ) -> AsyncIterator[tuple[Stack, OwnRedis]]:
     redis: OwnRedis
     if request.param == "redis-server":
-        redis = OwnServer(*_start_redis(tmp_path))
+        redis = OwnServer(await asyncio.to_thread(RedisServer(directory=tmp_path).start))
     else:
         redis = OwnCluster(await LoopbackRedisCluster(tmp_path / "redis-cluster").start())
     settings = isolated_settings(kafka_bootstrap, redis_url=redis.url, redis_cluster=redis.cluster)

@@ -1,7 +1,7 @@
 """`make image-check`: the Dockerfile's images built with buildah, the chart's pods run by podman.
 
 Selected only with ``-m images`` (``make image-check``); ``make test`` deselects them. The pods run
-with host networking against the machine's PostgreSQL and Redis and the session's tansu broker, on
+with host networking against the session's PostgreSQL, Redis and broker (tests/servers.py), on
 their own schema, Redis prefix, topics, consumer group and ports (tests/stack.isolated_settings).
 """
 
@@ -26,6 +26,7 @@ from app.devstack import free_port
 from tests.images import pods
 from tests.images.podman import INSTANCE, TAG, TARGETS, build, ensure_base, podman
 from tests.k8s_helpers import CHART, helm_template, load_docs
+from tests.servers import database_url_as
 from tests.stack import Stack, isolated_settings, wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -108,6 +109,8 @@ def chart_values(settings: Settings, lag_port: int) -> list[str]:
         "kafka.consumerGroup": settings.consumer_group,
         "database.schema": settings.db_schema,
         "redis.prefix": settings.redis_prefix,
+        "database.url": settings.database_url,
+        "redis.url": settings.redis_url,
         "auth.adminToken": ADMIN_TOKEN,
     }
     numbers = {
@@ -121,12 +124,12 @@ def chart_values(settings: Settings, lag_port: int) -> list[str]:
 
 
 def isolated(bootstrap: str) -> Settings:
-    """Settings of this release: the pods' DSN names its user (UID 10001 would log in as coupon)."""
+    """Settings of this release, on the session's servers: the pods' DSN names its user (UID
+    10001 would log in as coupon)."""
     profile = yaml.safe_load(PODS_PROFILE.read_text())
     return isolated_settings(
         bootstrap,
-        database_url=profile["database"]["url"],
-        redis_url=profile["redis"]["url"],
+        database_url=database_url_as("postgres"),
         partitions=profile["kafka"]["partitions"],
         admin_token=ADMIN_TOKEN,
     )

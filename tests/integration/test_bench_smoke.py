@@ -17,12 +17,12 @@ from bench.api_limits import baseline_tree
 from bench.cli import bench
 from bench.options import BenchOptions
 from bench.report import print_table, write_json, write_plot
-from tests.stack import DATABASE_URL, REDIS_URL
+from tests.servers import database_url, redis_url
 
 
 def test_a_small_bench_run_reports_correct_results(kafka_bootstrap: str, tmp_path: Path) -> None:
     settings = Settings(
-        kafka_bootstrap=kafka_bootstrap, database_url=DATABASE_URL, redis_url=REDIS_URL
+        kafka_bootstrap=kafka_bootstrap, database_url=database_url(), redis_url=redis_url()
     )
     opts = BenchOptions(
         requests=400,

@@ -17,6 +17,7 @@ from app.adapters.kafka import running
 from app.config import Settings
 from app.devstack import free_port
 from app.unreachable import diagnose
+from tests.servers import database_url, redis_url
 
 CLOSED = free_port()  # nothing listens here
 NOISE = ("Traceback", "Unclosed", "Task exception", "never retrieved")
@@ -26,7 +27,13 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
     clean = {k: v for k, v in os.environ.items() if not k.startswith("COUPON_")}
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
-        env={**clean, "COUPON_DB_SCHEMA": "t_cli_errors", **env},
+        env={
+            **clean,
+            "COUPON_DB_SCHEMA": "t_cli_errors",
+            "COUPON_DATABASE_URL": database_url(),
+            "COUPON_REDIS_URL": redis_url(),
+            **env,
+        },
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -55,17 +62,17 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
         ),
         (
             ["migrate"],
-            {"COUPON_DATABASE_URL": f"postgresql://me:pw@127.0.0.1:{CLOSED}/test"},
-            f"cannot reach PostgreSQL at postgresql://me:***@127.0.0.1:{CLOSED}/test",
+            {"COUPON_DATABASE_URL": f"postgresql://me:pw@127.0.0.1:{CLOSED}/coupons"},
+            f"cannot reach PostgreSQL at postgresql://me:***@127.0.0.1:{CLOSED}/coupons",
         ),
         (
             ["verify"],
-            {"COUPON_DATABASE_URL": f"postgresql://127.0.0.1:{CLOSED}/test"},
+            {"COUPON_DATABASE_URL": f"postgresql://127.0.0.1:{CLOSED}/coupons"},
             "set COUPON_DATABASE_URL to change it): Connection refused",
         ),
         (
             ["api"],
-            {"COUPON_DATABASE_URL": f"postgresql://127.0.0.1:{CLOSED}/test"},
+            {"COUPON_DATABASE_URL": f"postgresql://127.0.0.1:{CLOSED}/coupons"},
             "cannot reach PostgreSQL",
         ),
         (
@@ -125,7 +132,7 @@ async def test_real_client_failures_are_attributed_to_their_system() -> None:
         _env_file=None,
         kafka_bootstrap=f"127.0.0.1:{CLOSED}",
         redis_url=f"redis://127.0.0.1:{CLOSED}/0",
-        database_url=f"postgresql://127.0.0.1:{CLOSED}/test",
+        database_url=f"postgresql://127.0.0.1:{CLOSED}/coupons",
     )
     failures: dict[str, BaseException] = {}
     try:

@@ -14,7 +14,7 @@ from app.consumer.dlq import list_dead_letters
 from app.devstack import child_env
 from app.verify import verify
 from harness import wait_until
-from tests.stack import Stack
+from tests.stack import Stack, holding_coupon_rows
 
 
 def cli(stack: Stack, *args: str) -> str:
@@ -62,14 +62,17 @@ async def test_poison_and_failing_messages_are_dead_lettered_and_replayable(
         await producer.start()
         await (await producer.send(stack.settings.topic, b"\x00not json", key=coupon_id.encode()))
         await producer.stop()
-        # The poisoned user presses like everybody else: the gate reserves one of the 6 coupons.
-        assert (await stack.request_issue(coupon_id, "poison-1")).status_code == 202
-        # Requests behind it on the same partition still get through.
-        answers = await asyncio.gather(
-            *(stack.request_issue(coupon_id, f"fine-{i}") for i in range(5))
-        )
-        assert all(a.status_code == 202 for a in answers)
-        assert (await stack.request_issue(coupon_id, "too-late")).status_code == 410
+        # The coupon's row is held while the presses are made: the poisoned press cannot be
+        # dead-lettered (giving its coupon back) before the 7th press has been refused.
+        async with holding_coupon_rows(stack, [coupon_id]):
+            # The poisoned user presses like everybody else: the gate reserves one of the 6.
+            assert (await stack.request_issue(coupon_id, "poison-1")).status_code == 202
+            # Requests behind it on the same partition still get through.
+            answers = await asyncio.gather(
+                *(stack.request_issue(coupon_id, f"fine-{i}") for i in range(5))
+            )
+            assert all(a.status_code == 202 for a in answers)
+            assert (await stack.request_issue(coupon_id, "too-late")).status_code == 410
         await stack.wait_processed(coupon_id, 5)
 
         async def two_letters() -> list:  # type: ignore[type-arg]

@@ -12,13 +12,14 @@ import redis.asyncio as aioredis
 from app.adapters.redis_gate import RedisGate
 from app.domain.outcomes import GateOutcome
 from app.verify import verify
-from tests.stack import REDIS_URL, Stack
+from tests.servers import redis_url
+from tests.stack import Stack
 
 NOW = datetime.now(UTC)
 
 
 async def _gate() -> tuple[RedisGate, aioredis.Redis]:
-    client = aioredis.from_url(REDIS_URL)
+    client = aioredis.from_url(redis_url())
     return RedisGate(client, f"t:{uuid.uuid4().hex[:10]}"), client
 
 
@@ -73,7 +74,7 @@ async def test_unknown_coupon_ids_are_refused_without_postgres(shared_stack: Sta
 async def test_presses_on_a_lost_gate_rebuild_it_once(shared_stack: Stack) -> None:
     stack = shared_stack
     coupon = await stack.create_coupon(1000)
-    client = aioredis.from_url(REDIS_URL)
+    client = aioredis.from_url(redis_url())
     gate = RedisGate(client, stack.settings.redis_prefix)
     await client.delete(*gate.keys(uuid.UUID(coupon)))
     before = await stack.api_metrics()
@@ -109,7 +110,7 @@ async def test_a_database_fault_answers_503_in_the_failure_shape(shared_stack: S
     stack = shared_stack
     coupon = await stack.create_coupon(10)
     assert (await stack.request_issue(coupon, "before")).status_code == 202
-    client = aioredis.from_url(REDIS_URL)
+    client = aioredis.from_url(redis_url())
     gate = RedisGate(client, stack.settings.redis_prefix)
     schema = stack.settings.db_schema
     await client.delete(*gate.keys(uuid.UUID(coupon)))  # a cold gate must read PostgreSQL

@@ -30,7 +30,8 @@ from app.devstack import (
     wait_for_port,
 )
 from app.verify import verify
-from tests.stack import DATABASE_URL, Stack, isolated_settings
+from tests.servers import database_address, database_url, database_url_as
+from tests.stack import Stack, isolated_settings
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 
@@ -45,10 +46,12 @@ def pgbouncer_for() -> Iterator[object]:
         folder = tempfile.mkdtemp(prefix="pgbouncer-")
         os.chmod(folder, 0o755)  # it drops root for the postgres user
         port = free_port()
+        host, db_port, dbname = database_address()
         ini = Path(folder) / "pgbouncer.ini"
         ini.write_text(
             "[databases]\n"
-            f"test = host=127.0.0.1 port=5432 dbname=test user={role}\n"
+            f"{dbname} = host={host}{f' port={db_port}' if db_port else ''} dbname={dbname}"
+            f" user={role}\n"
             "[pgbouncer]\n"
             f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
             "auth_type = any\npool_mode = transaction\ndefault_pool_size = 6\n"
@@ -63,7 +66,7 @@ def pgbouncer_for() -> Iterator[object]:
         )
         started.append((ManagedProcess("pgbouncer", popen), folder))
         wait_for_port("127.0.0.1", port, 30, "pgbouncer")
-        return f"postgresql://{role}@127.0.0.1:{port}/test"
+        return database_url_as(role, port=port)
 
     yield start
     for process, folder in started:
@@ -79,7 +82,7 @@ async def pooled_stack(
     schema, role = settings.db_schema, f"pooled_{uuid.uuid4().hex[:10]}"
     stack = Stack(settings, tmp_path)
     await asyncio.to_thread(prepare, settings)  # migrations directly, not through the pooler
-    admin = await asyncpg.connect(DATABASE_URL)
+    admin = await asyncpg.connect(database_url())
     await admin.execute(
         f'CREATE ROLE "{role}" LOGIN; ALTER ROLE "{role}" SET search_path = "{schema}";'
         f' GRANT USAGE ON SCHEMA "{schema}" TO "{role}";'

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from app.adapters.redis_batch import ScriptBatcher
-from tests.stack import REDIS_URL
+from tests.servers import redis_url
 
 # Echo the argument, or fail for "boom": a per-call error inside a shared pipeline.
 _ECHO = "if ARGV[1] == 'boom' then return redis.error_reply('boom') end return ARGV[1]"
@@ -19,7 +19,7 @@ _ECHO = "if ARGV[1] == 'boom' then return redis.error_reply('boom') end return A
 
 @pytest_asyncio.fixture
 async def client() -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.from_url(REDIS_URL)
+    c = aioredis.from_url(redis_url())
     yield c
     await c.aclose()
 

@@ -27,7 +27,8 @@ from app.domain.outcomes import IssueStatus
 from app.domain.status import RecordedOutcome
 from harness import wait_until
 from harness.redis_cluster import LoopbackRedisCluster
-from tests.stack import REDIS_URL, Stack
+from tests.servers import redis_url
+from tests.stack import Stack
 
 COUPONS = 30  # every master gets one unless 30 random ids miss it (odds 3 * (2/3)**30 ~ 2e-5)
 
@@ -197,7 +198,7 @@ async def test_a_cluster_missing_a_master_is_a_503_and_an_infrastructure_fault(
 def plain_settings(request: pytest.FixtureRequest, redis_cluster: LoopbackRedisCluster) -> Settings:
     """Settings on the machine's Redis, then on the cluster."""
     if request.param == "redis":
-        return Settings(redis_url=REDIS_URL)
+        return Settings(redis_url=redis_url())
     return Settings(redis_url=redis_cluster.url, redis_cluster=True)
 
 

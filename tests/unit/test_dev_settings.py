@@ -77,12 +77,37 @@ def test_a_file_another_stack_rewrote_is_left_alone(tmp_path: Path) -> None:
 def test_nothing_to_start_is_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import app.devstack as devstack
+    import app.local_servers as local_servers
     from app.unreachable import diagnose
 
-    monkeypatch.setattr(devstack.shutil, "which", lambda _: None)
+    monkeypatch.setattr(local_servers.shutil, "which", lambda _: None)
     with pytest.raises(ConnectionError) as raised:
-        devstack._start_redis(tmp_path)
+        local_servers.RedisServer(directory=tmp_path).start()
     problem = diagnose(raised.value, Settings(_env_file=None))
     assert problem is not None and problem.setting == "COUPON_REDIS_URL"
-    assert str(problem).endswith("does not answer, and redis-server is not installed")
+    assert str(problem).endswith(
+        "does not answer, and redis-server is not installed"
+        " (Debian: apt-get install redis-server; `make system-deps`)"
+    )
+
+
+def test_a_port_left_in_time_wait_is_free_to_a_server() -> None:
+    """make run keeps its usual ports across a quick restart: connections the last run closed
+    sit in TIME_WAIT, which a server binding with SO_REUSEADDR (all of ours do) ignores."""
+    import socket
+
+    from app.devstack import free_port, port_free
+
+    port = free_port()
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server closes first: its side of the connection is in TIME_WAIT
+        client.recv(1)
+        client.close()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # what the old probe did, and why it moved the API
+    assert port_free(port)

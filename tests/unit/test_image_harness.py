@@ -6,6 +6,7 @@ import base64
 import copy
 
 import pytest
+import yaml
 
 from tests.images import pods
 from tests.k8s_helpers import CHART, load_docs, one
@@ -29,7 +30,8 @@ def test_secrets_are_inlined_and_dropped(docs: list[pods.Doc]) -> None:
     api = one(played, "Deployment", "-api")["spec"]["template"]["spec"]["containers"][0]
     env = env_of(api)
     assert env["COUPON_ADMIN_TOKEN"] == "podman-admin-token"
-    assert env["COUPON_DATABASE_URL"] == "postgresql://postgres@127.0.0.1:5432/test"
+    profile = yaml.safe_load((CHART / "ci" / "podman-values.yaml").read_text())
+    assert env["COUPON_DATABASE_URL"] == profile["database"]["url"]
     assert "COUPON_USER_JWT_SECRET" not in env, "an optional key that is absent is left out"
     job = pods.job_as_pod(one(played, "Job"))
     migrate = job["spec"]["initContainers"][0]

@@ -132,9 +132,9 @@ def test_a_redis_cluster_url_naming_another_database_is_refused_at_start(
 ) -> None:
     from app.cli import main
 
-    assert Settings(redis_url="redis://h:6379/0", redis_cluster=True).redis_cluster
-    assert Settings(redis_url="redis://h:6379", redis_cluster=True).redis_cluster
-    monkeypatch.setenv("COUPON_REDIS_URL", "redis://h:6379/2")
+    assert Settings(redis_url="redis://h:7000/0", redis_cluster=True).redis_cluster
+    assert Settings(redis_url="redis://h:7000", redis_cluster=True).redis_cluster
+    monkeypatch.setenv("COUPON_REDIS_URL", "redis://h:7000/2")
     monkeypatch.setenv("COUPON_REDIS_CLUSTER", "true")
     assert main(["verify"]) == 2
     assert capsys.readouterr().err.strip() == (

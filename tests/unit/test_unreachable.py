@@ -15,7 +15,7 @@ SETTINGS = Settings(
     _env_file=None,
     kafka_bootstrap="127.0.0.1:1",
     redis_url="redis://127.0.0.1:2/0",
-    database_url="postgresql://app:s3cret@db.internal:5432/coupons",
+    database_url="postgresql://app:s3cret@db.internal:6432/coupons",
 )
 
 
@@ -85,7 +85,7 @@ def test_origin_says_where_the_value_came_from() -> None:
 
 def test_redact() -> None:
     assert redact("postgresql://u:p@h/db") == "postgresql://u:***@h/db"
-    assert redact("redis://h:6379/0") == "redis://h:6379/0"
+    assert redact("redis://h:7000/0") == "redis://h:7000/0"
 
 
 def test_our_own_checks_name_their_setting() -> None:
