@@ -205,11 +205,17 @@ def closed_under_it_as_connection_error() -> Iterator[None]:
     When a cluster node stops answering, redis-py's cluster client disconnects that node's
     connections (or all of them) to recover, including ones other tasks are sending on; their
     write or read then fails on the socket's torn-down parts with ``AttributeError`` /
-    ``TypeError`` ("'NoneType' object has no attribute 'writelines'"), which no retry policy
-    and no 503 mapping knows (redis/redis-py#4287 is the same class of failure).
+    ``TypeError`` ("'NoneType' object has no attribute 'writelines'"), or, under uvloop, with
+    ``RuntimeError`` ("unable to perform operation on <TCPTransport closed=True ...>; the
+    handler is closed"), which no retry policy and no 503 mapping knows (redis/redis-py#4287 is
+    the same class of failure).
     """
     try:
         yield
+    except RuntimeError as exc:
+        if "the handler is closed" not in str(exc):
+            raise
+        raise RedisConnectionError(f"connection closed under the command: {exc}") from exc
     except (AttributeError, TypeError) as exc:
         if "NoneType" not in str(exc) or not _raised_in(exc, _CONNECTION_MODULES):
             raise
