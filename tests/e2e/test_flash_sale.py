@@ -79,6 +79,9 @@ async def test_requests_beyond_stock_are_refused_as_sold_out_and_status_reads_ba
     await stack.wait_processed(coupon_id, 2)
     http = stack.http
     assert http is not None
-    assert (await http.get(f"/api/coupons/{coupon_id}/issues/bob")).json()["status"] == "ISSUED"
+    # The row is committed before the consumer writes the outcome to Redis: a long-poll waits
+    # for that write instead of racing it.
+    bob = await http.get(f"/api/coupons/{coupon_id}/issues/bob", params={"waitSeconds": 10})
+    assert bob.json()["status"] == "ISSUED"
     never = await http.get(f"/api/coupons/{coupon_id}/issues/cid")
     assert never.status_code == 404
