@@ -55,7 +55,11 @@ async def test_flash_sale_issues_exactly_the_stock_once_per_user(
     coupon = (await stack.http.get(f"/api/coupons/{coupon_id}")).json()  # type: ignore[union-attr]
     assert (coupon["issuedQuantity"], coupon["remainingQuantity"]) == (STOCK, 0)
     some_user = accepted[0][0]
-    status = (await stack.http.get(f"/api/coupons/{coupon_id}/issues/{some_user}")).json()  # type: ignore[union-attr]
+    status = (
+        await stack.http.get(  # type: ignore[union-attr]
+            f"/api/coupons/{coupon_id}/issues/{some_user}", params={"waitSeconds": 10}
+        )
+    ).json()
     assert status["status"] == "ISSUED" and status["issuedAt"]
 
     with capsys.disabled():

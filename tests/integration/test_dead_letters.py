@@ -108,7 +108,8 @@ async def test_poison_and_failing_messages_are_dead_lettered_and_replayable(
     assert "replayed 2 dead letter" in cli(stack, "dlq", "replay")
     await stack.wait_processed(coupon_id, 6)
     assert await stack.outcomes(coupon_id) == {"ISSUED": 6}
-    status = (await http.get(f"/api/coupons/{coupon_id}/issues/poison-1")).json()
+    wait = {"waitSeconds": 10}  # the row commits before Redis hears of the outcome
+    status = (await http.get(f"/api/coupons/{coupon_id}/issues/poison-1", params=wait)).json()
     assert status["status"] == "ISSUED"
 
     async def gate_knows_the_holder() -> bool:
