@@ -6,7 +6,6 @@ its own three-master Redis Cluster, of which it kills the master serving the sal
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -62,7 +61,7 @@ class OwnServer:
         self.server.kill()
 
     async def restart(self) -> None:
-        await asyncio.to_thread(self.server.restart)
+        self.server.restart()  # in this thread: the server dies with the thread that started it
 
     def stop(self) -> None:
         self.server.remove()
@@ -98,7 +97,7 @@ async def redis_stack(
 ) -> AsyncIterator[tuple[Stack, OwnRedis]]:
     redis: OwnRedis
     if request.param == "redis-server":
-        redis = OwnServer(await asyncio.to_thread(RedisServer(directory=tmp_path).start))
+        redis = OwnServer(RedisServer(directory=tmp_path).start())
     else:
         redis = OwnCluster(await LoopbackRedisCluster(tmp_path / "redis-cluster").start())
     settings = isolated_settings(kafka_bootstrap, redis_url=redis.url, redis_cluster=redis.cluster)
