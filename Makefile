@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 deps: $(STAMP) ## create .venv and install the locked dependencies
 
-run: $(STAMP) server-deps ## start API + consumers + broker locally (embedded stack unless COUPON_* URLs are set)
+run: $(STAMP) server-deps kafka ## start API + consumers + broker locally (embedded stack unless COUPON_* URLs are set)
 	$(VENV)/bin/coupon-issuer dev
 
 lint: $(STAMP) ## ruff + mypy
@@ -35,7 +35,7 @@ fmt: $(STAMP) ## format the code
 	$(VENV)/bin/ruff format $(CODE)
 	$(VENV)/bin/ruff check --fix $(CODE)
 
-test: $(STAMP) system-deps lint ## the whole suite: unit, integration, e2e, chaos
+test: $(STAMP) system-deps kafka lint ## the whole suite: unit, integration, e2e, chaos
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean: ## remove the venv and caches

@@ -147,11 +147,10 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _topics(settings: Settings, _: argparse.Namespace) -> int:
-    from app.adapters.kafka import TopicProblem, ensure_topics
+    from app.adapters.kafka import TopicProblem, ensure_topics, wanted_topics
 
-    wanted = {settings.topic: settings.partitions, settings.dlq_topic: settings.partitions}
     try:
-        reports = _run(ensure_topics(settings.kafka_bootstrap, wanted, settings.replication_factor))
+        reports = _run(ensure_topics(settings.kafka_bootstrap, wanted_topics(settings)))
     except TopicProblem as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

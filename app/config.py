@@ -44,8 +44,21 @@ class Settings(BaseSettings):
     dlq_topic: str = Field("coupon-issue-request.dlq", description="Dead-letter topic")
     partitions: int = Field(3, ge=1, le=1024, description="Partitions of the request topic")
     replication_factor: int = Field(1, ge=1, description="Replication factor for created topics")
+    min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        description="min.insync.replicas of created topics: an ack (acks=all) means this many"
+        " brokers hold the press; keep it below the replication factor so one broker may be down",
+    )
     consumer_group: str = Field("coupon-issuer", description="Consumer group of the issue workers")
     publish_timeout_ms: int = Field(5000, ge=100, description="How long the API waits for the ack")
+    delivery_timeout_ms: int = Field(
+        20_000,
+        ge=1000,
+        description="Latest a press may reach the topic's log after it was sent: the broker refuses"
+        " an older record (topic config message.timestamp.before.max.ms), so a press the"
+        " reconciler may settle is never appended later; below COUPON_RECONCILE_MIN_AGE_S",
+    )
     producer_linger_ms: int = Field(2, ge=0, description="Producer batching delay")
     producer_max_batch_bytes: int = Field(
         262_144,
@@ -89,8 +102,8 @@ class Settings(BaseSettings):
     reconcile_min_age_s: float = Field(
         30.0,
         gt=0,
-        description="A reservation younger than this is never settled (keep it well above the"
-        " publish timeout)",
+        description="A reservation younger than this is never settled (above the delivery timeout:"
+        " by then the broker refuses the press)",
     )
 
     # --- processes ------------------------------------------------------------------------------
@@ -138,6 +151,40 @@ class Settings(BaseSettings):
     # --- logging --------------------------------------------------------------------------------
     log_format: Literal["json", "text"] = Field("text", description="json in containers")
     log_level: str = Field("INFO", description="Root log level")
+
+    @field_validator("min_insync_replicas")
+    @classmethod
+    def _isr_fits_replicas(cls, isr: int, info: ValidationInfo) -> int:
+        replicas = info.data.get("replication_factor", 1)
+        if isr > replicas:
+            raise ValueError(
+                f"is {isr}, above COUPON_REPLICATION_FACTOR ({replicas}): no write could be acked"
+            )
+        return isr
+
+    @field_validator("delivery_timeout_ms")
+    @classmethod
+    def _delivery_after_publish(cls, delivery_ms: int, info: ValidationInfo) -> int:
+        publish_ms = info.data.get("publish_timeout_ms", 0)
+        if delivery_ms < publish_ms:
+            raise ValueError(
+                f"is {delivery_ms}, below COUPON_PUBLISH_TIMEOUT_MS ({publish_ms}): an ack the API"
+                " waits for could never come"
+            )
+        return delivery_ms
+
+    @field_validator("reconcile_min_age_s")
+    @classmethod
+    def _settle_after_delivery(cls, min_age_s: float, info: ValidationInfo) -> float:
+        # The reconciler reads "no decision and no lag" as "will never arrive": only true once
+        # the broker would refuse the press (older than the delivery timeout).
+        delivery_ms = info.data.get("delivery_timeout_ms")
+        if delivery_ms is not None and min_age_s * 1000 <= delivery_ms:
+            raise ValueError(
+                f"is {min_age_s:g} s, not above COUPON_DELIVERY_TIMEOUT_MS ({delivery_ms} ms): a"
+                " press still on its way could be settled as failed and then issued"
+            )
+        return min_age_s
 
     @field_validator("redis_cluster")
     @classmethod

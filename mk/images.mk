@@ -13,5 +13,5 @@ image-deps: ## install podman, buildah, runc, catatonit, debootstrap (Debian; on
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    $(IMAGE_DEBS) >/dev/null; fi
 
-image-check: $(STAMP) tools image-deps ## build every image target and run the chart's pods with podman (~2 min warm)
+image-check: $(STAMP) tools image-deps kafka ## build every image target and run the chart's pods with podman (~2 min warm)
 	$(PY) -m pytest -q -p no:cacheprovider --basetemp=.tools/image-check -m images tests/images $(PYTEST_ARGS)

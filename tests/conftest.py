@@ -10,18 +10,19 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from app.devstack import ManagedProcess, TansuBroker
+from app.local_kafka import KafkaNode
 from harness.redis_cluster import LoopbackRedisCluster
 from tests import servers
 from tests.stack import Stack, isolated_settings
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """One memory-only Kafka-compatible broker for the whole session (tests use own topics)."""
-    broker = TansuBroker().start()
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Apache Kafka node (KRaft, log dirs on disk) for the whole session (tests use own
+    topics)."""
+    broker = KafkaNode(Path(tmp_path_factory.mktemp("kafka"))).start()
     watched = servers.session_servers()
-    watched.watch("broker", lambda: _exited("the session's broker", broker.process))
+    watched.watch("broker", lambda: kafka_exit(broker, "the session's Kafka broker"))
     yield broker.bootstrap
     watched.unwatch("broker")
     broker.stop()
@@ -76,10 +77,14 @@ def stack_on_each_redis(request: pytest.FixtureRequest) -> Stack:
     return stack
 
 
-def _exited(name: str, process: ManagedProcess | None) -> str | None:
-    if process is None or process.popen.poll() is None:
+def kafka_exit(node: KafkaNode, name: str) -> str | None:
+    """None while ``node`` runs; else its exit code and its log's last lines."""
+    if node.alive() or node.process is None:
         return None
-    return f"{name} exited with code {process.popen.returncode}"
+    code = node.process.popen.returncode
+    return f"{name} on {node.bootstrap} exited with code {code}; last lines of its log:\n" + (
+        node.log_tail(20)
+    )
 
 
 @pytest.hookimpl(wrapper=True)

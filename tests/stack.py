@@ -18,7 +18,8 @@ import httpx
 
 from app.adapters.postgres import consumer_connection_name
 from app.config import Settings
-from app.devstack import TansuBroker, prepare
+from app.devstack import prepare
+from app.local_kafka import KafkaNode
 from harness import ServiceProcesses, create_covering, isolated, scrape, wait_until
 from tests.servers import database_url, redis_url
 
@@ -122,9 +123,10 @@ class Stack(ServiceProcesses):
 @contextlib.asynccontextmanager
 async def stack_with_own_broker(
     log_dir: Path, consumers: int, **overrides: Any
-) -> AsyncIterator[tuple[Stack, TansuBroker]]:
-    """A stack on a broker of its own, for scenarios that stop, stall or restart the broker."""
-    broker = TansuBroker().start()
+) -> AsyncIterator[tuple[Stack, KafkaNode]]:
+    """A stack on an Apache Kafka node of its own, for scenarios that stop, stall, kill or
+    restart the broker (it restarts from its log dirs)."""
+    broker = KafkaNode(log_dir / "kafka").start()  # in this thread: it dies with its starter
     stack = await Stack(isolated_settings(broker.bootstrap, **overrides), log_dir).start(consumers)
     try:
         yield stack, broker

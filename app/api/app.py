@@ -47,13 +47,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         # Presses queue for a Redis connection; a dropped one is replaced and the call retried.
         redis = redis_client.connect_api(settings)
-        producer = kafka.make_producer(
-            settings.kafka_bootstrap,
-            settings.producer_linger_ms,
-            settings.publish_timeout_ms,
-            settings.producer_max_batch_bytes,
-        )
+
+        def new_producer() -> AIOKafkaProducer:
+            return kafka.make_producer(
+                settings.kafka_bootstrap,
+                settings.producer_linger_ms,
+                settings.publish_timeout_ms,
+                settings.producer_max_batch_bytes,
+            )
+
+        async def renewed_producer() -> AIOKafkaProducer:
+            producer = new_producer()
+            await producer.start()
+            return producer
+
+        producer = new_producer()
         await _start_producer(producer)
+        publisher = kafka.Publisher(
+            producer, settings.topic, settings.publish_timeout_ms / 1000, renewed_producer
+        )
         gate = RedisGate(redis, settings.redis_prefix)
         feed = OutcomeFeed(redis, gate.outcomes_pattern(), gate.outcomes_channel(""))
         feed.start()
@@ -62,8 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pool=pool,
             gate=gate,
             feed=feed,
-            producer=producer,
-            publisher=kafka.Publisher(producer, settings.topic, settings.publish_timeout_ms / 1000),
+            publisher=publisher,
             limiter=RateLimiter(redis, settings.redis_prefix),
         )
         app.state.services = svc
@@ -83,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await feed.stop()
-            await producer.stop()
+            await publisher.stop()
             await redis.aclose()
             await pool.close()
 

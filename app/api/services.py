@@ -19,7 +19,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 
 from app.adapters import postgres
 from app.adapters.kafka import Publisher
@@ -46,7 +45,6 @@ class Services:
     settings: Settings
     pool: asyncpg.Pool
     gate: RedisGate
-    producer: AIOKafkaProducer
     publisher: Publisher
     limiter: RateLimiter
     feed: OutcomeFeed
@@ -161,7 +159,9 @@ class Services:
 
     async def broker_ready(self) -> bool:
         try:
-            return bool(await asyncio.wait_for(self.producer.client.force_metadata_update(), 2))
+            return bool(
+                await asyncio.wait_for(self.publisher.producer.client.force_metadata_update(), 2)
+            )
         except Exception:
             return False
 

@@ -22,8 +22,10 @@ class Entry:
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    await consumer.topics()  # loads metadata for every topic, ours included
-    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    # A fresh metadata snapshot of every topic: the consumer's own cluster view only learns the
+    # topics it subscribes to (``consumer.topics()`` fetches them but keeps nothing).
+    cluster = await consumer._client.fetch_all_metadata()
+    return [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
 
 
 async def _read(consumer: AIOKafkaConsumer, deadline_s: float = 30) -> AsyncIterator[Entry]:

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from app.devstack import TansuBroker
+from app.local_kafka import KafkaNode
 from app.reconciler.reconcile import reconcile_once
 from harness import wait_until
 from tests.chaos.harness import Sale, record, run_verify, users
@@ -30,9 +30,9 @@ FINAL = {"ISSUED", "REJECTED", "FAILED"}
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def stall_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, TansuBroker]]:
+async def stall_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, KafkaNode]]:
     async with stack_with_own_broker(
-        tmp_path, 2, publish_timeout_ms=1000, reconcile_min_age_s=3
+        tmp_path, 2, publish_timeout_ms=1000, delivery_timeout_ms=2000, reconcile_min_age_s=3
     ) as pair:
         yield pair
 
@@ -43,7 +43,7 @@ async def _status(stack: Stack, coupon: str, user: str) -> dict[str, str]:
 
 
 async def test_a_stalled_broker_never_turns_an_issued_press_into_a_failed_one(
-    stall_stack: tuple[Stack, TansuBroker], capsys: pytest.CaptureFixture[str]
+    stall_stack: tuple[Stack, KafkaNode], capsys: pytest.CaptureFixture[str]
 ) -> None:
     stack, broker = stall_stack
     assert broker.process is not None

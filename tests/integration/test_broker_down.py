@@ -1,13 +1,13 @@
 """Broker away at the API: an unacknowledged press is never reported as rolled back.
 
 It is answered 202 UNCONFIRMED with its request id, the reservation is kept, the status shows
-PENDING; once the broker is back the reconciler settles what never reached the queue (FAILED,
-NOT_QUEUED, reservation released) and the user may press again.
+PENDING; once the broker is back (Apache Kafka, from its log dirs) what it had acknowledged is
+still queued and issued, and the reconciler settles only what never reached the queue (FAILED,
+NOT_QUEUED, reservation released); the user may press again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,22 +16,22 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from app.adapters.redis_gate import RedisGate
-from app.devstack import TansuBroker, prepare
+from app.local_kafka import KafkaNode
 from app.reconciler.reconcile import reconcile_once
 from harness import wait_until
 from tests.stack import Stack, stack_with_own_broker
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def own_broker_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, TansuBroker]]:
+async def own_broker_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, KafkaNode]]:
     async with stack_with_own_broker(
-        tmp_path, 0, publish_timeout_ms=1500, reconcile_min_age_s=2
+        tmp_path, 0, publish_timeout_ms=1500, delivery_timeout_ms=1500, reconcile_min_age_s=2
     ) as pair:
         yield pair
 
 
 async def test_an_unacknowledged_press_keeps_its_reservation_until_settled(
-    own_broker_stack: tuple[Stack, TansuBroker],
+    own_broker_stack: tuple[Stack, KafkaNode],
 ) -> None:
     stack, broker = own_broker_stack
     http = stack.http
@@ -57,22 +57,27 @@ async def test_an_unacknowledged_press_keeps_its_reservation_until_settled(
     # Nothing can be told while the broker is away: the reconciler settles nothing.
     assert (await reconcile_once(stack.settings, confirm_after_s=0.1)).skipped
 
-    # The broker comes back empty (memory storage; topics re-created as a deployment would):
-    # neither message is queued, so both reservations are stranded.
+    # The broker comes back from its log dirs: the acknowledged press is still queued; the
+    # unconfirmed one never reached it (its batch expired unsent), so only that one is stranded.
     broker.start()
-    await asyncio.to_thread(prepare, stack.settings)
+    assert (await reconcile_once(stack.settings, confirm_after_s=0.1)).released == []
+    stack.add_consumer()
+    await stack.wait_processed(coupon_id, 1)
+    assert await stack.outcomes(coupon_id) == {"ISSUED": 1}
 
     async def settled() -> set[str]:
         report = await reconcile_once(stack.settings, confirm_after_s=0.5)
         return {r.user_id for r in report.released}
 
-    released = await wait_until(settled, 60, "the reconciler to settle both reservations")
-    released |= await settled()
-    assert released == {"early", "unlucky"}
+    released = await wait_until(settled, 60, "the reconciler to settle the unconfirmed press")
+    assert released == {"unlucky"}
     assert not await gate.has_reserved(uuid.UUID(coupon_id), "unlucky")
+    assert await gate.has_reserved(uuid.UUID(coupon_id), "early")
     await client.aclose()
     status = (await http.get(f"/api/coupons/{coupon_id}/issues/unlucky")).json()
     assert (status["status"], status["reason"]) == ("FAILED", "NOT_QUEUED")
+    early_status = (await http.get(f"/api/coupons/{coupon_id}/issues/early")).json()
+    assert early_status["status"] == "ISSUED"
 
     async def retry_accepted() -> bool:
         r = await stack.request_issue(coupon_id, "unlucky")
@@ -84,7 +89,7 @@ async def test_an_unacknowledged_press_keeps_its_reservation_until_settled(
 
 
 async def test_the_reconciler_never_releases_a_queued_request(
-    own_broker_stack: tuple[Stack, TansuBroker],
+    own_broker_stack: tuple[Stack, KafkaNode],
 ) -> None:
     stack, _ = own_broker_stack  # no consumer: whatever is accepted stays queued (lag > 0)
     coupon_id = await stack.create_coupon(5)

@@ -1,4 +1,4 @@
-"""The lag reader against a real tansu broker (the session's ``kafka_bootstrap``)."""
+"""The lag reader against a real Apache Kafka (the session's ``kafka_bootstrap``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -19,7 +20,7 @@ from app.adapters.kafka_lag import (
     TopicNotFound,
     read_lag,
 )
-from app.devstack import TansuBroker
+from app.local_kafka import KafkaNode
 from harness import wait_until
 
 
@@ -156,8 +157,10 @@ async def test_members_of_a_running_group_are_counted(
         await consumer.stop()
 
 
-async def test_reconnecting_reader_reads_again_once_a_restarted_broker_is_back() -> None:
-    broker = TansuBroker().start()
+async def test_reconnecting_reader_reads_again_once_a_restarted_broker_is_back(
+    tmp_path: Path,
+) -> None:
+    broker = KafkaNode(tmp_path / "kafka").start()
     lag = ReconnectingLagReader(broker.bootstrap, timeout_s=2)
     try:
         topic = await make_topic(broker.bootstrap, 2)
@@ -169,11 +172,10 @@ async def test_reconnecting_reader_reads_again_once_a_restarted_broker_is_back()
             with pytest.raises(LagReadError):
                 await lag.read(topic, "g")
 
-        broker.start()  # the same port, an empty broker (memory storage)
-        await make_topic(broker.bootstrap, 3, name=topic)
-        await produce(broker.bootstrap, topic, {2: 4})
-        # The first read after the restart already sees the new broker: no stale connection.
-        assert (await lag.read(topic, "g")).lag_per_partition == (0, 0, 4)
+        broker.start()  # the same port and log dirs: the topic and its records are still there
+        await produce(broker.bootstrap, topic, {1: 4})
+        # The first read after the restart already sees the broker again: no stale connection.
+        assert (await lag.read(topic, "g")).lag_per_partition == (3, 5)
     finally:
         await lag.close()
         broker.stop()

@@ -1,4 +1,4 @@
-"""The operator end to end: kopf against a kmock Kubernetes API, lag from a real tansu broker."""
+"""The operator end to end: kopf against a kmock Kubernetes API, lag from a real Apache Kafka."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import kmock
@@ -15,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.autoscaling.operator import operate
-from app.devstack import TansuBroker
+from app.local_kafka import KafkaNode
 from harness import wait_until
 
 NS, DEPLOYMENT, CAS = "shop", "consumer", "consumer-autoscaler"
@@ -199,9 +200,9 @@ async def test_lag_scales_up_to_the_partitions_then_down_after_stabilization(
 
 
 async def test_broker_down_keeps_replicas_and_sets_a_condition_until_it_is_back(
-    kmock: Any, run_operator: Callable[[], None]
+    kmock: Any, run_operator: Callable[[], None], tmp_path: Path
 ) -> None:
-    broker = TansuBroker().start()
+    broker = KafkaNode(tmp_path / "kafka").start()
     try:
         topic, group = await new_topic(broker.bootstrap, 2), f"g-{uuid.uuid4().hex[:8]}"
         await produce(broker.bootstrap, topic, 100)
@@ -222,8 +223,7 @@ async def test_broker_down_keeps_replicas_and_sets_a_condition_until_it_is_back(
         assert replicas(kmock) == 2
         assert scale_patches(kmock) == patches
 
-        broker.start()  # the same address, empty: the topic is created again
-        await new_topic(broker.bootstrap, 2, topic)
+        broker.start()  # the same address and log dirs: the topic is there again
         await wait_until(
             lambda: (condition(kmock, "BrokerReachable") or {}).get("status") == "True",
             30,

@@ -125,6 +125,8 @@ COUPON_TOPIC: {{ .Values.kafka.topic | quote }}
 COUPON_DLQ_TOPIC: {{ .Values.kafka.dlqTopic | quote }}
 COUPON_PARTITIONS: {{ .Values.kafka.partitions | toString | quote }}
 COUPON_REPLICATION_FACTOR: {{ .Values.kafka.replicationFactor | toString | quote }}
+COUPON_MIN_INSYNC_REPLICAS: {{ .Values.kafka.minInsyncReplicas | toString | quote }}
+COUPON_DELIVERY_TIMEOUT_MS: {{ .Values.kafka.deliveryTimeoutMs | toString | quote }}
 COUPON_CONSUMER_GROUP: {{ .Values.kafka.consumerGroup | quote }}
 COUPON_DB_SCHEMA: {{ .Values.database.schema | quote }}
 COUPON_DB_STATEMENT_CACHE_SIZE: {{ .Values.database.statementCacheSize | toString | quote }}
