@@ -140,8 +140,15 @@ def run_tool(tool: str, *args: str, timeout: float = 60) -> str:
 
 
 def new_cluster_id() -> str:
-    """A random cluster id in Kafka's own text form (a UUID, URL-safe base64, unpadded)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A random cluster id in Kafka's own text form (a UUID, URL-safe base64, unpadded).
+
+    Like Kafka's ``Uuid.randomUuid()``, never one that starts with ``-``: a command-line
+    tool would read such an id as an option (1 in 64 ids did, and failed a CI run).
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 def replication_defaults(nodes: int) -> dict[str, str]:
@@ -216,7 +223,7 @@ class KafkaNode:
         """Format the log dirs for ``cluster_id`` (``kafka-storage format``), once."""
         if not self.formatted():
             config = self._write_config()
-            run_tool("kafka-storage", "format", "--cluster-id", self.cluster_id, "-c", str(config))
+            run_tool("kafka-storage", "format", f"--cluster-id={self.cluster_id}", "-c", str(config))
 
     def launch(self) -> None:
         """Start the JVM on the formatted directory and return at once (see ``wait_ready``)."""
