@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -72,6 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     add("topics", _topics, "Create or verify the request and dead-letter topics.", one_shot=True)
     dev = add("dev", _dev, "Run the whole stack locally (broker, API, consumers).")
     dev.add_argument("--no-autoscale", action="store_true", help="run a fixed number of consumers")
+    dev.add_argument(
+        "--state-dir",
+        type=Path,
+        help="keep the broker's, PostgreSQL's and Redis's data here between runs (make run:"
+        " .local-stack); without it they are thrown away at exit",
+    )
+    dev.add_argument(
+        "--fresh", action="store_true", help="empty --state-dir first: start from nothing"
+    )
     dev.add_argument("--consumers", type=int, default=1, help="consumers to start with")
     dlq = add("dlq", _dlq, "Inspect or replay the dead-letter topic.", one_shot=True)
     dlq.add_argument("action", choices=["list", "replay"])
@@ -164,7 +175,15 @@ def _dev(settings: Settings, args: argparse.Namespace) -> int:
 
     # Not from DEV_ENV_FILE: that describes a stack this command starts (or a stale one).
     fresh = Settings(_env_file=None)
-    return run_dev(fresh, autoscale=not args.no_autoscale, consumers=args.consumers)
+    if args.fresh and args.state_dir is not None:
+        from app.local_servers import postgres_state_dir
+
+        for kept in (args.state_dir, postgres_state_dir(args.state_dir / "postgresql")):
+            shutil.rmtree(kept, ignore_errors=True)
+        print(f"emptied {args.state_dir}: starting from nothing")
+    return run_dev(
+        fresh, autoscale=not args.no_autoscale, consumers=args.consumers, state_dir=args.state_dir
+    )
 
 
 def _dlq(settings: Settings, args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ from app.local_processes import (
     preferred_port,
     wait_for_port,
 )
-from app.local_servers import LocalServer, PostgresServer, RedisServer
+from app.local_servers import LocalServer, PostgresServer, RedisServer, postgres_state_dir
 from app.reconciler.reconcile import reconcile_until
 from app.unreachable import NotAnswering
 
@@ -93,12 +93,15 @@ def spawn(
 
 @contextlib.contextmanager
 def local_systems(
-    settings: Settings, *, default_ports: bool = False
+    settings: Settings, *, default_ports: bool = False, state_dir: Path | None = None
 ) -> Iterator[tuple[Settings, list[ManagedProcess]]]:
     """Resolve broker, Redis and PostgreSQL: configured ones, local ones, or embedded ones.
 
     With ``default_ports`` (``make run``) what it starts takes the usual ports (9092, 6379, 5432)
     when they are free, so commands in a second terminal find it with the default settings.
+    With ``state_dir`` (``make run`` again) what it starts keeps its data there between runs: the
+    broker's log dirs, PostgreSQL's cluster and Redis's append-only file, so presses still queued
+    at Ctrl-C are issued after the next start. Without it, everything is thrown away at the end.
     """
     given = settings.model_fields_set
     started: list[ManagedProcess] = []
@@ -109,6 +112,11 @@ def local_systems(
     def port(default: int) -> int:
         return preferred_port(default) if default_ports else free_port()
 
+    kept_on = state_dir is not None
+
+    def kept(name: str) -> Path | None:
+        return None if state_dir is None else state_dir / name
+
     def serve(server: PostgresServer | RedisServer) -> str:
         servers.append(server)
         server.start()
@@ -118,8 +126,12 @@ def local_systems(
 
     try:
         if "kafka_bootstrap" not in given:
-            broker = KafkaNode(Path(tempfile.mkdtemp(prefix="coupon-kafka-")), port=port(9092))
-            kafka_dirs.append(broker.directory)
+            if state_dir is None:
+                kafka_dir = Path(tempfile.mkdtemp(prefix="coupon-kafka-"))
+                kafka_dirs.append(kafka_dir)
+            else:
+                kafka_dir = state_dir / "kafka"
+            broker = KafkaNode(kafka_dir, port=port(9092))
             broker.start()
             assert broker.process is not None
             started.append(broker.process)
@@ -127,17 +139,23 @@ def local_systems(
         if not _answers(settings.redis_url, 6379):
             if "redis_url" in given:
                 raise NotAnswering("redis_url")
-            updates["redis_url"] = serve(RedisServer(port=port(6379)))
+            updates["redis_url"] = serve(
+                RedisServer(port=port(6379), directory=kept("redis"), durable=kept_on)
+            )
         if not _answers(settings.database_url, 5432):
             if "database_url" in given:
                 raise NotAnswering("database_url")
-            updates["database_url"] = serve(PostgresServer(port=port(5432)))
+            where = kept("postgresql")
+            where = None if where is None else postgres_state_dir(where)
+            updates["database_url"] = serve(
+                PostgresServer(port=port(5432), directory=where, durable=kept_on)
+            )
         yield settings.model_copy(update=updates), started
     finally:
         for proc in reversed(started):
             proc.stop()
         for server in servers:
-            server.remove()
+            server.remove()  # deletes only a directory it made itself: a state dir stays
         for directory in kafka_dirs:
             shutil.rmtree(directory, ignore_errors=True)
 
@@ -206,13 +224,16 @@ def dev_scaling_spec(settings: Settings) -> ScalingSpec:
     )
 
 
-def run_dev(settings: Settings, *, autoscale: bool, consumers: int) -> int:
-    """Start everything, print where it is, and stop all of it on Ctrl-C / SIGTERM."""
+def run_dev(
+    settings: Settings, *, autoscale: bool, consumers: int, state_dir: Path | None = None
+) -> int:
+    """Start everything, print where it is, and stop all of it on Ctrl-C / SIGTERM; with
+    ``state_dir`` the servers it starts keep their data there for the next run."""
     settings = settings.model_copy(update=dev_listen(settings))
-    with local_systems(settings, default_ports=True) as (resolved, _started):
+    with local_systems(settings, default_ports=True, state_dir=state_dir) as (resolved, _started):
         prepare(resolved)
         with announced(resolved, Path(DEV_ENV_FILE)):
-            return asyncio.run(_serve_dev(resolved, autoscale, consumers))
+            return asyncio.run(_serve_dev(resolved, autoscale, consumers, state_dir))
 
 
 def dev_listen(settings: Settings) -> dict[str, object]:
@@ -227,7 +248,9 @@ def dev_listen(settings: Settings) -> dict[str, object]:
     return updates
 
 
-async def _serve_dev(settings: Settings, autoscale: bool, consumers: int) -> int:
+async def _serve_dev(
+    settings: Settings, autoscale: bool, consumers: int, state_dir: Path | None = None
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -244,7 +267,7 @@ async def _serve_dev(settings: Settings, autoscale: bool, consumers: int) -> int
     try:
         pool.scale_to(max(1, min(consumers, settings.partitions)))
         await asyncio.to_thread(_wait_for_api, api, settings.api_port)
-        _print_banner(settings, pool.count(), autoscale)
+        _print_banner(settings, pool.count(), autoscale, state_dir)
         if autoscale:
             read = functools.partial(lag.read, settings.topic, settings.consumer_group)
             scaler = LocalScaler(read, pool, dev_scaling_spec(settings))
@@ -282,7 +305,9 @@ def _wait_for_api(api: ManagedProcess, port: int) -> None:
         time.sleep(0.1)
 
 
-def _print_banner(settings: Settings, consumers: int, autoscale: bool) -> None:
+def _print_banner(
+    settings: Settings, consumers: int, autoscale: bool, state_dir: Path | None = None
+) -> None:
     exports = " ".join(f"{k}={v}" for k, v in dev_environment(settings).items())
     print(
         f"\ncoupon-issuer is up\n"
@@ -296,6 +321,12 @@ def _print_banner(settings: Settings, consumers: int, autoscale: bool) -> None:
         f"Commands run from this directory find this stack (it is in {DEV_ENV_FILE});"
         " from elsewhere:\n"
         f"  export {exports}\n"
-        f"Ctrl-C stops everything.\n",
+        f"Ctrl-C stops everything."
+        + (
+            f" The servers it started keep their data in {state_dir} for the next run"
+            " (make run FRESH=1 starts from nothing).\n"
+            if state_dir is not None
+            else " The servers it started are thrown away.\n"
+        ),
         flush=True,
     )

@@ -9,11 +9,14 @@ started it. A server that exits is reported with the last lines of its log (``de
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,6 +187,20 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
     )
 
 
+def postgres_state_dir(wanted: Path) -> Path:
+    """Where a kept PostgreSQL cluster can live: ``wanted``, unless PostgreSQL runs as another
+    user (we are root) who cannot reach it (a parent such as /root is not traversable by others);
+    then a directory under the system's temp dir named after ``wanted``, so it is the same one
+    on the next run."""
+    if _unprivileged_user() is None:
+        return wanted
+    for parent in wanted.resolve().parents:
+        if parent.exists() and not os.stat(parent).st_mode & stat.S_IXOTH:
+            digest = hashlib.sha256(str(wanted.resolve()).encode()).hexdigest()[:12]
+            return Path(tempfile.gettempdir()) / f"coupon-issuer-postgresql-{digest}"
+    return wanted
+
+
 @dataclass
 class PostgresServer(LocalServer):
     """A PostgreSQL cluster of its own (``initdb`` on first start, trust auth, superuser
@@ -260,9 +277,11 @@ class PostgresServer(LocalServer):
 
 @dataclass
 class RedisServer(LocalServer):
-    """A redis-server without persistence: a restart is also a flush (the gate rebuilds)."""
+    """A redis-server; without ``durable`` a restart is also a flush (the gate rebuilds), with it
+    an append-only file in its directory keeps the gate across restarts (fsync every second)."""
 
     name: str = "Redis"
+    durable: bool = False
 
     @property
     def url(self) -> str:
@@ -273,6 +292,8 @@ class RedisServer(LocalServer):
         return [
             redis_binary(),
             *("--port", str(self.port), "--bind", self.host),
-            *("--save", "", "--appendonly", "no", "--daemonize", "no"),
+            *("--save", "", "--daemonize", "no"),
+            *(("--appendonly", "yes", "--appendfsync", "everysec") if self.durable else ()),
+            *(() if self.durable else ("--appendonly", "no")),
             *("--dir", str(self.directory)),
         ]

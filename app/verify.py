@@ -35,7 +35,7 @@ import asyncpg
 import orjson
 
 from app.adapters import postgres, redis_client
-from app.adapters.kafka import partition_for
+from app.adapters.kafka import coupon_partition
 from app.adapters.kafka_lag import TopicNotFound, read_lag
 from app.adapters.redis_gate import RedisGate
 from app.config import Settings
@@ -102,7 +102,7 @@ def _check_accepted(
         letters = [e for e in topic.dlq if e.letter.original_key == key]
         c.dead_lettered = len(letters)
         if topic.partitions:
-            c.partition = partition_for(key, topic.partitions)
+            c.partition = coupon_partition(c.coupon_id, c.partition, topic.partitions)
             c.partition_lag = topic.lag.get(c.partition)
         dead = {user for _, user in _dead_letter_users(letters)}
     found = check_accepted(c.coupon_id, waiting, young, dead, c.partition, c.partition_lag)
@@ -135,6 +135,7 @@ async def _coupon_figures(conn: asyncpg.Connection, coupon_id: UUID | None) -> l
             issued_rows=r["issued_rows"],
             double_issued=r["issued_rows"] - r["issued_users"],
             rejected=rejected.get(r["id"], {}),
+            partition=r["partition"],
         )
         for r in await postgres.coupon_figure_rows(conn, coupon_id)
     ]

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -240,8 +241,22 @@ class Publisher:
     def producer(self) -> AIOKafkaProducer:
         return self._producer
 
-    async def publish(self, request: IssueRequest) -> int:
-        """Send and wait for the ack; returns the partition.
+    async def partition_for_coupon(self, key: bytes, timeout_s: float = 2.0) -> int | None:
+        """The partition a new coupon's presses will all go to: its key's hash over the topic's
+        partitions now (None when the broker cannot say in time: presses then hash per send).
+
+        Fixed at creation, so partitions added later never split one coupon's presses."""
+        try:
+            partitions = await asyncio.wait_for(
+                self._producer.partitions_for(self._topic), timeout_s
+            )
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("partition count of %s unknown, coupon not pinned: %r", self._topic, exc)
+            return None
+        return partition_for(key, len(partitions)) if partitions else None
+
+    async def publish(self, request: IssueRequest, partition: int | None = None) -> int:
+        """Send to ``partition`` (None: the key's hash) and wait for the ack; returns the partition.
 
         Raises BrokerUnavailable when the message never left or the broker refused it (safe to
         undo the reservation), and PublishUnconfirmed when it was sent but not acknowledged in
@@ -251,7 +266,9 @@ class Publisher:
         producer = self._producer
         try:
             async with asyncio.timeout(self._timeout_s):  # one timer for both steps
-                sent = await producer.send(self._topic, encode(request), key=request.key())
+                sent = await producer.send(
+                    self._topic, encode(request), key=request.key(), partition=partition
+                )
                 sent.add_done_callback(functools.partial(self._watch, producer))
                 meta = await asyncio.shield(sent)
         except _REFUSED as exc:
@@ -293,6 +310,12 @@ def partition_for(key: bytes, partitions: int) -> int:
     return int(DefaultPartitioner()(key, every, every))
 
 
+def coupon_partition(coupon_id: UUID, pinned: int | None, partitions: int) -> int:
+    """Where a coupon's presses are: its pinned partition, else its key's hash over the
+    topic's ``partitions`` now (coupons created before partitions were pinned)."""
+    return pinned if pinned is not None else partition_for(str(coupon_id).encode(), partitions)
+
+
 def make_consumer(bootstrap: str, group: str, max_records: int) -> AIOKafkaConsumer:
     """A group member with manual commits; starts from the earliest offset the first time."""
     return AIOKafkaConsumer(
@@ -305,4 +328,7 @@ def make_consumer(bootstrap: str, group: str, max_records: int) -> AIOKafkaConsu
         heartbeat_interval_ms=1_000,
         # Batches are committed to PostgreSQL in well under this; a stuck DB shows as lag.
         max_poll_interval_ms=300_000,
+        # Partitions added to the topic are assigned within half a minute, not five: a coupon
+        # created after the producer learnt of them is pinned to one.
+        metadata_max_age_ms=30_000,
     )

@@ -6,14 +6,10 @@ Per partition: the log start, the log end (high watermark) and the group's commi
 the lag exporter): it connects on first use and again after a failed read. :func:`read_lag` is a
 one-off read (verify).
 
-Broker notes (tansu, our test broker, and why the reads look the way they do):
-- ListOffsets "latest" under-reports the end of a partition written with batched produces, so the
-  log end is the high watermark carried by a Fetch response: assign the partitions to a group-less
-  consumer, seek to the end, and fetch once; ``highwater()`` is then fresh (a new assignment starts
-  with no highwater, so any value seen is from this read).
-- The admin client's OffsetFetch (list_consumer_group_offsets) fails to decode against tansu, so
-  committed offsets come from a consumer created with the group id that never subscribes (it never
-  joins the group, so reading lag does not rebalance the real consumers).
+Each read asks the broker three things: the topic's partitions (a metadata request, every read, so
+added partitions count at once), the log start and end of each (ListOffsets; the end is the high
+watermark, what a consumer can read), and the group's committed offsets (OffsetFetch, through the
+admin client: nothing here ever joins the group, so reading lag never rebalances the consumers).
 """
 
 from __future__ import annotations
@@ -26,9 +22,22 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    KafkaError,
+    NotCoordinatorForGroupError,
+)
+from aiokafka.structs import OffsetAndMetadata
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 T = TypeVar("T")
+# Answers that mean "ask again in a moment": the group's coordinator is being elected or loaded.
+_COORDINATOR_MOVING = (
+    GroupCoordinatorNotAvailableError,
+    CoordinatorLoadInProgressError,
+    NotCoordinatorForGroupError,
+)
 
 
 class LagReadError(Exception):
@@ -104,10 +113,8 @@ class LagReader:
         self._bootstrap = bootstrap
         self._timeout_s = timeout_s
         self._offsets: AIOKafkaConsumer | None = None
-        self._groups: dict[str, AIOKafkaConsumer] = {}
         self._admin: AIOKafkaAdminClient | None = None
-        # One read at a time: reads reassign the shared offsets consumer.
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one read at a time over the shared connections
 
     @property
     def bootstrap(self) -> str:
@@ -115,14 +122,10 @@ class LagReader:
 
     async def start(self) -> LagReader:
         """Connect to the broker; raises :class:`LagReadError` when it cannot be reached."""
-        consumer = AIOKafkaConsumer(
+        consumer = AIOKafkaConsumer(  # group-less: only asks for offsets, never fetches records
             bootstrap_servers=self._bootstrap,
             enable_auto_commit=False,
-            # A read only wants the fetch response's high watermark, not the records.
-            max_partition_fetch_bytes=1,
-            fetch_max_wait_ms=50,
             request_timeout_ms=int(self._timeout_s * 1000),
-            metadata_max_age_ms=30_000,  # notice added partitions within a minute
         )
         try:
             await self._guard(consumer.start())
@@ -134,8 +137,8 @@ class LagReader:
 
     async def stop(self) -> None:
         """Close every connection (safe to call twice, or after a failed start)."""
-        clients: list[Any] = [self._offsets, self._admin, *self._groups.values()]
-        self._offsets, self._admin, self._groups = None, None, {}
+        clients: list[Any] = [self._offsets, self._admin]
+        self._offsets, self._admin = None, None
         for client in clients:
             if client is None:
                 continue
@@ -159,7 +162,7 @@ class LagReader:
             raise LagReadError("LagReader.read() before start()")
         async with self._lock:
             tps = await self._guard(self._partitions(topic))
-            ends = await self._guard(self._log_ends(self._offsets, tps))
+            ends = await self._guard(self._offsets.end_offsets(tps))
             starts = await self._guard(self._offsets.beginning_offsets(tps))
             committed = await self._guard(self._committed(group, tps))
         members = await self._members(group)
@@ -176,8 +179,8 @@ class LagReader:
     async def _partitions(self, topic: str) -> list[TopicPartition]:
         """The topic's partitions, asked every read so added partitions count at once."""
         admin = await self._admin_client()
-        # All topics, not [topic]: naming a topic in a metadata request may auto-create it (tansu
-        # does), and a lag reader must not create a topic from a typo in a spec.
+        # All topics, not [topic]: naming a topic in a metadata request may auto-create it (a
+        # broker with auto.create.topics.enable), and a typo in a spec must not create a topic.
         for meta in await admin.describe_topics(None):
             if meta["topic"] == topic and not meta["error_code"] and meta["partitions"]:
                 ids = sorted(p["partition"] for p in meta["partitions"])
@@ -194,38 +197,21 @@ class LagReader:
             self._admin = admin
         return self._admin
 
-    async def _log_ends(
-        self, consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition]
-    ) -> dict[TopicPartition, int]:
-        """High watermarks from one fetch (see the module docstring for why not ListOffsets)."""
-        consumer.assign(list(tps))  # a fresh assignment has no highwater yet
-        try:
-            await consumer.seek_to_end(*tps)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self._timeout_s
-            while any(consumer.highwater(tp) is None for tp in tps):
-                if loop.time() > deadline:
-                    raise LagReadError("no fetch response with a high watermark in time")
-                await consumer.getmany(*tps, timeout_ms=50, max_records=1)
-            return {tp: int(consumer.highwater(tp)) for tp in tps}
-        finally:
-            consumer.unsubscribe()  # stop background fetching until the next read
-
     async def _committed(
         self, group: str, tps: Sequence[TopicPartition]
     ) -> dict[TopicPartition, int | None]:
-        consumer = self._groups.get(group)
-        if consumer is None:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap,
-                group_id=group,
-                enable_auto_commit=False,  # it must never commit: it only reads
-                request_timeout_ms=int(self._timeout_s * 1000),
-            )
-            await consumer.start()  # never subscribed: it never joins the group
-            self._groups[group] = consumer
-        values = await asyncio.gather(*(consumer.committed(tp) for tp in tps))
-        return dict(zip(tps, values, strict=True))
+        """The group's committed offset per partition (None: never committed there)."""
+        admin = await self._admin_client()
+        # A fresh broker (or one just restarted) elects the group's coordinator on first ask.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(_COORDINATOR_MOVING),
+            wait=wait_fixed(0.1),
+            stop=stop_after_delay(self._timeout_s),
+            reraise=True,
+        ):
+            with attempt:
+                found = await admin.list_consumer_group_offsets(group, partitions=list(tps))
+        return {tp: _offset(found.get(tp)) for tp in tps}
 
     async def _members(self, group: str) -> int | None:
         """Members of the group, or None when DescribeGroups is unavailable (best effort)."""
@@ -250,6 +236,13 @@ class LagReader:
             raise
         except (KafkaError, OSError, TimeoutError) as exc:
             raise LagReadError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _offset(committed: OffsetAndMetadata | None) -> int | None:
+    """OffsetFetch answers -1 for a partition the group never committed on."""
+    if committed is None or committed.offset < 0:
+        return None
+    return int(committed.offset)
 
 
 class ReconnectingLagReader:

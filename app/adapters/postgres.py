@@ -109,14 +109,15 @@ def _quote_ident(name: str) -> str:
 
 _COUPON_COLUMNS = (
     "id, name, discount_type, discount_value, total_quantity, issued_quantity,"
-    " min_order_amount, expires_at, created_at"
+    " min_order_amount, expires_at, created_at, partition"
 )
 
 
 async def insert_coupon(conn: Connection, coupon: Coupon) -> None:
     await conn.execute(
         "INSERT INTO coupons (id, name, discount_type, discount_value, total_quantity,"
-        " min_order_amount, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        " min_order_amount, expires_at, created_at, partition)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         coupon.id,
         coupon.name,
         coupon.discount_type.value,
@@ -125,6 +126,7 @@ async def insert_coupon(conn: Connection, coupon: Coupon) -> None:
         coupon.min_order_amount,
         coupon.expires_at,
         coupon.created_at,
+        coupon.partition,
     )
 
 
@@ -160,6 +162,7 @@ def _coupon(row: Mapping[str, object]) -> Coupon:
         min_order_amount=row["min_order_amount"],  # type: ignore[arg-type]
         expires_at=row["expires_at"],  # type: ignore[arg-type]
         created_at=row["created_at"],  # type: ignore[arg-type]
+        partition=row["partition"],  # type: ignore[arg-type]
     )
 
 
@@ -374,7 +377,7 @@ async def apply_migrations(dsn: str, schema: str) -> list[str]:
 # --- invariant reads (coupon-issuer verify): read-only, set-based ---------------------------------
 
 _COUPON_FIGURES = """
-SELECT c.id, c.total_quantity, c.issued_quantity,
+SELECT c.id, c.total_quantity, c.issued_quantity, c.partition,
        count(r.request_id) FILTER (WHERE r.status = 'ISSUED') AS issued_rows,
        count(DISTINCT r.user_id) FILTER (WHERE r.status = 'ISSUED') AS issued_users
 FROM coupons c LEFT JOIN issue_requests r ON r.coupon_id = c.id

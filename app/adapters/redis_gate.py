@@ -32,6 +32,7 @@ class GateAnswer:
 
     outcome: GateOutcome | None
     queue_ahead: int = 0
+    partition: int | None = None  # the coupon's fixed partition (None: its gate has none)
 
     @property
     def loaded(self) -> bool:
@@ -100,8 +101,9 @@ class RedisGate:
         presses on this coupon (0: no limit).
         """
         keys, args = self._reserve_call(coupon_id, user_id, request_id, now, presses_per_second)
-        code, ahead = await self._batch.call(self._reserve, keys, args)
-        return GateAnswer(_CODES.get(int(code)), int(ahead))
+        code, ahead, partition = await self._batch.call(self._reserve, keys, args)
+        fixed = int(partition)
+        return GateAnswer(_CODES.get(int(code)), int(ahead), None if fixed < 0 else fixed)
 
     async def queue_reserve(
         self, pipe: Pipeline, coupon_id: UUID, user_id: str, request_id: UUID, now: datetime
@@ -152,6 +154,7 @@ class RedisGate:
         expires_at: datetime,
         holders: Iterable[tuple[str, UUID]],
         outcomes: Iterable[tuple[str, RecordedOutcome]] = (),
+        partition: int | None = None,
     ) -> None:
         """(Re)build a coupon's gate: holders and outcomes first, meta last, so a half-built gate
         stays closed (and its outcomes are complete whenever its meta exists).
@@ -173,6 +176,8 @@ class RedisGate:
                 await pipe.execute()
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(processed, len(pairs), nx=True)
+            if partition is not None:  # in the same MULTI: never a gate open without it
+                pipe.hset(meta, "partition", partition)
             pipe.hset(meta, mapping={"total": total, "expires_ms": _epoch_ms(expires_at)})
             await pipe.execute()
 

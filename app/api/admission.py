@@ -53,7 +53,7 @@ async def admit_press(
         return response
     started = time.perf_counter()
     try:
-        await svc.publisher.publish(queued)
+        await svc.publisher.publish(queued, answer.partition)
     except BrokerUnavailable:
         # It never left this process: undoing the reservation is safe, and so is a retry.
         await svc.gate.release(coupon_id, user_id, queued.request_id)

@@ -84,8 +84,9 @@ async def create_coupon(body: CouponCreate, svc: Svc, _: Language) -> Response:
         raise RequestValidationError(
             [{"loc": ("body", "expiresAt"), "msg": "must be in the future", "type": "value_error"}]
         )
+    coupon_id = uuid.uuid4()
     coupon = Coupon(
-        id=uuid.uuid4(),
+        id=coupon_id,
         name=body.name,
         discount_type=body.discountType,
         discount_value=body.discountValue,
@@ -93,12 +94,15 @@ async def create_coupon(body: CouponCreate, svc: Svc, _: Language) -> Response:
         min_order_amount=body.minOrderAmount,
         expires_at=expires_at,
         created_at=now,
+        partition=await svc.publisher.partition_for_coupon(str(coupon_id).encode()),
     )
     # Registered before it exists: a coupon in PostgreSQL is never unknown to the gate.
     await svc.gate.register([coupon.id])
     async with svc.db() as conn:
         await postgres.insert_coupon(conn, coupon)
-    await svc.gate.load(coupon.id, coupon.total_quantity, coupon.expires_at, holders=())
+    await svc.gate.load(
+        coupon.id, coupon.total_quantity, coupon.expires_at, holders=(), partition=coupon.partition
+    )
     return _coupon_answer(coupon, svc, 201)
 
 

@@ -134,7 +134,14 @@ class Services:
                 return False
             holders = await postgres.holders(conn, coupon_id)
             outcomes = await postgres.coupon_outcomes(conn, coupon_id)
-        await self.gate.load(coupon.id, coupon.total_quantity, coupon.expires_at, holders, outcomes)
+        await self.gate.load(
+            coupon.id,
+            coupon.total_quantity,
+            coupon.expires_at,
+            holders,
+            outcomes,
+            partition=coupon.partition,
+        )
         metrics.GATE_REBUILDS.inc()
         log.info("rebuilt gate for coupon %s from PostgreSQL (%d holders)", coupon_id, len(holders))
         return True

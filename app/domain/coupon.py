@@ -27,6 +27,9 @@ class Coupon:
     expires_at: datetime
     created_at: datetime
     issued_quantity: int = 0
+    # The request topic's partition every press of this coupon goes to (None: created before
+    # partitions were fixed per coupon; its key's hash over the configured count is used).
+    partition: int | None = None
 
     @property
     def remaining_quantity(self) -> int:

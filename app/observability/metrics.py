@@ -193,7 +193,7 @@ COMMITTED_OFFSET = FamilySpec(
 )
 LOG_END_OFFSET = FamilySpec(
     "coupon_topic_log_end_offset",
-    "High watermark of the partition (read from a fetch: right on tansu and on Kafka).",
+    "High watermark of the partition (ListOffsets latest).",
     ("topic", "partition"),
 )
 # Counters over the same offsets: both only grow (a reset, e.g. a recreated topic, is a counter

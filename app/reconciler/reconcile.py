@@ -20,7 +20,7 @@ from uuid import UUID
 import asyncpg
 
 from app.adapters import postgres, redis_client
-from app.adapters.kafka import partition_for
+from app.adapters.kafka import coupon_partition
 from app.adapters.kafka_lag import LagReader, LagReadError
 from app.adapters.redis_gate import RedisGate
 from app.config import Settings
@@ -63,7 +63,9 @@ class Reconciler:
     async def _observe_and_settle(self) -> PassReport:
         now = datetime.now(UTC)
         async with self._pool.acquire() as conn:
-            coupons = [c.id for c in await postgres.active_coupons(conn, now - _RECENTLY_EXPIRED)]
+            active = await postgres.active_coupons(conn, now - _RECENTLY_EXPIRED)
+        pinned = {c.id: c.partition for c in active}
+        coupons = list(pinned)
         holders = {cid: await self._gate.holder_requests(cid) for cid in coupons}
         lag = await self._partition_lag()
         if lag is None:
@@ -79,7 +81,7 @@ class Reconciler:
                 cid,
                 held,
                 undecided,
-                lag.get(partition_for(str(cid).encode(), len(lag))),
+                lag.get(coupon_partition(cid, pinned[cid], len(lag))),
                 now,
                 min_age,
             )

@@ -93,7 +93,7 @@ async def _produce(settings: Settings, produced: dict[int, int] = PRODUCED) -> N
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=50)
     await producer.start()
     try:
-        # Batched sends: the case where tansu's ListOffsets "latest" answer is wrong.
+        # Batched sends: several records per produce request, counted one by one.
         sent = [
             await producer.send(settings.topic, f"m{p}-{i}".encode(), partition=p)
             for p, n in produced.items()

@@ -36,7 +36,7 @@ async def make_topic(bootstrap: str, partitions: int = 3, name: str | None = Non
 
 
 async def produce(bootstrap: str, topic: str, per_partition: dict[int, int]) -> None:
-    """Batched sends (the case where ListOffsets 'latest' is wrong on tansu)."""
+    """Batched sends: several records per produce request, each one counted in the log end."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=20
     )
@@ -147,12 +147,12 @@ async def test_members_of_a_running_group_are_counted(
     try:
 
         async def assigned() -> bool:
-            await consumer.getmany(timeout_ms=200)  # joining takes a few seconds on tansu
+            await consumer.getmany(timeout_ms=200)  # joining takes a few seconds
             return bool(consumer.assignment())
 
         await wait_until(assigned, 20, "the consumer's assignment", interval=0)
         snap = await reader.read(topic, group)
-        assert snap.members == 1  # tansu answers DescribeGroups; None would mean we lost that
+        assert snap.members == 1  # DescribeGroups answered; None would mean we lost that
     finally:
         await consumer.stop()
 
