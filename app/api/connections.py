@@ -20,11 +20,13 @@ import functools
 import logging
 import resource
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import orjson
 from starlette.types import Receive, Scope, Send
+from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from app.api.errors import refusal
 from app.api.messages import DEFAULT_LANG, Lang, negotiate, text
@@ -90,8 +92,16 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     body buffered past uvicorn's high-water mark) does not count against the client.
     """
 
-    def __init__(self, *args: object, limits: ConnectionLimits, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: ConnectionLimits,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
         self._phase = _BETWEEN
         self._timer: asyncio.TimerHandle | None = None
@@ -130,6 +140,13 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._phase = _BETWEEN
         self._cancel_timer()
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._phase != _BETWEEN and self._timer is not None:
+            # a pipelined request waited for this answer, unread: its bound starts again now
+            self._cancel_timer()
+            self._arm()
 
     def _arm(self) -> None:
         bound = self.limits.head_timeout_s if self._phase == _HEAD else self.limits.body_timeout_s
