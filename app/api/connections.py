@@ -103,6 +103,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
+        self._max_connections = limits.max_connections  # read on every request: one lookup
         self._phase = _BETWEEN
         self._timer: asyncio.TimerHandle | None = None
 
@@ -125,8 +126,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._phase = _BODY
-        self._cancel_timer()
-        if len(self.connections) > self.limits.max_connections:
+        if self._timer is not None:
+            self._cancel_timer()
+        if len(self.connections) > self._max_connections:
             # uvicorn's own limit_concurrency would answer in plain text; ours is the API's shape
             served, self.app = self.app, _over_the_cap
             try:
@@ -138,7 +140,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._phase = _BETWEEN
-        self._cancel_timer()
+        if self._timer is not None:
+            self._cancel_timer()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
