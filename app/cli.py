@@ -121,6 +121,7 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 def _api(settings: Settings, _: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.api.connections import ConnectionLimits, allow_open_files, bounded_protocol
     from app.unreachable import check_database
 
     _run(check_database(settings.database_url))  # else uvicorn prints a lifespan traceback
@@ -128,6 +129,12 @@ def _api(settings: Settings, _: argparse.Namespace) -> int:
     if settings.api_workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Workers are separate processes; prometheus-client merges their samples via files here.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="coupon-metrics-")
+    limits = ConnectionLimits(
+        head_timeout_s=settings.api_head_timeout_s,
+        body_timeout_s=settings.api_body_timeout_s,
+        max_connections=settings.api_max_connections,
+    )
+    allow_open_files(limits)
     uvicorn.run(
         "app.api.app:create_app",
         factory=True,
@@ -135,7 +142,9 @@ def _api(settings: Settings, _: argparse.Namespace) -> int:
         port=settings.api_port,
         workers=settings.api_workers,
         loop="uvloop",
-        http="httptools",
+        # httptools with a deadline on reading each request and a connection cap (docs/security.md)
+        http=bounded_protocol(limits),
+        ws="none",  # no WebSocket routes: an upgrade request is an ordinary request
         access_log=False,
         log_config=None,
     )

@@ -115,6 +115,25 @@ class Settings(BaseSettings):
     lag_exporter_interval_s: float = Field(
         5.0, gt=0, description="How often the exporter reads lag"
     )
+    api_head_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest an API connection may take to send a request's head (request line"
+        " and headers), from its opening or, kept alive, from the request's first byte: then 408"
+        " and the connection is closed (silently if it sent nothing)",
+    )
+    api_body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest a request's body may take to arrive after its head: then 408 and the"
+        " connection is closed",
+    )
+    api_max_connections: int = Field(
+        1024,
+        ge=1,
+        description="Connections one API process serves at once: a request read while it holds"
+        " more is answered 503 BUSY (Retry-After: 1) and its connection closed",
+    )
     max_body_bytes: int = Field(16384, ge=256, description="Largest accepted request body")
     default_timezone: str = Field(
         "UTC",

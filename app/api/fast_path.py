@@ -81,6 +81,8 @@ class IssueFastPath:
         ):
             return False
         body = await _read_body(receive)
+        if body is None:  # the client went (or was cut off, api/connections.py) mid-body
+            return True
         press = _plain_press(match.group(1), body)
         if press is None:
             await self.app(scope, _replay(body, receive), send)
@@ -173,10 +175,13 @@ def _uuid(text: str) -> UUID | None:
         return None
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole body; None if the client disconnected first (a part is never a press)."""
     chunks = []
     while True:
         message = await receive()
+        if message["type"] != "http.request":
+            return None
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)

@@ -84,6 +84,10 @@ MESSAGES: Final[dict[str, dict[Lang, str]]] = {
         Lang.EN: "The service is busy; try again shortly.",
         Lang.KO: "서비스가 혼잡합니다. 잠시 후 다시 시도해 주세요.",
     },
+    "REQUEST_TIMEOUT": {
+        Lang.EN: "The request did not arrive in time; the connection is closed.",
+        Lang.KO: "요청이 제시간에 도착하지 않아 연결을 닫습니다.",
+    },
     "INTERNAL_ERROR": {
         Lang.EN: "Something went wrong on our side; try again.",
         Lang.KO: "서버 오류가 발생했습니다. 다시 시도해 주세요.",

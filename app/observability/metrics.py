@@ -33,6 +33,12 @@ API_PUBLISH_DURATION = Histogram(
 API_IN_FLIGHT = Gauge(
     "coupon_api_requests_in_flight", "HTTP requests being served.", multiprocess_mode="livesum"
 )
+API_REFUSED_REQUESTS = Counter(
+    "coupon_api_refused_requests",
+    "Requests refused by the HTTP connection (api/connections.py), by reason: head_timeout"
+    " (incl. connections that sent nothing), body_timeout, connection_limit.",
+    ["reason"],
+)
 _request_durations: dict[tuple[str, str, int], Histogram] = {}
 
 

@@ -58,3 +58,32 @@ async def test_anything_else_reaches_the_app_with_its_body() -> None:
     }
     await IssueFastPath(app, no_services)(scope, receive, None)  # type: ignore[arg-type]
     assert seen["body"] == b'{"userId": "bad user"}'
+
+
+async def test_a_body_cut_off_by_a_disconnect_is_never_a_press() -> None:
+    """The first bytes of a declared 40-byte body are a plain press; the client goes before the
+    rest (or api/connections.py cuts it off): nothing is admitted, nothing answered."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise AssertionError("a cut-off press must not reach the app")
+
+    def no_services() -> Any:
+        raise AssertionError("a cut-off press must not be admitted")
+
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"userId": "alice"}', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": f"/api/coupons/{COUPON}/issue/queue",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"40")],
+    }
+    await IssueFastPath(app, no_services)(scope, receive, None)  # type: ignore[arg-type]

@@ -136,6 +136,9 @@ COUPON_API_HOST: "0.0.0.0"
 COUPON_API_PORT: {{ .Values.api.port | toString | quote }}
 COUPON_API_WORKERS: {{ .Values.api.workers | toString | quote }}
 COUPON_MAX_BODY_BYTES: {{ .Values.api.maxBodyBytes | toString | quote }}
+COUPON_API_HEAD_TIMEOUT_S: {{ .Values.api.headTimeoutSeconds | toString | quote }}
+COUPON_API_BODY_TIMEOUT_S: {{ .Values.api.bodyTimeoutSeconds | toString | quote }}
+COUPON_API_MAX_CONNECTIONS: {{ .Values.api.maxConnections | toString | quote }}
 COUPON_CONSUMER_METRICS_PORT: {{ .Values.consumer.metricsPort | toString | quote }}
 COUPON_LAG_EXPORTER_PORT: {{ .Values.lagExporter.port | toString | quote }}
 COUPON_BATCH_MAX: {{ .Values.config.batchMax | toString | quote }}
