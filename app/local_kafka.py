@@ -223,7 +223,9 @@ class KafkaNode:
         """Format the log dirs for ``cluster_id`` (``kafka-storage format``), once."""
         if not self.formatted():
             config = self._write_config()
-            run_tool("kafka-storage", "format", f"--cluster-id={self.cluster_id}", "-c", str(config))
+            run_tool(
+                "kafka-storage", "format", f"--cluster-id={self.cluster_id}", "-c", str(config)
+            )
 
     def launch(self) -> None:
         """Start the JVM on the formatted directory and return at once (see ``wait_ready``)."""
