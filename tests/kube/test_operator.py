@@ -197,3 +197,28 @@ async def test_the_operator_scales_by_real_lag_as_its_service_account(
     assert len(scale_patches) == 3
     assert {c["objectRef"]["name"] for c in scale_patches} == {CONSUMER}
     assert not [c for c in calls if c.get("objectRef", {}).get("resource") == "secrets"]
+
+    # An autoscaler pointed at another Deployment gets a 403 from the Role, and says so.
+    rogue = {
+        "apiVersion": "coupons.example.com/v1",
+        "kind": "ConsumerAutoscaler",
+        "metadata": {"name": "rogue"},
+        "spec": {**(cluster.get(cas_path) or {})["spec"], "targetRef": {"name": API}},
+    }
+    cas_list = cas_path.rsplit("/", 1)[0]
+    cluster.api.post(cas_list, json=rogue).raise_for_status()
+    api_replicas = (cluster.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{API}") or {})[
+        "spec"
+    ]["replicas"]
+
+    def rogue_target() -> dict[str, Any]:
+        conditions = ((cluster.get(f"{cas_list}/rogue") or {}).get("status") or {}).get(
+            "conditions", []
+        )
+        return next((c for c in conditions if c["type"] == "TargetFound"), {})
+
+    found = await wait_until(lambda: rogue_target().get("status") == "False", 15, "TargetFound")
+    assert found
+    assert "HTTP 403" in rogue_target()["message"]
+    api_now = cluster.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{API}") or {}
+    assert api_now["spec"]["replicas"] == api_replicas
