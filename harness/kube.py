@@ -89,9 +89,9 @@ class Certificates:
             cwd=d,
         )
         sans = "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:127.0.0.1,IP:10.96.0.1"
-        self._leaf("apiserver", "/CN=kube-apiserver", "serverAuth", sans)
-        self._leaf("admin", "/O=system:masters/CN=coupon-issuer-admin", "clientAuth")
-        self._leaf("controller-manager", "/CN=system:kube-controller-manager", "clientAuth")
+        self.issue("apiserver", "/CN=kube-apiserver", "serverAuth", sans)
+        self.issue("admin", "/O=system:masters/CN=coupon-issuer-admin", "clientAuth")
+        self.issue("controller-manager", "/CN=system:kube-controller-manager", "clientAuth")
         openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key", cwd=d)
         openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
         return self
@@ -103,7 +103,8 @@ class Certificates:
             context.load_cert_chain(self.path(f"{client}.crt"), self.path(f"{client}.key"))
         return context
 
-    def _leaf(self, name: str, subject: str, usage: str, sans: str = "") -> None:
+    def issue(self, name: str, subject: str, usage: str, sans: str = "") -> None:
+        """``name``.crt/.key signed by the CA, for ``usage`` (serverAuth, clientAuth)."""
         ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
         extra = ("-addext", f"subjectAltName={sans}") if sans else ()
         openssl(

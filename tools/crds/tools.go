@@ -4,7 +4,6 @@
 package crds
 
 import (
-	_ "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
 	_ "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	_ "sigs.k8s.io/controller-tools/cmd/controller-gen"
 )
