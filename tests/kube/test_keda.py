@@ -99,16 +99,19 @@ async def test_kedas_operator_builds_the_hpa_and_activates_on_real_lag(
 
     # No lag: KEDA takes the Deployment (created at 1) to zero.
     await wait_until(lambda: replicas() == 0, 60, "KEDA deactivating to 0")
-    assert so_condition("Active") == "False"
+    await wait_until(lambda: so_condition("Active") == "False", 30, "the trigger inactive")
 
     await produce(kafka_bootstrap, topic, 300)
     await wait_until(lambda: replicas() == 1, 30, "KEDA's Kafka scaler activating 0 -> 1")
-    assert so_condition("Active") == "True"
-    activated = await wait_until(lambda: events("KEDAScaleTargetActivated"), 10, "an Event")
+    await wait_until(lambda: so_condition("Active") == "True", 30, "the trigger active")
+    activated = await wait_until(lambda: events("KEDAScaleTargetActivated"), 30, "an Event")
     assert "from 0 to 1" in activated[0]["message"]
 
     await commit_everything(kafka_bootstrap, topic, group, 3)
     await wait_until(lambda: so_condition("Active") == "False", 30, "the trigger inactive")
     await wait_until(lambda: replicas() == 0, 30, "back to 0 after the cooldown")
-    deactivated = events("KEDAScaleTargetDeactivated")
-    assert any("from 1 to 0" in e["message"] for e in deactivated), deactivated
+    await wait_until(
+        lambda: any("from 1 to 0" in e["message"] for e in events("KEDAScaleTargetDeactivated")),
+        30,
+        "a KEDAScaleTargetDeactivated Event from 1 to 0",
+    )
