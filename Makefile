@@ -38,7 +38,7 @@ fmt: $(STAMP) ## format the code
 	$(VENV)/bin/ruff format $(CODE)
 	$(VENV)/bin/ruff check --fix $(CODE)
 
-test: $(STAMP) system-deps kafka lint ## the whole suite: unit, integration, e2e, chaos
+test: $(STAMP) system-deps kafka kube-build keda-build crds-check lint ## the whole suite: unit, integration, e2e, chaos, the real Kubernetes API server
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean: ## remove the venv and caches
