@@ -111,6 +111,8 @@ def _initialise_known_labels() -> None:
         CONSUMER_MESSAGES.labels(f"rejected_{reason.value.lower()}")
     for kind in ("transient", "data"):
         CONSUMER_RETRIES.labels(kind)
+    for cut_off in ("head_timeout", "body_timeout", "connection_limit"):
+        API_REFUSED_REQUESTS.labels(cut_off)
 
 
 _initialise_known_labels()

@@ -121,6 +121,21 @@ def _api() -> list[Panel]:
             [query(f"sum(coupon_api_requests_in_flight{{{NS}}})", "in flight")],
             width=8,
         ),
+        timeseries_panel(
+            "Connections cut off by reason",
+            "Requests the HTTP connection refused or closed before the app saw them:"
+            " head_timeout and body_timeout (a client too slow to send its request, answered"
+            " 408 or closed), connection_limit (answered 503 BUSY). The alert fires on a"
+            " sustained connection_limit.",
+            units.RequestsPerSecond,
+            [
+                query(
+                    f"sum by (reason) (rate(coupon_api_refused_requests_total{{{NS}}}[{RATE}]))",
+                    "{{reason}}",
+                )
+            ],
+            width=24,
+        ),
     ]
 
 
