@@ -44,7 +44,10 @@ class Stack(ServiceProcesses):
             self.add_consumer()
         self.http = httpx.AsyncClient(
             base_url=self.base_url,
-            timeout=30,
+            # A request waits for a free connection as long as it takes (a sale gathers more
+            # requests than the pool has connections; under CPU contention the queue is long),
+            # but a server that does not answer a request it was sent fails it after 30 s.
+            timeout=httpx.Timeout(30, pool=None),
             # Idle connections are dropped before uvicorn closes them (5 s keep-alive): reusing
             # one the server is closing at that moment fails the request with a ReadError.
             limits=httpx.Limits(max_connections=100, keepalive_expiry=2),
