@@ -122,9 +122,9 @@ def _api(settings: Settings, _: argparse.Namespace) -> int:
     import uvicorn
 
     from app.api.connections import ConnectionLimits, allow_open_files, bounded_protocol
-    from app.unreachable import check_database
+    from app.unreachable import probe_database
 
-    _run(check_database(settings.database_url))  # else uvicorn prints a lifespan traceback
+    _run(probe_database(settings.database_url))  # else uvicorn prints a lifespan traceback
 
     if settings.api_workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Workers are separate processes; prometheus-client merges their samples via files here.

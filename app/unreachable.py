@@ -162,7 +162,7 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-async def check_database(dsn: str, timeout_s: float = 10) -> None:
+async def probe_database(dsn: str, timeout_s: float = 10) -> None:
     """Connect once and leave: raises what ``diagnose`` explains if PostgreSQL does not answer.
 
     For processes whose framework would bury that failure in its own traceback (uvicorn's lifespan).

@@ -31,7 +31,7 @@ from app.api.services import Services
 from app.api.status_read import MAX_WAIT_SECONDS, read_status
 from app.domain.codec import USER_ID_PATTERN
 from app.observability import metrics
-from app.observability.logs import new_request_id, request_id_var
+from app.observability.logs import new_trace_id, trace_id_var
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +129,10 @@ async def _serve(
     route: str,
     handler: Handler,
 ) -> None:
-    """What the middleware stack does for other requests: request id in and out, in-flight and
+    """What the middleware stack does for other requests: trace id (x-request-id) in and out, in-flight and
     latency metrics, 503 for a dependency fault and a JSON 500 for anything unexpected."""
-    request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or new_request_id()
-    token = request_id_var.set(request_id)
+    trace_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or new_trace_id()
+    token = trace_id_var.set(trace_id)
     lang = negotiate(headers.get(b"accept-language"))
     started = time.perf_counter()
     status = 500
@@ -145,13 +145,13 @@ async def _serve(
         except Exception:
             log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
             response = refusal(500, "INTERNAL_ERROR", lang)
-        response.raw_headers.append((b"x-request-id", request_id.encode("latin-1")))
+        response.raw_headers.append((b"x-request-id", trace_id.encode("latin-1")))
         status = response.status_code
         await response(scope, receive, send)
     finally:
         metrics.API_IN_FLIGHT.dec()
         metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
-        request_id_var.reset(token)
+        trace_id_var.reset(token)
 
 
 def _wait_seconds(query: bytes) -> float | None:

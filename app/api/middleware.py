@@ -1,4 +1,5 @@
-"""Pure-ASGI middleware (cheap on the hot path): request ids, metrics, body limits, content type."""
+"""Pure-ASGI middleware (cheap on the hot path): trace ids (x-request-id), metrics, body limits,
+content type."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.messages import Lang, negotiate, text
 from app.observability import metrics
-from app.observability.logs import new_request_id, request_id_var
+from app.observability.logs import new_trace_id, trace_id_var
 
 _JSON = b"application/json"
 
@@ -26,8 +27,8 @@ class ObservedRequests:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or new_request_id()
-        token = request_id_var.set(request_id)
+        trace_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or new_trace_id()
+        token = trace_id_var.set(trace_id)
         status = 500
         started = time.perf_counter()
 
@@ -37,7 +38,7 @@ class ObservedRequests:
                 status = message["status"]
                 message["headers"] = [
                     *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
+                    (b"x-request-id", trace_id.encode()),
                 ]
             await send(message)
 
@@ -48,7 +49,7 @@ class ObservedRequests:
             metrics.API_IN_FLIGHT.dec()
             route = getattr(scope.get("route"), "path", "unmatched")
             metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
-            request_id_var.reset(token)
+            trace_id_var.reset(token)
 
 
 class BodyRules:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from app.adapters.kafka_lag import LagSnapshot
-from app.autoscaling.policy import Decision, History, Reading, ScalingSpec, decide, observe
+from app.autoscaling.policy import History, Reading, ScalingDecision, ScalingSpec, decide, observe
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,9 @@ class LocalScaler:
         self._clock = clock
         self._history: History | None = None
         self._previous: Reading | None = None
-        self.decisions: list[Decision] = []
+        self.decisions: list[ScalingDecision] = []
 
-    async def step(self) -> Decision:
+    async def step(self) -> ScalingDecision:
         """One poll: read, decide, act."""
         try:
             view = await self._read_lag()

@@ -33,10 +33,10 @@ from app.adapters.kafka_lag import LagReadError, LagSnapshot, ReconnectingLagRea
 from app.autoscaling.kube import GROUP, PLURAL, VERSION, KubeClient, KubeError
 from app.autoscaling.policy import (
     CAMEL_CASE,
-    Decision,
     Direction,
     History,
     Reading,
+    ScalingDecision,
     ScalingSpec,
     decide,
     observe,
@@ -177,7 +177,7 @@ async def poll_once(
     return policy.poll_seconds
 
 
-def _decision_status(snap: LagSnapshot, decision: Decision) -> dict[str, Any]:
+def _decision_status(snap: LagSnapshot, decision: ScalingDecision) -> dict[str, Any]:
     return {
         "lag": snap.total_lag,
         "lagSeconds": round(decision.drain_seconds, 1)
@@ -190,7 +190,7 @@ def _decision_status(snap: LagSnapshot, decision: Decision) -> dict[str, Any]:
     }
 
 
-def _announce(body: Any, before: int, decision: Decision) -> None:
+def _announce(body: Any, before: int, decision: ScalingDecision) -> None:
     """A Kubernetes Event on the ConsumerAutoscaler for every change of the replica count."""
     reason = "ScaledUp" if decision.direction is Direction.UP else "ScaledDown"
     message = f"{before} -> {decision.replicas}: {decision.reason}"

@@ -3,7 +3,7 @@
 Two functions are shared by the Kubernetes operator, the dev-mode scaler and the simulation:
 :func:`observe` turns consecutive :class:`Reading` values into the :class:`Observation` the policy
 reads (so what counts as a measured rate is decided once), and :func:`decide` turns that
-into a :class:`Decision`. The policy's memory is an explicit :class:`History` value passed in and
+into a :class:`ScalingDecision`. The policy's memory is an explicit :class:`History` value passed in and
 returned, so the caller chooses where it lives (the operator daemon's loop state, the dev-mode
 scaler, a test variable) and a decision can be replayed.
 
@@ -193,7 +193,7 @@ def observe(reading: Reading, previous: Reading | None) -> tuple[Observation, Re
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """The policy's memory between polls; returned in every :class:`Decision`."""
+    """The policy's memory between polls; returned in every :class:`ScalingDecision`."""
 
     started_at: float | None = None  # first observation: the window is "covered" after it
     recommendations: tuple[tuple[float, int], ...] = ()  # (time, raw recommendation) in window
@@ -204,7 +204,7 @@ class History:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class ScalingDecision:
     """The outcome of one poll: the count to run, why, and the history for the next poll."""
 
     replicas: int
@@ -224,14 +224,14 @@ def per_replica_rate(consumed: int, seconds: float, replicas: int) -> float | No
     return consumed / seconds / replicas
 
 
-def decide(obs: Observation, spec: ScalingSpec, history: History | None = None) -> Decision:
+def decide(obs: Observation, spec: ScalingSpec, history: History | None = None) -> ScalingDecision:
     """Desired replicas for ``obs`` under ``spec``, with a reason and the next history."""
     history = history or History()
     started = history.started_at if history.started_at is not None else obs.now
     lag, current = obs.total_lag, obs.current_replicas
     if obs.partitions == 0:
         # A missing topic is a fault for the caller to report, never a reason to scale to zero.
-        return Decision(
+        return ScalingDecision(
             current, "hold: the topic has no partitions", Direction.HOLD, current, 0, history, lag
         )
     ceiling = _ceiling(obs, spec)
@@ -250,10 +250,10 @@ def decide(obs: Observation, spec: ScalingSpec, history: History | None = None) 
     recs = (*recs, (obs.now, raw))
     new_history = History(started, recs, capacity, idle_since, lag, smoothed)
 
-    def done(replicas: int, direction: Direction, reason: str) -> Decision:
+    def done(replicas: int, direction: Direction, reason: str) -> ScalingDecision:
         throughput = group_throughput(current, obs.partitions, capacity or 0.0)
         drain = lag / throughput if throughput else None
-        return Decision(
+        return ScalingDecision(
             replicas, f"{reason} ({why})", direction, raw, ceiling, new_history, lag, drain
         )
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from app.autoscaling.policy import Decision, History, Reading, ScalingSpec, decide, observe
+from app.autoscaling.policy import History, Reading, ScalingDecision, ScalingSpec, decide, observe
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ class PolicyScaler:
     name: str = "policy"
     history: History = field(default_factory=History)
     previous: Reading | None = None
-    decisions: list[Decision] = field(default_factory=list)
+    decisions: list[ScalingDecision] = field(default_factory=list)
 
     @property
     def poll_seconds(self) -> int:

@@ -1,4 +1,5 @@
-"""Structured logging: JSON lines in containers, readable text in a terminal, with request ids."""
+"""Structured logging: JSON lines in containers, readable text in a terminal, with the trace id
+(``x-request-id``) of the HTTP exchange a line belongs to."""
 
 from __future__ import annotations
 
@@ -10,17 +11,17 @@ import sys
 
 import orjson
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "request_id", default=None
-)
-# Request ids this process hands out: a random per-process prefix and a counter (unique without
+trace_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
+# Trace ids this process hands out: a random per-process prefix and a counter (unique without
 # a uuid4 per request, which costs more than the rest of the id handling on the hot path).
 _ID_PREFIX = os.urandom(6).hex()
 _id_counter = itertools.count(1)
 
 
-def new_request_id() -> str:
-    """A request id unique across processes (random 48-bit prefix) and within one (a counter)."""
+def new_trace_id() -> str:
+    """A trace id: the ``x-request-id`` of one HTTP exchange and of its log lines (not the issue
+    request's ``requestId``: app/domain/request_ids.py). Unique across processes (a random 48-bit
+    prefix) and within one (a counter)."""
     return f"{_ID_PREFIX}{next(_id_counter):010x}"
 
 
@@ -32,9 +33,9 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        request_id = request_id_var.get()
-        if request_id:
-            doc["requestId"] = request_id
+        trace_id = trace_id_var.get()
+        if trace_id:
+            doc["traceId"] = trace_id
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(doc).decode()
@@ -42,7 +43,7 @@ class _JsonFormatter(logging.Formatter):
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get() or "-"
+        record.trace_id = trace_id_var.get() or "-"
         return True
 
 
@@ -54,7 +55,7 @@ def configure_logging(fmt: str, level: str) -> None:
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s [%(trace_id)s] %(message)s")
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]
