@@ -29,6 +29,10 @@ from bench.progress import Bar
 from bench.sampling import Sampler
 from harness import ServiceProcesses, coupon_ids_covering, create_covering, isolated, wait_until
 
+# Seconds the sale's stack is metered idle (up, consumers polling, no presses) before the load:
+# the share of the per-press CPU that is paid whether presses come or not.
+IDLE_WINDOW_S = 5.0
+
 
 @dataclass
 class RunContext:
@@ -287,6 +291,11 @@ async def flash_sale(ctx: RunContext) -> dict[str, Any]:
         meter = CpuMeter(groups)  # the load: shares of the machine while presses are sent
         # the whole work of the presses: until the last accepted one is a row
         per_press = CpuMeter({k: groups[k] for k in ("api", "consumers", BROKER) if k in groups})
+        idle = CpuMeter(per_press.groups)
+        ctx.bar.phase(f"sale: {IDLE_WINDOW_S:.0f} s idle", 1)
+        idle.start()
+        await asyncio.sleep(IDLE_WINDOW_S)  # a measuring window, not a wait for a condition
+        idle.stop()
         sampler = Sampler(
             conn,
             reader,
@@ -337,6 +346,8 @@ async def flash_sale(ctx: RunContext) -> dict[str, Any]:
                 **ms_per(per_press.used, load["accepted"]),
             },
             "broker_cpu": "measured" if BROKER in per_press.groups else EXTERNAL_BROKER,
+            "per_press_wall_s": per_press.wall,
+            "idle_cpu_ms_per_s": {BROKER: None, **ms_per(idle.used, 1), "seconds": idle.wall},
             "timeseries": sampler.as_dicts(),
         }
     finally:

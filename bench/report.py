@@ -55,7 +55,9 @@ def _fmt(value: Any, unit: str = "", digits: int = 0) -> str:
     return str(value)
 
 
-def cpu_per_press(ms: dict[str, float | None] | None, names: tuple[str, ...]) -> str:
+def cpu_per_press(
+    ms: dict[str, float | None] | None, names: tuple[str, ...], digits: int = 3
+) -> str:
     """CPU ms per press of each process group, "a / b / broker"; a broker this run did not start
     is named as not measured, not given a number."""
     ms = ms or {}
@@ -64,7 +66,7 @@ def cpu_per_press(ms: dict[str, float | None] | None, names: tuple[str, ...]) ->
         value = ms.get(name)
         if value is None:
             return EXTERNAL_BROKER if name == BROKER else "-"
-        return f"{value:.3f}"
+        return f"{value:.{digits}f}"
 
     return " / ".join(one(n) for n in names)
 
@@ -117,6 +119,11 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "CPU ms per accepted press api/consumers/broker",
                 cpu_per_press(g("sale", "cpu_ms_per_accepted_press"), ("api", "consumers", BROKER)),
                 "first press to last row",
+            ),
+            (
+                "idle CPU ms/s api/consumers/broker",
+                cpu_per_press(g("sale", "idle_cpu_ms_per_s"), ("api", "consumers", BROKER), 0),
+                "stack up, consumers polling, no presses",
             ),
         ]
     if g("drain"):
