@@ -24,7 +24,7 @@ import aiohttp
 from app.config import Settings
 from app.devstack import ManagedProcess, free_port, prepare
 from bench import db, wrk
-from bench.cpu import cpu_seconds, process_tree
+from bench.cpu import BROKER, CpuMeter, ms_per, process_tree
 from bench.phases import RunContext, create_coupon
 from harness import ServiceProcesses, wait_until
 
@@ -48,18 +48,31 @@ class Variant:
     def api_pids(self) -> list[int]:
         return process_tree(self.procs.api.popen.pid) if self.procs.api else []
 
+    def groups(self, broker: list[int] | None) -> dict[str, list[int]]:
+        """What one wrk run meters: the API, the variant's consumer and, if ours, the broker."""
+        out = {"api": self.api_pids(), "consumer": [p.popen.pid for p in self.procs.consumers]}
+        return {**out, BROKER: broker} if broker is not None else out
 
-def _measure(pids: list[int], run: Any) -> tuple[wrk.WrkResult, float]:
-    """Run ``run()`` (a wrk run) and the CPU seconds ``pids`` used meanwhile."""
-    before = sum(cpu_seconds(p) for p in pids)
+
+def _measure(groups: dict[str, list[int]], run: Any) -> tuple[wrk.WrkResult, dict[str, float]]:
+    """Run ``run()`` (a wrk run) and the CPU seconds each group used meanwhile."""
+    meter = CpuMeter(groups)
+    meter.start()
     result = run()
-    return result, sum(cpu_seconds(p) for p in pids) - before
+    meter.stop()
+    return result, meter.used
 
 
 def _record(
-    variant: Variant, phase: str, result: wrk.WrkResult, cpu_s: float, counted: int
+    variant: Variant, phase: str, result: wrk.WrkResult, cpu: dict[str, float], counted: int
 ) -> None:
-    row = {**result.as_dict(), "cpu_s": cpu_s, "cpu_ms_per": 1000 * cpu_s / max(1, counted)}
+    row = {
+        **result.as_dict(),
+        "cpu_s": cpu["api"],
+        "cpu_ms_per": 1000 * cpu["api"] / max(1, counted),
+        # the API's, the consumer's and the broker's (when ours) during the run
+        "cpu_ms_per_process": ms_per(cpu, counted),
+    }
     variant.runs.setdefault(phase, []).append(row)
 
 
@@ -183,7 +196,7 @@ async def api_limits(ctx: RunContext) -> dict[str, Any]:
         for round_no in range(opts.api_rounds):
             result, cpu = await asyncio.to_thread(
                 _measure,
-                ceiling_pids,
+                {"ceiling": ceiling_pids},
                 lambda: wrk.run(
                     f"http://127.0.0.1:{port}/ceiling",
                     "constant",
@@ -195,8 +208,8 @@ async def api_limits(ctx: RunContext) -> dict[str, Any]:
             ceiling_runs.append(
                 {
                     **result.as_dict(),
-                    "cpu_s": cpu,
-                    "cpu_ms_per": 1000 * cpu / max(1, result.requests),
+                    "cpu_s": cpu["ceiling"],
+                    "cpu_ms_per": 1000 * cpu["ceiling"] / max(1, result.requests),
                 }
             )
             done += 1
@@ -210,7 +223,7 @@ async def api_limits(ctx: RunContext) -> dict[str, Any]:
             ):
                 for v in order:
                     await asyncio.to_thread(
-                        _run_phase, v, phase, connections, seconds, scripts, round_no
+                        _run_phase, v, phase, connections, seconds, scripts, round_no, ctx
                     )
                     done += 1
                     last = v.runs[phase][-1]
@@ -226,13 +239,20 @@ async def api_limits(ctx: RunContext) -> dict[str, Any]:
 
 
 def _run_phase(
-    v: Variant, phase: str, connections: int, seconds: float, scripts: Path, round_no: int
+    v: Variant,
+    phase: str,
+    connections: int,
+    seconds: float,
+    scripts: Path,
+    round_no: int,
+    ctx: RunContext,
 ) -> None:
     press_users = f"r{round_no}p"
+    groups = v.groups(ctx.broker_pids)
     if phase == "status":
         readable = max(1, int(0.9 * v.runs["press"][-1]["thread_accepted"]))
         result, cpu = _measure(
-            v.api_pids(),
+            groups,
             lambda: wrk.run(
                 v.coupon_url,
                 "status",
@@ -247,7 +267,7 @@ def _run_phase(
         return
     users = press_users if phase == "press" else f"r{round_no}b"
     result, cpu = _measure(
-        v.api_pids(),
+        groups,
         lambda: wrk.run(
             f"{v.coupon_url}/issue/queue",
             "press",
@@ -300,10 +320,12 @@ def _phase_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for r in runs:
         for k, n in r["codes"].items():
             codes[k] = codes.get(k, 0) + n
+    per_process = [r["cpu_ms_per_process"] for r in runs if "cpu_ms_per_process" in r]
     return {
         "per_s": _mean(runs, "per_s"),
         "p99_ms": max((r["p99_ms"] for r in runs), default=0.0),
         "cpu_ms_per": _mean(runs, "cpu_ms_per"),
+        "cpu_ms_per_process": {k: _mean(per_process, k) for k in (per_process or [{}])[0]},
         "codes": codes,
         "5xx": sum(n for k, n in codes.items() if k.startswith("5")),
         "socket_errors": sum(r["socket_errors"] for r in runs),

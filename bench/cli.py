@@ -17,6 +17,7 @@ from app.adapters import redis_client
 from app.config import Settings
 from app.devstack import local_systems
 from bench import api_limits, db, phases, report, wrk
+from bench.cpu import broker_pids
 from bench.options import BenchOptions, add_bench_arguments, cores, options_from
 from bench.progress import Bar
 
@@ -53,8 +54,11 @@ def bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     load_before = round(os.getloadavg()[0], 2)
     started = time.monotonic()
     with local_systems(settings) as (resolved, started_procs), Bar(opts.progress) as bar:
-        extra = {p.name: [p.popen.pid] for p in started_procs}
-        ctx = phases.RunContext(resolved, opts, log_dir, bar, n, extra_pids=extra)
+        broker = broker_pids(started_procs)
+        extra = {p.name: [p.popen.pid] for p in started_procs if p.popen.pid not in (broker or [])}
+        ctx = phases.RunContext(
+            resolved, opts, log_dir, bar, n, extra_pids=extra, broker_pids=broker
+        )
         result: dict[str, Any] = {}
         try:
             result = asyncio.run(_phases(ctx))

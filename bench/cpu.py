@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.devstack import ManagedProcess
 from harness import ServiceProcesses
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# The meter group of the broker's JVM, and what the report says when the run did not start it.
+BROKER = "broker"
+EXTERNAL_BROKER = "not measured (external broker)"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -66,3 +72,18 @@ def process_groups(procs: ServiceProcesses) -> dict[str, list[int]]:
     """The pids to meter: the API with its uvicorn workers, and the consumers."""
     api = process_tree(procs.api.popen.pid) if procs.api else []
     return {"api": api, "consumers": [p.popen.pid for p in procs.consumers]}
+
+
+def broker_pids(started: Iterable[ManagedProcess]) -> list[int] | None:
+    """The JVMs of the Kafka nodes the run started (app/local_kafka.py names them ``kafka-N``).
+
+    None when the run uses a broker it did not start (``COUPON_KAFKA_BOOTSTRAP``): its process is
+    not ours to read, and may be on another machine.
+    """
+    pids = [p.popen.pid for p in started if p.name.startswith("kafka-")]
+    return pids or None
+
+
+def ms_per(used: dict[str, float], count: int) -> dict[str, float]:
+    """Each group's CPU milliseconds per unit of work (``count`` presses, say)."""
+    return {name: 1000 * seconds / max(1, count) for name, seconds in used.items()}

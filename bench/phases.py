@@ -23,11 +23,15 @@ from app.adapters.kafka_lag import LagReader
 from app.config import Settings
 from app.devstack import prepare
 from bench import ceilings, db, loadgen
-from bench.cpu import CpuMeter, process_groups
+from bench.cpu import BROKER, EXTERNAL_BROKER, CpuMeter, ms_per, process_groups
 from bench.options import BenchOptions
 from bench.progress import Bar
 from bench.sampling import Sampler
 from harness import ServiceProcesses, coupon_ids_covering, create_covering, isolated, wait_until
+
+# Seconds the sale's stack is metered idle (up, consumers polling, no presses) before the load:
+# the share of the per-press CPU that is paid whether presses come or not.
+IDLE_WINDOW_S = 5.0
 
 
 @dataclass
@@ -39,7 +43,8 @@ class RunContext:
     log_dir: Path
     bar: Bar
     cores: int
-    extra_pids: dict[str, list[int]] = field(default_factory=dict)  # e.g. the broker we started
+    extra_pids: dict[str, list[int]] = field(default_factory=dict)  # Redis, PostgreSQL we started
+    broker_pids: list[int] | None = None  # the Kafka JVMs we started; None: an external broker
     schemas: list[str] = field(default_factory=list)
     redis_prefixes: list[str] = field(default_factory=list)
 
@@ -50,6 +55,12 @@ class RunContext:
         self.schemas.append(settings.db_schema)
         self.redis_prefixes.append(settings.redis_prefix)
         return settings
+
+    def server_groups(self) -> dict[str, list[int]]:
+        """The servers the run started, to meter beside a phase's own processes; the broker's
+        JVM as ``broker`` (absent when the broker is external)."""
+        broker = {BROKER: self.broker_pids} if self.broker_pids is not None else {}
+        return {**self.extra_pids, **broker}
 
     def processes(self, settings: Settings) -> ServiceProcesses:
         """The harness for one phase's API / consumers, logging to a folder of the phase's own."""
@@ -166,7 +177,7 @@ async def _drain(
         started = time.monotonic()
         for _ in range(consumers):
             procs.add_consumer(extra_env)
-        meter = CpuMeter({**process_groups(procs), **ctx.extra_pids})
+        meter = CpuMeter({**process_groups(procs), **ctx.server_groups()})
         meter.start()
         first: tuple[float, int] | None = None
         last = await sampler.sample()
@@ -276,7 +287,15 @@ async def flash_sale(ctx: RunContext) -> dict[str, Any]:
             plan, settings.api_port, opts.generators, opts.concurrency, opts.max_load_seconds
         )
         await wait_until(fleet.all_ready, 60, "the load generators to start", 0.05)
-        meter = CpuMeter({"generators": fleet.pids(), **process_groups(procs), **ctx.extra_pids})
+        groups = {"generators": fleet.pids(), **process_groups(procs), **ctx.server_groups()}
+        meter = CpuMeter(groups)  # the load: shares of the machine while presses are sent
+        # the whole work of the presses: until the last accepted one is a row
+        per_press = CpuMeter({k: groups[k] for k in ("api", "consumers", BROKER) if k in groups})
+        idle = CpuMeter(per_press.groups)
+        ctx.bar.phase(f"sale: {IDLE_WINDOW_S:.0f} s idle", 1)
+        idle.start()
+        await asyncio.sleep(IDLE_WINDOW_S)  # a measuring window, not a wait for a condition
+        idle.stop()
         sampler = Sampler(
             conn,
             reader,
@@ -288,6 +307,7 @@ async def flash_sale(ctx: RunContext) -> dict[str, Any]:
         ctx.bar.phase(f"sale: {opts.requests:,} presses", len(plan))
         await sampler.__aenter__()
         meter.start()
+        per_press.start()
         sampler.restart_clock()
         fleet.release()
         # generators stop sending after max_load_seconds; the margin is for their last answers
@@ -296,6 +316,7 @@ async def flash_sale(ctx: RunContext) -> dict[str, Any]:
         load = summarize_load(plan, results, stock)
         ctx.bar.phase("sale: drain", load["accepted"])
         drained_at = await _wait_drained(sampler, load["accepted"], opts.drain_timeout_s, ctx.bar)
+        per_press.stop()
         correctness = await db.check(conn, load.pop("expected_per_coupon"), load.pop("request_ids"))
         e2e = await db.end_to_end_ms(conn)
         processed_span = await db.processed_span_s(conn)
@@ -319,6 +340,18 @@ async def flash_sale(ctx: RunContext) -> dict[str, Any]:
             "cpu_seconds": meter.used,
             "cpu_share": meter.shares(ctx.cores),
             "load_wall_s": meter.wall,
+            # from the first press to the last accepted press's row, over the accepted presses
+            "cpu_ms_per_accepted_press": {
+                BROKER: None,  # unless measured, below
+                **ms_per(per_press.used, load["accepted"]),
+            },
+            "broker_cpu": "measured" if BROKER in per_press.groups else EXTERNAL_BROKER,
+            "per_press_wall_s": per_press.wall,
+            "idle_cpu_ms_per_s": {
+                BROKER: None,
+                **{k: 1000 * used / max(idle.wall, 1e-9) for k, used in idle.used.items()},
+                "seconds": idle.wall,
+            },
             "timeseries": sampler.as_dicts(),
         }
     finally:

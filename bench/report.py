@@ -10,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.cpu import BROKER, EXTERNAL_BROKER
+
 # The old (Java) system's own claimed rate, for the "x the old design" column.
 OLD_KAFKA_3_PARTITIONS_PER_S = 100.0
 
@@ -51,6 +53,22 @@ def _fmt(value: Any, unit: str = "", digits: int = 0) -> str:
     if isinstance(value, float | int):
         return f"{value:,.{digits}f}{unit}"
     return str(value)
+
+
+def cpu_per_press(
+    ms: dict[str, float | None] | None, names: tuple[str, ...], digits: int = 3
+) -> str:
+    """CPU ms per press of each process group, "a / b / broker"; a broker this run did not start
+    is named as not measured, not given a number."""
+    ms = ms or {}
+
+    def one(name: str) -> str:
+        value = ms.get(name)
+        if value is None:
+            return EXTERNAL_BROKER if name == BROKER else "-"
+        return f"{value:.{digits}f}"
+
+    return " / ".join(one(n) for n in names)
 
 
 def _latency(d: dict[str, float] | None) -> str:
@@ -96,6 +114,16 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"{cpu.get(k, 0) * 100:.0f}%" for k in ("generators", "api", "consumers")
                 ),
                 "of all cores, during the load",
+            ),
+            (
+                "CPU ms per accepted press api/consumers/broker",
+                cpu_per_press(g("sale", "cpu_ms_per_accepted_press"), ("api", "consumers", BROKER)),
+                "first press to last row",
+            ),
+            (
+                "idle CPU ms/s api/consumers/broker",
+                cpu_per_press(g("sale", "idle_cpu_ms_per_s"), ("api", "consumers", BROKER), 0),
+                "stack up, consumers polling, no presses",
             ),
         ]
     if g("drain"):
@@ -178,6 +206,11 @@ def api_rows(api: dict[str, Any]) -> list[tuple[str, str, str]]:
                 _fmt(press["per_s"]),
                 f"p99 {press['p99_ms']:.1f} ms, {press['cpu_ms_per']:.3f} ms CPU/press"
                 f" (target <= 0.12), {100 * (v['press_vs_ceiling'] or 0):.0f}% of ceiling",
+            ),
+            (
+                f"{label}: CPU ms per press api/consumer/broker",
+                cpu_per_press(press.get("cpu_ms_per_process"), ("api", "consumer", BROKER)),
+                f"{conns} conns, during each wrk run",
             ),
             (
                 f"{label}: status reads/s, {conns} conns",
