@@ -29,10 +29,11 @@ GATE_ANSWERS: dict[GateOutcome, int] = {
 # Faults of a dependency -> reason: each answers 503 in the failure shape, never a plain 500.
 _UNAVAILABLE: tuple[tuple[type[Exception], str], ...] = (
     *((kind, "UNAVAILABLE") for kind in REDIS_UNAVAILABLE),
+    # Before OSError, of which it is a subclass: a wait that ran out (a pool, a call's deadline).
+    (TimeoutError, "BUSY"),
     (asyncpg.PostgresError, "DATABASE_UNAVAILABLE"),
     (asyncpg.InterfaceError, "DATABASE_UNAVAILABLE"),
     (OSError, "DATABASE_UNAVAILABLE"),
-    (TimeoutError, "BUSY"),
 )
 DEPENDENCY_FAULTS = tuple(kind for kind, _ in _UNAVAILABLE)
 
@@ -67,7 +68,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for kind in DEPENDENCY_FAULTS:
         app.add_exception_handler(kind, _dependency_failed)
-    app.add_exception_handler(Exception, _internal_error)
+    # Anything else is answered by the edge (api/middleware.py ObservedRequests), with the
+    # request's trace id: Starlette's own handler of last resort answers outside the middleware.
 
 
 async def _validation_failed(request: Request, exc: Exception) -> Response:
@@ -111,7 +113,3 @@ def unavailable(exc: BaseException, lang: Lang = DEFAULT_LANG) -> Response:
 
 async def _dependency_failed(request: Request, exc: Exception) -> Response:
     return unavailable(exc, negotiate(request.headers.get("accept-language")))
-
-
-async def _internal_error(request: Request, _: Exception) -> Response:
-    return refusal(500, "INTERNAL_ERROR", negotiate(request.headers.get("accept-language")))

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.admission import admit_press
 from app.api.errors import DEPENDENCY_FAULTS, refusal, unavailable
 from app.api.messages import Lang, negotiate
+from app.api.paths import PRESS_ROUTE, STATUS_ROUTE, matcher
 from app.api.services import Services
 from app.api.status_read import MAX_WAIT_SECONDS, read_status
 from app.domain.codec import USER_ID_PATTERN
@@ -35,10 +36,8 @@ from app.observability.logs import new_trace_id, trace_id_var
 
 log = logging.getLogger(__name__)
 
-_PATH = re.compile(r"^/api/coupons/([0-9a-fA-F-]{36})/issue/queue$")
-_STATUS_PATH = re.compile(r"^/api/coupons/([0-9a-fA-F-]{36})/issues/([^/]+)$")
-PRESS_ROUTE = "/api/coupons/{coupon_id}/issue/queue"
-STATUS_ROUTE = "/api/coupons/{coupon_id}/issues/{user_id}"
+_PATH = matcher(PRESS_ROUTE)
+_STATUS_PATH = matcher(STATUS_ROUTE)
 _JSON = b"application/json"
 
 Handler = Callable[[dict[bytes, bytes], Lang], Awaitable[Response]]

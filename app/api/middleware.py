@@ -3,21 +3,25 @@ content type."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.errors import refusal
 from app.api.messages import Lang, negotiate, text
 from app.observability import metrics
 from app.observability.logs import new_trace_id, trace_id_var
 
 _JSON = b"application/json"
+log = logging.getLogger(__name__)
 
 
 class ObservedRequests:
-    """Request id (``X-Request-Id`` in and out), latency histogram by route, in-flight gauge."""
+    """Trace id (``X-Request-Id`` in and out), latency histogram by route, in-flight gauge, and
+    the JSON 500 (with that trace id) for an unexpected error."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -32,10 +36,12 @@ class ObservedRequests:
         status = 500
         started = time.perf_counter()
 
+        answered = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", trace_id.encode()),
@@ -45,6 +51,12 @@ class ObservedRequests:
         metrics.API_IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
+            if answered:
+                raise  # too late for an answer of our own: the server closes the connection
+            lang = negotiate(headers.get(b"accept-language"))
+            await refusal(500, "INTERNAL_ERROR", lang)(scope, receive, send_with_id)
         finally:
             metrics.API_IN_FLIGHT.dec()
             route = getattr(scope.get("route"), "path", "unmatched")

@@ -16,6 +16,7 @@ from app.adapters import postgres
 from app.api.admission import admit_press
 from app.api.errors import BODY_ANSWERS, json_response, refusal
 from app.api.messages import Lang, negotiate
+from app.api.paths import PRESS_ROUTE, STATUS_ROUTE
 from app.api.schemas import (
     CouponCreate,
     CouponView,
@@ -125,7 +126,7 @@ def _coupon_answer(coupon: Coupon, svc: Svc, status: int) -> Response:
 
 
 @router.post(
-    "/api/coupons/{coupon_id}/issue/queue",
+    PRESS_ROUTE,
     status_code=202,
     response_model=IssueAccepted,
     responses={
@@ -157,7 +158,7 @@ async def queue_issue(
 
 
 @router.get(
-    "/api/coupons/{coupon_id}/issues/{user_id}",
+    STATUS_ROUTE,
     response_model=IssueStatusView,
     responses={404: {"model": Failure, "description": "The user never asked for this coupon"}},
 )

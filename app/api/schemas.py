@@ -23,10 +23,13 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from app.domain.codec import USER_ID_CHARS, USER_ID_MAX_LENGTH
 from app.domain.coupon import Coupon, DiscountType
 
+# The length apart from the characters, so a 422 names which rule a user id broke.
 UserId = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    str,
+    StringConstraints(min_length=1, max_length=USER_ID_MAX_LENGTH, pattern=rf"^{USER_ID_CHARS}+$"),
 ]
 
 

@@ -10,7 +10,12 @@ from uuid import UUID
 import orjson
 
 MESSAGE_VERSION = 1
-USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,64}")  # use fullmatch: "$" allows a trailing \n
+# A user id, the one definition: the REST body (api/schemas.py), the fast path and the message.
+USER_ID_CHARS = r"[A-Za-z0-9_.@-]"
+USER_ID_MAX_LENGTH = 64
+USER_ID_PATTERN = re.compile(
+    rf"{USER_ID_CHARS}{{1,{USER_ID_MAX_LENGTH}}}"
+)  # use fullmatch: "$" allows a trailing \n
 
 
 class DecodeError(ValueError):
