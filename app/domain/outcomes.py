@@ -40,6 +40,16 @@ class FailReason(enum.StrEnum):
     # The consumer could not process it (a data fault, after every attempt): it is on the
     # dead-letter topic, and a replay can still issue it.
     DEAD_LETTERED = "DEAD_LETTERED"
-    # It never reached the queue (the API died or the broker never took it): the reconciler
-    # released it. The user may press again.
+    # The reconciler's three, from what it could tell (app/domain/settlement.py). Each: no
+    # decision, nothing left queued for it on its partition; its reservation was released and the
+    # user may press again.
+    # It never reached the queue (the API died, or the broker never took it): the reconciler
+    # watched its partition from before the press, and the broker lost nothing there since.
     NOT_QUEUED = "NOT_QUEUED"
+    # The broker lost queued messages of its partition after it was accepted (the topic was
+    # re-created, or records were deleted or truncated before they were consumed): if it was
+    # acknowledged (202 QUEUED), it was lost there.
+    QUEUE_LOST = "QUEUE_LOST"
+    # No outcome and nothing left queued for it; whether it ever reached the queue is not known
+    # (the reconciler was not watching its partition when it was pressed).
+    NO_OUTCOME = "NO_OUTCOME"

@@ -8,7 +8,7 @@ from typing import Literal
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from app.domain.outcomes import GateOutcome, RejectReason
+from app.domain.outcomes import FailReason, GateOutcome, RejectReason
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -135,19 +135,24 @@ for _purpose in ("gate", "registry", "status"):
 # --- reconciler ---------------------------------------------------------------------------------
 RECONCILER_RUNS = Counter(
     "coupon_reconciler_runs",
-    "Reconciler passes, by result (ok, skipped: a system could not be read, error).",
+    "Reconciler passes, by result (ok, skipped: a system could not be read, stopped: cut short by"
+    " a shutdown, the rest left for the next pass, error).",
     ["result"],
 )
 RECONCILER_RELEASED = Counter(
     "coupon_reconciler_released",
-    "Stranded reservations the reconciler released (accepted, never reached the queue).",
+    "Stranded reservations the reconciler released (accepted, no decision, nothing left queued),"
+    " by the reason their users are told (NOT_QUEUED, QUEUE_LOST, NO_OUTCOME; see docs/api.md).",
+    ["reason"],
 )
 RECONCILER_SUSPECTS = Gauge(
     "coupon_reconciler_suspects",
     "Reservations with no outcome and no lag seen in the last pass, waiting for confirmation.",
 )
-for _result in ("ok", "skipped", "error"):
+for _result in ("ok", "skipped", "stopped", "error"):
     RECONCILER_RUNS.labels(_result)
+for _reason in (FailReason.NOT_QUEUED, FailReason.QUEUE_LOST, FailReason.NO_OUTCOME):
+    RECONCILER_RELEASED.labels(_reason.value)
 
 
 # --- lag exporter -------------------------------------------------------------------------------
