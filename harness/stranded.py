@@ -88,7 +88,7 @@ async def measure(settings: Settings, reservations: int) -> float:
     from app.reconciler import reconcile
 
     seeded = await seed_stranded(settings, 1, reservations)
-    async with reconcile._reconciler(settings) as reconciler:
+    async with reconcile.open_reconciler(settings) as reconciler:
         await reconciler.run_pass()  # the first sighting: suspects
         started = time.perf_counter()
         report = await reconciler.run_pass()  # the second: settles them

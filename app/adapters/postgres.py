@@ -315,41 +315,50 @@ async def record_failures(
 async def partition_watches(conn: Connection, topic: str) -> dict[int, PartitionWatch]:
     """What the reconciler remembers of the topic's partitions, by partition."""
     rows = await conn.fetch(
-        "SELECT partition, topic_id, log_start, log_end, position, seen_at, watched_since,"
-        " lost_at, lost_why FROM reconciler_partitions WHERE topic = $1",
+        "SELECT partition, topic_id, log_end, seen_at, lost_at, lost_reason, lost_why"
+        " FROM reconciler_partitions WHERE topic = $1",
         topic,
     )
-    return {r["partition"]: PartitionWatch(**dict(r)) for r in rows}
+    return {
+        r["partition"]: PartitionWatch(
+            r["partition"],
+            r["topic_id"],
+            r["log_end"],
+            r["seen_at"],
+            r["lost_at"],
+            None if r["lost_reason"] is None else FailReason(r["lost_reason"]),
+            r["lost_why"],
+        )
+        for r in rows
+    }
 
 
 async def save_partition_watches(
     conn: Connection, topic: str, watches: Sequence[PartitionWatch]
 ) -> None:
-    """Remember these watches (one statement); a loss already remembered is never forgotten by
-    a concurrent reconciler's write."""
+    """Remember these watches (one statement); a loss already remembered is kept over an older
+    one a concurrent reconciler writes."""
     if not watches:
         return
     await conn.execute(
-        "INSERT INTO reconciler_partitions AS t (topic, partition, topic_id, log_start, log_end,"
-        " position, seen_at, watched_since, lost_at, lost_why)"
-        " SELECT $1, w.* FROM unnest($2::int[], $3::uuid[], $4::bigint[], $5::bigint[],"
-        " $6::bigint[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[]) AS w"
+        "INSERT INTO reconciler_partitions AS t (topic, partition, topic_id, log_end, seen_at,"
+        " lost_at, lost_reason, lost_why)"
+        " SELECT $1, w.* FROM unnest($2::int[], $3::uuid[], $4::bigint[], $5::timestamptz[],"
+        " $6::timestamptz[], $7::text[], $8::text[]) AS w"
         " ON CONFLICT (topic, partition) DO UPDATE SET topic_id = EXCLUDED.topic_id,"
-        " log_start = EXCLUDED.log_start, log_end = EXCLUDED.log_end,"
-        " position = EXCLUDED.position, seen_at = EXCLUDED.seen_at,"
-        " watched_since = EXCLUDED.watched_since,"
+        " log_end = EXCLUDED.log_end, seen_at = EXCLUDED.seen_at,"
         " lost_at = greatest(t.lost_at, EXCLUDED.lost_at),"
-        " lost_why = CASE WHEN t.lost_at > EXCLUDED.lost_at OR EXCLUDED.lost_at IS NULL"
+        " lost_reason = CASE WHEN EXCLUDED.lost_at IS NULL OR t.lost_at > EXCLUDED.lost_at"
+        "   THEN t.lost_reason ELSE EXCLUDED.lost_reason END,"
+        " lost_why = CASE WHEN EXCLUDED.lost_at IS NULL OR t.lost_at > EXCLUDED.lost_at"
         "   THEN t.lost_why ELSE EXCLUDED.lost_why END",
         topic,
         [w.partition for w in watches],
         [w.topic_id for w in watches],
-        [w.log_start for w in watches],
         [w.log_end for w in watches],
-        [w.position for w in watches],
         [w.seen_at for w in watches],
-        [w.watched_since for w in watches],
         [w.lost_at for w in watches],
+        [None if w.lost_reason is None else w.lost_reason.value for w in watches],
         [w.lost_why for w in watches],
     )
 

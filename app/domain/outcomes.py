@@ -40,16 +40,16 @@ class FailReason(enum.StrEnum):
     # The consumer could not process it (a data fault, after every attempt): it is on the
     # dead-letter topic, and a replay can still issue it.
     DEAD_LETTERED = "DEAD_LETTERED"
-    # The reconciler's three, from what it could tell (app/domain/settlement.py). Each: no
-    # decision, nothing left queued for it on its partition; its reservation was released and the
-    # user may press again.
-    # It never reached the queue (the API died, or the broker never took it): the reconciler
-    # watched its partition from before the press, and the broker lost nothing there since.
+    # The reconciler's (app/domain/settlement.py): no decision and nothing left queued for it on
+    # its partition; the reservation was released and the user may press again. What each says
+    # is all the reconciler knows:
+    # No outcome and nothing left queued for it. It may never have reached the queue (the API
+    # died, the broker never took it) or been lost there unseen: nothing cheap tells those apart.
     NOT_QUEUED = "NOT_QUEUED"
-    # The broker lost queued messages of its partition after it was accepted (the topic was
-    # re-created, or records were deleted or truncated before they were consumed): if it was
-    # acknowledged (202 QUEUED), it was lost there.
-    QUEUE_LOST = "QUEUE_LOST"
-    # No outcome and nothing left queued for it; whether it ever reached the queue is not known
-    # (the reconciler was not watching its partition when it was pressed).
-    NO_OUTCOME = "NO_OUTCOME"
+    # The request topic was deleted and created again (its topic id changed) after this press was
+    # accepted: whatever was queued then was lost, acknowledged (202 QUEUED) or not.
+    TOPIC_RECREATED = "TOPIC_RECREATED"
+    # The broker lost acknowledged messages of its partition after this press was accepted (the
+    # partition's log end went backwards: an unflushed tail lost in a crash, an unclean leader
+    # election): if it was acknowledged, it may have been one of them.
+    LOG_TRUNCATED = "LOG_TRUNCATED"

@@ -9,14 +9,17 @@ is stranded when all of these hold:
 - it was seen so twice, in passes a little apart (a stalled broker that just woke up may still
   append a message it was sent long ago).
 
-What a stranded reservation is told (its ``FailReason``) is no more than the reconciler knows. It
-remembers each partition between passes (a :class:`PartitionWatch`, kept in PostgreSQL): the
-topic's id, the log start and end, the group's position, since when it has watched, and when it
-last saw the broker lose queued messages there. A press made while it watched, with no loss seen
-since, never reached the queue (``NOT_QUEUED``: had the broker acknowledged it, it would still be
-in the log, so consumed and decided). A press made before a loss was seen may have been lost with
-it (``QUEUE_LOST``). A press made before the watch began: nothing more is known than that it has
-no outcome and nothing is left queued for it (``NO_OUTCOME``).
+What a stranded reservation is told (its ``FailReason``) is no more than the reconciler knows.
+Nothing cheap tells a press that never reached the broker from an acknowledged one the broker
+lost later, so by default it is told ``NOT_QUEUED``: no outcome, and nothing left queued for it.
+Two losses of acknowledged messages can be seen cheaply, by comparing each look at a partition
+with the last one (a :class:`PartitionWatch`, kept in PostgreSQL across passes and restarts): the
+topic's id changed (the topic was deleted and created again: ``TOPIC_RECREATED``), or the
+partition's log end went backwards (the broker lost the tail of its log, say an unflushed tail
+after a crash or an unclean leader election: ``LOG_TRUNCATED``). A press accepted before such a
+loss was seen may have been lost in it and is told so; a press accepted after it is not. A loss
+between two looks that a later append hides (the log end back above where it was) is not seen:
+those presses are told ``NOT_QUEUED``, which says no more than is known.
 """
 
 from __future__ import annotations
@@ -29,11 +32,8 @@ from uuid import UUID
 from app.domain.outcomes import FailReason
 from app.domain.request_ids import created_at
 
-# A gap between two looks longer than this breaks the watch: offsets that far apart tell little
-# (retention may have moved the log start past a position legitimately), so the watch starts over.
-WATCH_GAP = timedelta(hours=1)
-# Request ids carry the API host's clock, looks the reconciler's: a press this close to a look is
-# counted on the side that says less.
+# Request ids carry the API host's clock, looks the reconciler's: a press this close after a loss
+# was seen is still counted as made before it.
 CLOCK_MARGIN = timedelta(seconds=1)
 
 
@@ -67,114 +67,82 @@ class FailedRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class PartitionLook:
-    """One read of a partition: its log start and end, and the group's commit there."""
-
-    partition: int
-    log_start: int
-    log_end: int
-    committed: int | None  # None: the group never committed on this partition
-
-    @property
-    def position(self) -> int:
-        """Where the group resumes: its commit, or the log start (nothing older exists)."""
-        return self.log_start if self.committed is None else max(self.committed, self.log_start)
-
-
-@dataclass(frozen=True, slots=True)
 class PartitionWatch:
-    """What the reconciler remembers of one partition between passes."""
+    """What the reconciler remembers of one partition between looks."""
 
     partition: int
     topic_id: UUID | None  # None: the broker would not say
-    log_start: int
     log_end: int
-    position: int
-    seen_at: datetime  # when this look was complete
-    watched_since: datetime  # the first look of an unbroken series
-    lost_at: datetime | None = None  # the last look that saw queued messages lost
-    lost_why: str | None = None
+    seen_at: datetime  # when this look was taken
+    lost_at: datetime | None = None  # the latest look that saw acknowledged messages lost
+    lost_reason: FailReason | None = None  # TOPIC_RECREATED or LOG_TRUNCATED
+    lost_why: str | None = None  # what was seen, for the log
 
 
 def loss_seen(
-    previous: PartitionWatch | None, topic_id: UUID | None, look: PartitionLook, now: datetime
-) -> str | None:
-    """Why this look shows the broker lost messages not yet consumed since the last one, or None.
+    previous: PartitionWatch | None, topic_id: UUID | None, log_end: int
+) -> tuple[FailReason, str] | None:
+    """Whether this look at a partition shows acknowledged messages lost since the last one.
 
-    Cheap signs only, from offsets and the topic's id: the topic re-created (its id changed), the
-    log end gone backwards, or the log start moved past where the group was (records deleted or
-    expired unconsumed). Without a recent look to compare with, what this look alone shows: a
-    commit below the log start, or above the log end.
+    A log end never goes backwards while the broker keeps what it acknowledged (retention and
+    deletions move the log start, never the end); a topic keeps its id until it is deleted.
     """
-    if previous is not None:
-        if topic_id is not None and previous.topic_id not in (None, topic_id):
-            return f"topic re-created (id {previous.topic_id} -> {topic_id})"
-        if now - previous.seen_at <= WATCH_GAP:
-            if look.log_end < previous.log_end:
-                return f"log end went backwards ({previous.log_end} -> {look.log_end})"
-            if look.log_start > previous.position:
-                return (
-                    f"records deleted before they were consumed (log start {look.log_start},"
-                    f" group at {previous.position} at the last look)"
-                )
-            return None
-    if look.committed is not None and look.committed < look.log_start:
-        return (
-            f"records deleted before they were consumed (log start {look.log_start},"
-            f" commit {look.committed})"
-        )
-    if look.committed is not None and look.committed > look.log_end:
-        return (
-            f"log truncated below what was consumed (commit {look.committed}, end {look.log_end})"
-        )
+    if previous is None:
+        return None
+    if None not in (topic_id, previous.topic_id) and topic_id != previous.topic_id:
+        return FailReason.TOPIC_RECREATED, f"topic id {previous.topic_id} -> {topic_id}"
+    if log_end < previous.log_end:
+        return FailReason.LOG_TRUNCATED, f"log end {previous.log_end} -> {log_end}"
     return None
 
 
 def next_watch(
-    previous: PartitionWatch | None, topic_id: UUID | None, look: PartitionLook, now: datetime
+    previous: PartitionWatch | None,
+    partition: int,
+    topic_id: UUID | None,
+    log_end: int,
+    seen_at: datetime,
 ) -> PartitionWatch:
-    """The partition's watch after this look (``now``: when the look was complete)."""
-    lost = loss_seen(previous, topic_id, look, now)
-    unbroken = previous is not None and now - previous.seen_at <= WATCH_GAP
-    lost_at = previous.lost_at if previous else None
-    lost_why = previous.lost_why if previous else None
+    """The partition's watch after this look; a loss seen once is remembered."""
+    lost = loss_seen(previous, topic_id, log_end)
+    if lost is not None:
+        reason, why = lost
+        return PartitionWatch(partition, topic_id, log_end, seen_at, seen_at, reason, why)
+    if previous is None:
+        return PartitionWatch(partition, topic_id, log_end, seen_at)
     return PartitionWatch(
-        partition=look.partition,
-        topic_id=topic_id,
-        log_start=look.log_start,
-        log_end=look.log_end,
-        position=look.position,
-        seen_at=now,
-        watched_since=previous.watched_since if previous and unbroken else now,
-        lost_at=now if lost else lost_at,
-        lost_why=lost or lost_why,
+        partition,
+        topic_id or previous.topic_id,
+        log_end,
+        seen_at,
+        previous.lost_at,
+        previous.lost_reason,
+        previous.lost_why,
     )
 
 
 def failure_reason(request_id: UUID, watch: PartitionWatch | None) -> FailReason:
-    """What a stranded reservation's user is told: no more than its partition's watch shows.
-
-    A request id without a time in it (not UUIDv7) is counted as made before anything was seen.
-    """
+    """What a stranded reservation's user is told: a loss of its partition seen after it was
+    pressed, else NOT_QUEUED. A request id without a time in it counts as pressed long ago."""
+    if watch is None or watch.lost_at is None or watch.lost_reason is None:
+        return FailReason.NOT_QUEUED
     made = created_at(request_id)
-    if watch is None:
-        return FailReason.NO_OUTCOME
-    if watch.lost_at is not None and (made is None or made < watch.lost_at + CLOCK_MARGIN):
-        return FailReason.QUEUE_LOST
-    if made is None or made < watch.watched_since + CLOCK_MARGIN:
-        return FailReason.NO_OUTCOME
+    if made is None or made < watch.lost_at + CLOCK_MARGIN:
+        return watch.lost_reason
     return FailReason.NOT_QUEUED
 
 
 FAILURE_DETAILS = {
-    FailReason.NOT_QUEUED: "accepted at the gate, never reached the queue; reservation released",
-    FailReason.QUEUE_LOST: (
-        "accepted at the gate; the broker then lost queued messages of its partition, and it may"
-        " have been one of them; reservation released"
+    FailReason.NOT_QUEUED: (
+        "accepted at the gate; no outcome and nothing left queued for it; reservation released"
     ),
-    FailReason.NO_OUTCOME: (
-        "accepted at the gate; no outcome and nothing left queued for it (whether it reached the"
-        " queue is not known); reservation released"
+    FailReason.TOPIC_RECREATED: (
+        "accepted at the gate; the request topic was deleted and created again after it, losing"
+        " what was queued; reservation released"
+    ),
+    FailReason.LOG_TRUNCATED: (
+        "accepted at the gate; the broker then lost acknowledged messages of its partition (its"
+        " log end went backwards); reservation released"
     ),
 }
 

@@ -8,7 +8,7 @@ from typing import Literal
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from app.domain.outcomes import FailReason, GateOutcome, RejectReason
+from app.domain.outcomes import GateOutcome, RejectReason
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -141,9 +141,8 @@ RECONCILER_RUNS = Counter(
 )
 RECONCILER_RELEASED = Counter(
     "coupon_reconciler_released",
-    "Stranded reservations the reconciler released (accepted, no decision, nothing left queued),"
-    " by the reason their users are told (NOT_QUEUED, QUEUE_LOST, NO_OUTCOME; see docs/api.md).",
-    ["reason"],
+    "Stranded reservations the reconciler released (accepted, no decision, nothing left queued;"
+    " FAILED with NOT_QUEUED, TOPIC_RECREATED or LOG_TRUNCATED, see docs/api.md).",
 )
 RECONCILER_SUSPECTS = Gauge(
     "coupon_reconciler_suspects",
@@ -151,8 +150,6 @@ RECONCILER_SUSPECTS = Gauge(
 )
 for _result in ("ok", "skipped", "stopped", "error"):
     RECONCILER_RUNS.labels(_result)
-for _reason in (FailReason.NOT_QUEUED, FailReason.QUEUE_LOST, FailReason.NO_OUTCOME):
-    RECONCILER_RELEASED.labels(_reason.value)
 
 
 # --- lag exporter -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -27,9 +27,7 @@ from app.adapters.kafka import coupon_partition
 from app.adapters.kafka_lag import LagReader, LagReadError
 from app.adapters.redis_gate import RedisGate
 from app.config import Settings
-from app.domain.outcomes import FailReason
 from app.domain.settlement import (
-    PartitionLook,
     PartitionWatch,
     Reservation,
     Settled,
@@ -55,15 +53,14 @@ class PassReport:
     released: list[Settled]
     skipped: str | None = None  # why nothing could be told this time
     stopped: bool = False  # the stop event cut the pass short: the rest waits for the next one
-    reasons: dict[FailReason, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class _Look:
-    """One read of the topic: its id, each partition's offsets and lag, and when it was done."""
+    """One read of the topic: its id, each partition's log end and lag, and when it was done."""
 
     topic_id: UUID | None
-    partitions: dict[int, PartitionLook]
+    log_ends: dict[int, int]
     lag: dict[int, int]
     seen_at: datetime
 
@@ -128,10 +125,7 @@ class Reconciler:
         # Suspects not settled yet (a stop came first) stay confirmed for the next pass.
         self._suspects = set(suspects) - given_back
         metrics.RECONCILER_SUSPECTS.set(len(self._suspects))
-        reasons: dict[FailReason, int] = {}
-        for s in settled:
-            reasons[s.reason] = reasons.get(s.reason, 0) + 1
-        return PassReport(len(coupons), len(suspects), settled, None, stopped, reasons)
+        return PassReport(len(coupons), len(suspects), settled, None, stopped)
 
     async def _repair_outcomes(
         self, requests: dict[UUID, dict[str, UUID]], decided: set[UUID]
@@ -162,10 +156,7 @@ class Reconciler:
             return None
         return _Look(
             topic_id,
-            {
-                p.partition: PartitionLook(p.partition, p.log_start, p.log_end, p.committed)
-                for p in snapshot.partitions
-            },
+            {p.partition: p.log_end for p in snapshot.partitions},
             {p.partition: p.lag for p in snapshot.partitions},
             datetime.now(UTC),
         )
@@ -176,18 +167,19 @@ class Reconciler:
         async with self._pool.acquire() as conn:
             previous = await postgres.partition_watches(conn, topic)
             watches = {
-                n: next_watch(previous.get(n), look.topic_id, p, look.seen_at)
-                for n, p in look.partitions.items()
+                n: next_watch(previous.get(n), n, look.topic_id, end, look.seen_at)
+                for n, end in look.log_ends.items()
             }
             await postgres.save_partition_watches(conn, topic, list(watches.values()))
         for n, watch in watches.items():
             if watch.lost_at == look.seen_at:
                 log.warning(
-                    "reconciler: topic %s partition %d: the broker lost queued messages: %s;"
-                    " presses accepted before now that end with no outcome are told QUEUE_LOST",
+                    "reconciler: topic %s partition %d lost acknowledged messages (%s): presses"
+                    " accepted before now that end with no outcome are told %s",
                     topic,
                     n,
                     watch.lost_why,
+                    watch.lost_reason,
                 )
         return watches
 
@@ -224,7 +216,7 @@ async def reconcile_until(settings: Settings, stop: asyncio.Event, interval_s: f
 async def _pass_every(settings: Settings, stop: asyncio.Event, interval_s: float) -> None:
     while not stop.is_set():
         try:
-            async with _reconciler(settings) as reconciler:
+            async with open_reconciler(settings) as reconciler:
                 while not stop.is_set():
                     await reconciler.run_pass(stop)
                     await _wait(stop, interval_s)
@@ -242,7 +234,7 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
 
 async def reconcile_once(settings: Settings, confirm_after_s: float) -> PassReport:
     """Two observations ``confirm_after_s`` apart; settles what both saw stranded."""
-    async with _reconciler(settings) as reconciler:
+    async with open_reconciler(settings) as reconciler:
         first = await reconciler.run_pass()
         if first.skipped or not first.suspects:
             return first
@@ -251,7 +243,7 @@ async def reconcile_once(settings: Settings, confirm_after_s: float) -> PassRepo
 
 
 @asynccontextmanager
-async def _reconciler(settings: Settings) -> AsyncIterator[Reconciler]:
+async def open_reconciler(settings: Settings) -> AsyncIterator[Reconciler]:
     """A reconciler with its own connections, closed after use (promptly, even when cancelled)."""
     pool = await postgres.create_pool(
         settings.database_url,

@@ -1,23 +1,20 @@
 -- The reconciler tells a stranded request what it knows (app/domain/settlement.py): NOT_QUEUED
--- (it never reached the queue), QUEUE_LOST (the broker lost queued messages of its partition
--- after it was accepted) or NO_OUTCOME (nothing more is known than that it has none).
+-- (no outcome, nothing left queued for it), or a loss of acknowledged messages it saw after the
+-- press: TOPIC_RECREATED (the topic's id changed) or LOG_TRUNCATED (a log end went backwards).
 ALTER TABLE failed_requests DROP CONSTRAINT failed_requests_reason_check;
 ALTER TABLE failed_requests ADD CONSTRAINT failed_requests_reason_check
-    CHECK (reason IN ('DEAD_LETTERED', 'NOT_QUEUED', 'QUEUE_LOST', 'NO_OUTCOME'));
+    CHECK (reason IN ('DEAD_LETTERED', 'NOT_QUEUED', 'TOPIC_RECREATED', 'LOG_TRUNCATED'));
 
 -- What the reconciler remembers of each partition between passes and across restarts: its last
--- look (the topic's id, log start and end, the group's position), since when it has watched
--- without a break, and the last look that saw queued messages lost there.
+-- look (the topic's id, the log end) and the latest look that saw acknowledged messages lost.
 CREATE TABLE reconciler_partitions (
-    topic         text        NOT NULL,
-    partition     integer     NOT NULL CHECK (partition >= 0),
-    topic_id      uuid,
-    log_start     bigint      NOT NULL,
-    log_end       bigint      NOT NULL,
-    position      bigint      NOT NULL,
-    seen_at       timestamptz NOT NULL,
-    watched_since timestamptz NOT NULL,
-    lost_at       timestamptz,
-    lost_why      text,
+    topic       text        NOT NULL,
+    partition   integer     NOT NULL CHECK (partition >= 0),
+    topic_id    uuid,
+    log_end     bigint      NOT NULL,
+    seen_at     timestamptz NOT NULL,
+    lost_at     timestamptz,
+    lost_reason text        CHECK (lost_reason IN ('TOPIC_RECREATED', 'LOG_TRUNCATED')),
+    lost_why    text,
     PRIMARY KEY (topic, partition)
 );
