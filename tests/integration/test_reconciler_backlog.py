@@ -99,7 +99,7 @@ async def _stop_time(proc: subprocess.Popen[bytes], sig: signal.Signals) -> floa
     started = time.monotonic()
     proc.send_signal(sig)
     try:
-        await asyncio.to_thread(proc.wait, 120)
+        await asyncio.to_thread(proc.wait, 300)  # the code before the fix: about a minute
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
