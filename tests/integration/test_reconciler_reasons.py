@@ -15,7 +15,7 @@ import asyncio
 import struct
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest_asyncio
@@ -29,6 +29,7 @@ from app.adapters.kafka_lag import LagReader
 from app.adapters.redis_gate import RedisGate, decode_outcome
 from app.config import Settings
 from app.devstack import prepare
+from app.domain.settlement import CLOCK_MARGIN
 from app.local_kafka import KafkaNode
 from app.reconciler.reconcile import Reconciler, open_reconciler
 from harness import wait_until
@@ -94,9 +95,29 @@ async def _settle(reconciler: Reconciler, seeded: list[Seeded]) -> None:
 
 async def _after_the_loss_is_told_not_queued(settings: Settings, reconciler: Reconciler) -> None:
     """A press made after the loss was seen cannot have been lost in it."""
+    await _past_the_loss(settings)
     later = await seed_stranded(settings, 1, 2, age=timedelta(0))
     await _settle(reconciler, later)
     assert await _told(settings, later) == {("FAILED", "NOT_QUEUED")}
+
+
+async def _past_the_loss(settings: Settings) -> None:
+    """Wait until the clock is past the loss the reconciler saw by more than its clock margin: a
+    press made nearer to it is still counted as made before it (and told of it)."""
+    pool = await postgres.create_pool(settings.database_url, settings.db_schema, 1)
+    try:
+        async with pool.acquire() as conn:
+            watches = await postgres.partition_watches(conn, settings.topic)
+    finally:
+        await pool.close()
+    lost = [w.lost_at for w in watches.values() if w.lost_at is not None]
+    assert lost, watches
+    after = max(lost) + CLOCK_MARGIN
+
+    def past() -> bool:
+        return datetime.now(UTC) > after
+
+    await wait_until(past, 10, "the clock to pass the loss by the clock margin", interval=0.05)
 
 
 async def test_a_recreated_topic_is_told_topic_recreated(kafka_bootstrap: str) -> None:
