@@ -12,7 +12,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from app.adapters.kafka import request_topic_configs
+from app.config import Settings
 from app.local_kafka import KafkaCluster, KafkaNode
+from harness import wait_until
 
 _START_S = 90  # a node replaying its log on a loaded 2-core box
 
@@ -52,6 +58,17 @@ class ClusterUnderTest:
         live = frozenset(n.node_id for n in self.cluster.live_nodes())
         await asyncio.to_thread(node.wait_ready, _START_S, live)
 
+    async def start_nodes(self, *node_ids: int) -> None:
+        """Start several nodes at once (a quorum may need them all) and wait for each."""
+        for node_id in node_ids:
+            node = self.cluster.node(node_id)
+            if not node.alive():
+                node.launch()
+        self.downed -= set(node_ids)
+        live = frozenset(n.node_id for n in self.cluster.live_nodes())
+        for node_id in node_ids:
+            await asyncio.to_thread(self.cluster.node(node_id).wait_ready, _START_S, live)
+
     async def heal(self) -> None:
         """Every node running and listing every broker as live (what a scenario starts from)."""
         for node in self.cluster.nodes:
@@ -60,6 +77,46 @@ class ClusterUnderTest:
         self.downed.clear()
         for node in self.cluster.nodes:
             await asyncio.to_thread(node.wait_ready, _START_S, self.cluster.node_ids)
+
+    async def coordinator_of(self, group: str) -> int:
+        """The node coordinating consumer group ``group`` (the offsets topic is made on first
+        use, so the first answers may be "not available yet")."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+
+            async def found() -> int:  # 0 (no node has it) until one answers
+                try:
+                    return int(await admin.find_coordinator(group))
+                except KafkaError:
+                    return 0
+
+            return await wait_until(found, 60, f"a coordinator for group {group}", 0.5)
+        finally:
+            await admin.close()
+
+    async def create_request_topic(self, settings: Settings, replicas: tuple[int, ...]) -> None:
+        """Create ``settings``' request topic (as the service would) with every partition on
+        ``replicas`` in that order: led by the first, then, if it dies, by the second."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            configs = request_topic_configs(
+                settings.min_insync_replicas, settings.delivery_timeout_ms
+            )
+            assignment = {p: list(replicas) for p in range(settings.partitions)}
+            await admin.create_topics([NewTopic(settings.topic, -1, -1, assignment, configs)])
+        finally:
+            await admin.close()
+
+        def led() -> bool:
+            return all(
+                (state := self.cluster.partition(settings.topic, p)) is not None
+                and state.leader == replicas[0]
+                for p in range(settings.partitions)
+            )
+
+        await wait_until(led, 30, f"{settings.topic} to be led by node {replicas[0]}")
 
     def unexpected_exit(self) -> str | None:
         """None while every node a test did not take down runs; else which one exited, how."""

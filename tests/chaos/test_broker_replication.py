@@ -7,15 +7,20 @@ its own topic and stack, and leaves every node running again.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
+from app.adapters.kafka_lag import LagReadError, read_lag
+from app.config import Settings
 from app.reconciler.reconcile import reconcile_once
 from harness import wait_until
 from harness.partitions import partition_of
@@ -35,26 +40,36 @@ SIGTERM_5XX_BOUND = 0
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def replicated(
-    kafka_cluster: ClusterUnderTest, tmp_path: Path
-) -> AsyncIterator[tuple[Stack, ClusterUnderTest]]:
-    """A stack with topics of RF 3 and min ISR 2 on the session's cluster, all nodes up."""
+async def cluster(kafka_cluster: ClusterUnderTest) -> AsyncIterator[ClusterUnderTest]:
+    """The session's cluster with every node up, before and after the scenario."""
     await kafka_cluster.heal()
-    settings = isolated_settings(
-        kafka_cluster.bootstrap,
+    try:
+        yield kafka_cluster
+    finally:
+        await kafka_cluster.heal()
+
+
+def replicated_settings(cluster: ClusterUnderTest, **overrides: Any) -> Settings:
+    """Topics of RF 3 and min ISR 2 on the cluster, as the chart's production defaults."""
+    return isolated_settings(
+        cluster.bootstrap,
         replication_factor=3,
         min_insync_replicas=2,
         # Long enough to ride out a leader's failover (the 3 s broker session, then an election).
         publish_timeout_ms=5000,
         delivery_timeout_ms=6000,
         reconcile_min_age_s=7,
+        **overrides,
     )
-    stack = await Stack(settings, tmp_path).start(consumers=2)
+
+
+@contextlib.asynccontextmanager
+async def stack_of(settings: Settings, log_dir: Path) -> AsyncIterator[Stack]:
+    stack = await Stack(settings, log_dir).start(consumers=2)
     try:
-        yield stack, kafka_cluster
+        yield stack
     finally:
         await stack.stop()
-        await kafka_cluster.heal()
 
 
 async def outcomes_by_request(
@@ -78,10 +93,10 @@ async def settle_every_press(
     """Wait until each 202 has its outcome, running the reconciler as the lag exporter would."""
     ids = [a.request_id for a in accepted if a.request_id is not None]
 
-    async def all_final() -> dict[uuid.UUID, list[str]] | None:
+    async def all_final() -> dict[uuid.UUID, list[str]]:
         await reconcile_once(stack.settings, confirm_after_s=0.5)
         found = await outcomes_by_request(stack, ids)
-        return found if len(found) == len(ids) else None
+        return found if len(found) == len(ids) else {}
 
     return await wait_until(all_final, 120, "every accepted press to reach its outcome", 1)
 
@@ -92,119 +107,196 @@ async def shown_status(stack: Stack, coupon: str, user: str) -> str:
 
 
 async def test_a_sale_loses_no_acknowledged_press_when_two_of_three_brokers_die(
-    replicated: tuple[Stack, ClusterUnderTest], capsys: pytest.CaptureFixture[str]
+    cluster: ClusterUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stack, cluster = replicated
-    settings = stack.settings
-    started = time.monotonic()
-    sale = Sale([await stack.create_coupon(STOCK)])
-    coupon = sale.coupons[0]
-    partition = partition_of(coupon, settings.partitions)
-    first = cluster.leader(settings.topic, partition)
-    assert first is not None and len(cluster.isr(settings.topic, partition)) == 3
+    """(a) the leader of the hot partition is SIGKILLed mid-sale, (b) then a second node, (c)
+    then both come back.
 
-    async with SteadyPresses(sale, stack, coupon, "press") as load:
-        await load.wait_for("presses acknowledged before any fault", ACKED, 0, status="QUEUED")
+    Leadership sits on one node at a time, as after a rolling restart (every partition on the
+    replicas (first, survivor, last), and the group coordinated by the survivor): so after (a)
+    the survivor leads everything, and after (b) it still answers every read the reconciler
+    makes, while it holds presses it cannot commit (its only follower is gone, and without a
+    controller quorum it cannot shrink its ISR either).
+    """
+    group = f"t_{uuid.uuid4().hex[:10]}"
+    survivor = await cluster.coordinator_of(group)
+    first, last = sorted(cluster.cluster.node_ids - {survivor})
+    settings = replicated_settings(cluster, consumer_group=group)
+    await cluster.create_request_topic(settings, (first, survivor, last))
+    async with stack_of(settings, tmp_path) as stack:
+        started = time.monotonic()
+        sale = Sale([await stack.create_coupon(STOCK)])
+        coupon = sale.coupons[0]
+        partition = partition_of(coupon, settings.partitions)
+        assert len(cluster.isr(settings.topic, partition)) == 3
 
-        # (a) The hot partition's leader dies: an in-sync follower takes over, presses wait.
-        killed_at = time.monotonic()
-        cluster.kill(first.node_id)
+        async with SteadyPresses(sale, stack, coupon, "press") as load:
+            await load.wait_for("presses acknowledged before any fault", ACKED, 0, status="QUEUED")
 
-        def new_leader() -> int | None:
-            leader = cluster.leader(settings.topic, partition)
-            return leader.node_id if leader and leader.node_id != first.node_id else None
+            # (a) The hot partition's leader dies: its in-sync follower takes over.
+            killed_at = time.monotonic()
+            cluster.kill(first)
 
-        survivor = await wait_until(new_leader, 60, "a new leader of the hot partition")
-        failover_s = round(time.monotonic() - killed_at, 1)
-        moved_at = time.monotonic()
-        await load.wait_for(
-            "presses acknowledged by the new leader", ACKED, moved_at, status="QUEUED"
+            def moved() -> bool:
+                leader = cluster.leader(settings.topic, partition)
+                return leader is not None and leader.node_id == survivor
+
+            await wait_until(moved, 60, f"node {survivor} to lead the hot partition")
+            failover_s = round(time.monotonic() - killed_at, 1)
+            moved_at = time.monotonic()
+            await load.wait_for(
+                "presses acknowledged by the new leader", ACKED, moved_at, status="QUEUED"
+            )
+
+            # (b) A second node dies: one replica left, below min ISR, no controller quorum.
+            below_at = time.monotonic()
+            cluster.kill(last)
+            await load.wait_for("unconfirmed presses", 4, below_at, status="UNCONFIRMED")
+            first_unconfirmed = min(
+                a.sent for a in load.since(below_at) if a.status == "UNCONFIRMED"
+            )
+            # The reconciler runs meanwhile, as the lag exporter does: once the first
+            # unconfirmed presses are past the minimum age, two passes may settle them.
+            await wait_until(
+                lambda: time.monotonic() - first_unconfirmed > settings.reconcile_min_age_s + 1,
+                60,
+                "the first unconfirmed press to pass the reconciler's minimum age",
+            )
+            during = await asyncio.wait_for(reconcile_once(settings, confirm_after_s=0.5), 60)
+            outage_end = time.monotonic()
+
+            # (c) Both come back (the quorum, then their replicas catch up); the sale goes on.
+            await cluster.start_nodes(first, last)
+            await load.wait_for("presses acknowledged again", ACKED, outage_end, status="QUEUED")
+            recovered_s = round(time.monotonic() - outage_end, 1)
+
+        accepted = [a for a in load.answers if a.code == 202]
+        told = Counter(a.status or str(a.code) for a in load.answers)
+        below = [a for a in load.answers if below_at <= a.sent < outage_end]
+        below_told = Counter(a.status or str(a.code) for a in below)
+        assert set(below_told) <= {"503", "UNCONFIRMED"}, below_told  # never QUEUED on one copy
+        assert set(told) <= {"QUEUED", "UNCONFIRMED", "503"}, told
+
+        outcomes = await settle_every_press(stack, accepted)
+        twice = {r: o for r, o in outcomes.items() if len(o) > 1}
+        assert not twice, f"presses with two outcomes (settled FAILED, then issued): {twice}"
+        final = {a.user: outcomes[a.request_id][0] for a in accepted if a.request_id}
+        for a in accepted:
+            if a.status == "QUEUED":  # acknowledged: on two replicas, so issued, whatever died
+                assert final[a.user] == "ISSUED", (a, final[a.user])
+            else:
+                assert final[a.user] in ("ISSUED", "FAILED"), (a, final[a.user])
+            assert await shown_status(stack, coupon, a.user) == final[a.user], a
+        settled_early = {r.user_id for r in during.released}
+        assert all(final[u] == "FAILED" for u in settled_early), settled_early
+        on_topic = await topic_request_ids(settings)
+        assert max(on_topic.values()) == 1, "a press appended twice"
+        assert {a.request_id for a in accepted if a.status == "QUEUED"} <= set(on_topic)
+        assert len(stack.live_consumers()) == 2, "a consumer stopped"
+
+        report = await run_verify(settings)
+        ended = Counter(final.values())
+        record(
+            capsys,
+            "broker-cluster-two-of-three-lost",
+            sale,
+            report,
+            started,
+            queued=told["QUEUED"],
+            unconfirmed=told["UNCONFIRMED"],
+            answered_503=told["503"],
+            failover_s=failover_s,
+            unavailable_s=load.ack_gap_s(killed_at, below_at),
+            below_min_isr=dict(below_told),
+            settled_during_outage=len(during.released),
+            settled_then_landed=sum(on_topic[r.request_id] for r in during.released),
+            recovered_s=recovered_s,
+            ended_issued=ended["ISSUED"],
+            ended_failed=ended["FAILED"],
         )
 
-        # (b) A second node dies: one replica left, below min ISR (and no controller quorum).
-        second = next(n.node_id for n in cluster.cluster.live_nodes() if n.node_id != survivor)
-        below_at = time.monotonic()
-        cluster.kill(second)
-        print('DEBUG killed second', second, survivor, time.monotonic()-started, flush=True)
-        await load.wait_for("presses refused or left unconfirmed", 8, below_at)
-        # The reconciler runs meanwhile (the lag exporter would): once the first unconfirmed
-        # presses are older than the minimum age, two passes may settle them.
-        first_unconfirmed = min(
-            (a.sent for a in load.since(below_at) if a.status == "UNCONFIRMED"), default=below_at
-        )
+
+async def test_a_press_only_the_leader_holds_is_never_issued_after_it_was_settled(
+    cluster: ClusterUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both followers die and the leader, left alone without a controller quorum, appends
+    presses it can never commit: the producer times out (202 UNCONFIRMED), the high watermark
+    stays put, so the group's lag reads 0 and the reconciler settles them FAILED/NOT_QUEUED
+    once they are past the minimum age. When the followers return the leader commits them and
+    the consumers receive them: they must change nothing (no coupon for a press whose user was
+    told it failed, and whose reservation was given back)."""
+    group = f"t_{uuid.uuid4().hex[:10]}"
+    leader = await cluster.coordinator_of(group)  # the reconciler's every read goes to it
+    followers = sorted(cluster.cluster.node_ids - {leader})
+    settings = replicated_settings(cluster, consumer_group=group)
+    await cluster.create_request_topic(settings, (leader, *followers))
+    async with stack_of(settings, tmp_path) as stack:
+        started = time.monotonic()
+        sale = Sale([await stack.create_coupon(10)])
+        coupon = sale.coupons[0]
+        assert await sale.wave(stack, ["before"]) == {202: 1}
+        await sale.drain(stack)  # the group's lag is 0 again
+
+        for node_id in followers:
+            cluster.kill(node_id)
+        held = await asyncio.gather(*(sale.press(stack, coupon, f"held-{i}") for i in range(3)))
+        assert {r.json().get("status") for r in held} == {"UNCONFIRMED"}, [r.text for r in held]
+        ids = {uuid.UUID(r.json()["requestId"]) for r in held}
+        made = time.monotonic()
         await wait_until(
-            lambda: time.monotonic() - first_unconfirmed > settings.reconcile_min_age_s + 0.5,
+            lambda: time.monotonic() - made > settings.reconcile_min_age_s,
             60,
-            "the first unconfirmed press to pass the reconciler's minimum age",
+            "the held presses to pass the reconciler's minimum age",
         )
-        print('DEBUG reconcile start', time.monotonic()-started, flush=True)
-        import asyncio
-        during = await asyncio.wait_for(reconcile_once(settings, confirm_after_s=0.5), 90)
-        print('DEBUG reconcile done', during, time.monotonic()-started, flush=True)
-        outage_end = time.monotonic()
 
-        # (c) Both come back: the quorum, then every replica; the sale goes on.
-        for node_id in (first.node_id, second):
-            cluster.cluster.node(node_id).launch()
-        await cluster.start_node(first.node_id)
-        await cluster.start_node(second)
-        back_at = time.monotonic()
-        await load.wait_for("presses acknowledged again", ACKED, back_at, status="QUEUED")
-        recovered_s = round(time.monotonic() - outage_end, 1)
+        async def settled() -> set[uuid.UUID]:  # passes until two in a row reach the leader
+            report = await asyncio.wait_for(reconcile_once(settings, confirm_after_s=0.5), 60)
+            return {r.request_id for r in report.released}
 
-    marks = dict(killed=killed_at, moved=moved_at, below=below_at, outage_end=outage_end, back=back_at)
-    print('DEBUG marks', {k: round(v - started, 1) for k, v in marks.items()})
-    per_s = Counter((int(a.sent - started), a.status or str(a.code)) for a in load.answers)
-    print('DEBUG per second', sorted(per_s.items()))
-    accepted = [a for a in load.answers if a.code == 202]
-    told = Counter(a.status or str(a.code) for a in load.answers)
-    below = [a for a in load.answers if below_at <= a.sent < outage_end]
-    assert {(a.code, a.status) for a in below} <= {(503, None), (202, "UNCONFIRMED")}, Counter(
-        (a.code, a.status) for a in below
-    )
-    assert set(told) <= {"QUEUED", "UNCONFIRMED", "503"}, told
+        assert await wait_until(settled, 90, "the reconciler to settle the held presses") == ids
 
-    outcomes = await settle_every_press(stack, accepted)
-    doubled = {r: o for r, o in outcomes.items() if len(o) > 1}
-    assert not doubled, f"requests with two outcomes (e.g. FAILED, then ISSUED): {doubled}"
-    final = {a.user: outcomes[a.request_id][0] for a in accepted if a.request_id}
-    for a in accepted:
-        if a.status == "QUEUED":  # acknowledged: on two replicas, so issued, whatever died
-            assert final[a.user] == "ISSUED", (a, final[a.user])
-        else:
-            assert final[a.user] in ("ISSUED", "FAILED"), (a, final[a.user])
-        assert await shown_status(stack, coupon, a.user) == final[a.user], a
-    on_topic = await topic_request_ids(settings)
-    assert max(on_topic.values()) == 1, "a press appended twice"
-    assert {a.request_id for a in accepted if a.status == "QUEUED"} <= set(on_topic)
-    assert len(stack.live_consumers()) == 2, "a consumer stopped"
+        await cluster.start_nodes(*followers)
 
-    report = await run_verify(settings)
-    settled = Counter(final.values())
-    record(
-        capsys,
-        "broker-cluster-two-of-three-lost",
-        sale,
-        report,
-        started,
-        queued=told["QUEUED"],
-        unconfirmed=told["UNCONFIRMED"],
-        answered_503=told["503"],
-        failover_s=failover_s,
-        unavailable_s=load.ack_gap_s(killed_at, below_at),
-        below_min_isr_answers=dict(Counter(a.status or str(a.code) for a in below)),
-        reconciled_during_outage=len(during.released),
-        reconciler_skipped_during_outage=during.skipped is not None,
-        recovered_s=recovered_s,
-        ended_issued=settled["ISSUED"],
-        ended_failed=settled["FAILED"],
-    )
+        async def delivered() -> bool:  # committed at last, and read past by the group
+            try:
+                lag = await read_lag(settings.kafka_bootstrap, settings.topic, group)
+            except LagReadError:
+                return False  # the cluster is still catching up
+            caught_up = sum(p.lag for p in lag.partitions) == 0
+            return caught_up and ids <= set(await topic_request_ids(settings))
+
+        await wait_until(delivered, 90, "the held presses to be committed and consumed", 1)
+        outcomes = await outcomes_by_request(stack, list(ids))
+        assert all(found == ["FAILED"] for found in outcomes.values()), outcomes
+        for user in (f"held-{i}" for i in range(3)):
+            assert await shown_status(stack, coupon, user) == "FAILED"
+        assert await stack.outcomes(coupon) == {"ISSUED": 1}
+        report = await run_verify(settings)
+        record(
+            capsys,
+            "broker-lone-leader-settled",
+            sale,
+            report,
+            started,
+            held_uncommitted=len(ids),
+            settled_then_delivered=len(ids),
+            issued_after_failed=0,
+        )
 
 
 async def test_a_controlled_shutdown_moves_leadership_without_failing_a_press(
-    replicated: tuple[Stack, ClusterUnderTest], capsys: pytest.CaptureFixture[str]
+    cluster: ClusterUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stack, cluster = replicated
+    """A rolling restart's step: the hot partition's leader stopped with SIGTERM mid-sale
+    (leadership handed over first), then started again."""
+    settings = replicated_settings(cluster)
+    async with stack_of(settings, tmp_path) as stack:
+        await controlled_shutdown_sale(stack, cluster, capsys)
+
+
+async def controlled_shutdown_sale(
+    stack: Stack, cluster: ClusterUnderTest, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings = stack.settings
     started = time.monotonic()
     sale = Sale([await stack.create_coupon(STOCK)])
