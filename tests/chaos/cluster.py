@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 
 from app.adapters.kafka import request_topic_configs
 from app.config import Settings
-from app.local_kafka import KafkaCluster, KafkaNode
+from app.local_kafka import KafkaCluster
 from harness import wait_until
 
 _START_S = 90  # a node replaying its log on a loaded 2-core box
@@ -32,11 +32,14 @@ class ClusterUnderTest:
     def bootstrap(self) -> str:
         return self.cluster.bootstrap
 
-    def leader(self, topic: str, partition: int) -> KafkaNode | None:
-        return self.cluster.leader(topic, partition)
+    async def leader(self, topic: str, partition: int) -> int | None:
+        """The node leading ``topic``'s ``partition``, None while it has none. Metadata is read
+        in a worker thread: a node that does not answer must not stop the sale's presses."""
+        node = await asyncio.to_thread(self.cluster.leader, topic, partition)
+        return node.node_id if node is not None else None
 
-    def isr(self, topic: str, partition: int) -> tuple[int, ...]:
-        state = self.cluster.partition(topic, partition)
+    async def isr(self, topic: str, partition: int) -> tuple[int, ...]:
+        state = await asyncio.to_thread(self.cluster.partition, topic, partition)
         return state.isr if state is not None else ()
 
     def kill(self, node_id: int) -> None:
@@ -109,12 +112,9 @@ class ClusterUnderTest:
         finally:
             await admin.close()
 
-        def led() -> bool:
-            return all(
-                (state := self.cluster.partition(settings.topic, p)) is not None
-                and state.leader == replicas[0]
-                for p in range(settings.partitions)
-            )
+        async def led() -> bool:
+            leaders = [await self.leader(settings.topic, p) for p in range(settings.partitions)]
+            return leaders == [replicas[0]] * settings.partitions
 
         await wait_until(led, 30, f"{settings.topic} to be led by node {replicas[0]}")
 
