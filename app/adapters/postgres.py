@@ -414,10 +414,10 @@ async def lock_stocks(conn: Connection, coupon_ids: Iterable[UUID]) -> dict[UUID
 
 async def processed_request_ids(conn: Connection, request_ids: Sequence[UUID]) -> list[UUID]:
     """Which of these requests already have their final outcome: a decision, or settled by the
-    reconciler (any FAILED reason but DEAD_LETTERED). A settled press can still be delivered later (a leader left alone
-    commits what it appended once its followers return): its user was told FAILED and its
-    reservation given back, so it is skipped like a redelivery. A dead letter is not final here:
-    a replay may still issue it."""
+    reconciler (any FAILED reason but DEAD_LETTERED). A settled press can still be delivered
+    later (a leader left alone commits what it appended once its followers return): its user
+    was told FAILED and its reservation given back, so it is skipped like a redelivery. A dead
+    letter is not final here: a replay may still issue it."""
     rows = await conn.fetch(
         "SELECT request_id FROM issue_requests WHERE request_id = ANY($1::uuid[])"
         " UNION SELECT request_id FROM failed_requests"
