@@ -1,5 +1,6 @@
-"""Pure-ASGI middleware (cheap on the hot path): trace ids (x-request-id), metrics, body limits,
-content type."""
+"""The HTTP edge, pure ASGI (cheap on the hot path), around every request, the fast path's and
+FastAPI's alike (api/app.py builds it): trace id (x-request-id), metrics and the JSON 500, then the
+body rules (size, content type)."""
 
 from __future__ import annotations
 
@@ -52,11 +53,12 @@ class ObservedRequests:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
+            # Logged here, once; not raised on: the server would log it again. Answered unless
+            # an answer had begun (then the server closes the connection).
             log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
-            if answered:
-                raise  # too late for an answer of our own: the server closes the connection
-            lang = negotiate(headers.get(b"accept-language"))
-            await refusal(500, "INTERNAL_ERROR", lang)(scope, receive, send_with_id)
+            if not answered:
+                lang = negotiate(headers.get(b"accept-language"))
+                await refusal(500, "INTERNAL_ERROR", lang)(scope, receive, send_with_id)
         finally:
             metrics.API_IN_FLIGHT.dec()
             route = getattr(scope.get("route"), "path", "unmatched")
