@@ -31,22 +31,23 @@ class ObservedRequests:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        trace_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or new_trace_id()
+        given = b""
+        for name, value in scope["headers"]:  # no dict of every header: this is the hot path
+            if name == b"x-request-id":
+                given = value[:64]
+                break
+        trace_id = given.decode("latin-1") if given else new_trace_id()
+        id_header = (b"x-request-id", given or trace_id.encode("latin-1"))
         token = trace_id_var.set(trace_id)
         status = 500
         started = time.perf_counter()
-
         answered = False
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, answered
             if message["type"] == "http.response.start":
                 status, answered = message["status"], True
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", trace_id.encode()),
-                ]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         metrics.API_IN_FLIGHT.inc()
@@ -57,7 +58,7 @@ class ObservedRequests:
             # an answer had begun (then the server closes the connection).
             log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
             if not answered:
-                lang = negotiate(headers.get(b"accept-language"))
+                lang = negotiate(dict(scope["headers"]).get(b"accept-language"))
                 await refusal(500, "INTERNAL_ERROR", lang)(scope, receive, send_with_id)
         finally:
             metrics.API_IN_FLIGHT.dec()
