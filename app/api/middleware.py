@@ -12,7 +12,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import refusal
-from app.api.messages import Lang, negotiate, text
+from app.api.messages import negotiate, text
 from app.observability import metrics
 from app.observability.logs import new_trace_id, trace_id_var
 
@@ -80,14 +80,17 @@ class BodyRules:
             return
         headers = dict(scope["headers"])
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        has_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
-        lang = negotiate(headers.get(b"accept-language"))
-        if has_body and content_type != _JSON:
-            await _reject(send, 415, "UNSUPPORTED_MEDIA_TYPE", lang)
-            return
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _reject(send, 413, "PAYLOAD_TOO_LARGE", lang)
+        chunked = b"transfer-encoding" in headers
+        if (declared not in (None, b"0") or chunked) and content_type != _JSON:
+            await _reject(send, 415, "UNSUPPORTED_MEDIA_TYPE", headers)
+            return
+        if declared is not None and declared.isdigit() and not chunked:
+            if int(declared) > self.max_body_bytes:
+                await _reject(send, 413, "PAYLOAD_TOO_LARGE", headers)
+                return
+            # The server delivers no more than the declared length: nothing left to count.
+            await self.app(scope, receive, send)
             return
         received = 0
 
@@ -102,14 +105,15 @@ class BodyRules:
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await _reject(send, 413, "PAYLOAD_TOO_LARGE", lang)
+            await _reject(send, 413, "PAYLOAD_TOO_LARGE", headers)
 
 
 class _BodyTooLarge(Exception):
     pass
 
 
-async def _reject(send: Send, status: int, reason: str, lang: Lang) -> None:
+async def _reject(send: Send, status: int, reason: str, headers: dict[bytes, bytes]) -> None:
+    lang = negotiate(headers.get(b"accept-language"))
     body: dict[str, Any] = {"success": False, "reason": reason, "message": text(reason, lang)}
     payload = orjson.dumps(body)
     await send(
