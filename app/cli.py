@@ -252,7 +252,7 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
         print(f"reconcile: nothing settled, {report.skipped}", file=sys.stderr)
         return 2
     for r in report.released:
-        print(f"released coupon={r.coupon_id} user={r.user_id} request={r.request_id}")
+        print(f"released coupon={r.coupon_id} user={r.user_id} request={r.request_id} {r.reason}")
     print(
         f"reconcile: {report.coupons} coupon(s) checked, {report.suspects} suspect(s),"
         f" {len(report.released)} stranded reservation(s) released"

@@ -1,6 +1,7 @@
 """Consumer-group lag, read from the broker without joining the group.
 
-Per partition: the log start, the log end (high watermark) and the group's committed offset.
+Per partition: the log start, the log end (high watermark) and the group's committed offset;
+and, for the reconciler, the topic's id (app/adapters/kafka_metadata.py).
 :class:`LagReader` keeps its connections between reads (the reconciler opens one per pass);
 :class:`ReconnectingLagReader` is what long-lived pollers hold (the operator, the dev-mode scaler,
 the lag exporter): it connects on first use and again after a failed read. :func:`read_lag` is a
@@ -19,6 +20,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -30,6 +32,8 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import OffsetAndMetadata
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from app.adapters.kafka_metadata import topic_ids
 
 T = TypeVar("T")
 # Answers that mean "ask again in a moment": the group's coordinator is being elected or loaded.
@@ -175,6 +179,15 @@ class LagReader:
             members=members,
             taken_at=time.time(),
         )
+
+    async def topic_id(self, topic: str) -> UUID | None:
+        """The topic's id (another id under the same name: the topic was created again); None
+        when the broker does not say."""
+        if self._offsets is None:
+            raise LagReadError("LagReader.topic_id() before start()")
+        async with self._lock:
+            ids = await self._guard(topic_ids(await self._guard(self._admin_client())))
+        return ids.get(topic)
 
     async def _partitions(self, topic: str) -> list[TopicPartition]:
         """The topic's partitions, asked every read so added partitions count at once."""

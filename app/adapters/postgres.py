@@ -14,6 +14,7 @@ from asyncpg import Connection, Pool, Record
 from app.domain.coupon import Coupon, DiscountType
 from app.domain.decision import CouponStock, Decision
 from app.domain.outcomes import FailReason, IssueStatus
+from app.domain.settlement import FailedRequest, PartitionWatch
 from app.domain.status import RecordedOutcome
 
 _MIGRATION_LOCK = 0x636F75706F6E  # advisory lock id: "coupon"
@@ -261,6 +262,107 @@ async def record_failure(
     )
 
 
+# The reconciler's settlement of one chunk: record_failure's insert, set-based. It answers, for
+# each request, the failure that is recorded now: the one just written, or the one already there
+# under another reason (kept, as record_failure keeps it). The outer SELECT sees the table as it
+# was before the INSERT, so an existing row is read from ``f``, a new or updated one from ``w``.
+_RECORD_FAILURES = """
+WITH given AS (
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                       $6::timestamptz[])
+    AS g(request_id, coupon_id, user_id, reason, detail, failed_at)
+), written AS (
+  INSERT INTO failed_requests (request_id, coupon_id, user_id, reason, detail, failed_at)
+  SELECT * FROM given
+  ON CONFLICT (request_id) DO UPDATE SET detail = EXCLUDED.detail,
+    failed_at = EXCLUDED.failed_at WHERE failed_requests.reason = EXCLUDED.reason
+  RETURNING request_id, reason, failed_at
+)
+SELECT g.request_id, coalesce(w.reason, f.reason) AS reason,
+       coalesce(w.failed_at, f.failed_at) AS failed_at
+FROM given g
+LEFT JOIN written w ON w.request_id = g.request_id
+LEFT JOIN failed_requests f ON f.request_id = g.request_id
+"""
+
+
+async def record_failures(
+    conn: Connection, failures: Sequence[FailedRequest]
+) -> dict[UUID, RecordedOutcome]:
+    """Record many failures in one statement (``record_failure``'s rules, idempotent per request
+    id); returns each request's FAILED outcome as now recorded (an earlier one under another
+    reason is kept, and returned)."""
+    if not failures:
+        return {}
+    unique = list({f.request_id: f for f in failures}.values())  # one row per request id
+    rows = await conn.fetch(
+        _RECORD_FAILURES,
+        [f.request_id for f in unique],
+        [f.coupon_id for f in unique],
+        [f.user_id for f in unique],
+        [f.reason.value for f in unique],
+        [f.detail[:2000] for f in unique],
+        [f.failed_at for f in unique],
+    )
+    return {
+        r["request_id"]: RecordedOutcome(
+            r["request_id"], IssueStatus.FAILED, r["reason"], r["failed_at"]
+        )
+        for r in rows
+    }
+
+
+async def partition_watches(conn: Connection, topic: str) -> dict[int, PartitionWatch]:
+    """What the reconciler remembers of the topic's partitions, by partition."""
+    rows = await conn.fetch(
+        "SELECT partition, topic_id, log_end, seen_at, lost_at, lost_reason, lost_why"
+        " FROM reconciler_partitions WHERE topic = $1",
+        topic,
+    )
+    return {
+        r["partition"]: PartitionWatch(
+            r["partition"],
+            r["topic_id"],
+            r["log_end"],
+            r["seen_at"],
+            r["lost_at"],
+            None if r["lost_reason"] is None else FailReason(r["lost_reason"]),
+            r["lost_why"],
+        )
+        for r in rows
+    }
+
+
+async def save_partition_watches(
+    conn: Connection, topic: str, watches: Sequence[PartitionWatch]
+) -> None:
+    """Remember these watches (one statement); a loss already remembered is kept over an older
+    one a concurrent reconciler writes."""
+    if not watches:
+        return
+    await conn.execute(
+        "INSERT INTO reconciler_partitions AS t (topic, partition, topic_id, log_end, seen_at,"
+        " lost_at, lost_reason, lost_why)"
+        " SELECT $1, w.* FROM unnest($2::int[], $3::uuid[], $4::bigint[], $5::timestamptz[],"
+        " $6::timestamptz[], $7::text[], $8::text[]) AS w"
+        " ON CONFLICT (topic, partition) DO UPDATE SET topic_id = EXCLUDED.topic_id,"
+        " log_end = EXCLUDED.log_end, seen_at = EXCLUDED.seen_at,"
+        " lost_at = greatest(t.lost_at, EXCLUDED.lost_at),"
+        " lost_reason = CASE WHEN EXCLUDED.lost_at IS NULL OR t.lost_at > EXCLUDED.lost_at"
+        "   THEN t.lost_reason ELSE EXCLUDED.lost_reason END,"
+        " lost_why = CASE WHEN EXCLUDED.lost_at IS NULL OR t.lost_at > EXCLUDED.lost_at"
+        "   THEN t.lost_why ELSE EXCLUDED.lost_why END",
+        topic,
+        [w.partition for w in watches],
+        [w.topic_id for w in watches],
+        [w.log_end for w in watches],
+        [w.seen_at for w in watches],
+        [w.lost_at for w in watches],
+        [None if w.lost_reason is None else w.lost_reason.value for w in watches],
+        [w.lost_why for w in watches],
+    )
+
+
 async def undecided_requests(conn: Connection, request_ids: Sequence[UUID]) -> set[UUID]:
     """Which of these request ids have no issue decision (no row in issue_requests)."""
     rows = await conn.fetch(
@@ -311,8 +413,17 @@ async def lock_stocks(conn: Connection, coupon_ids: Iterable[UUID]) -> dict[UUID
 
 
 async def processed_request_ids(conn: Connection, request_ids: Sequence[UUID]) -> list[UUID]:
+    """Which of these requests already have their final outcome: a decision, or settled by the
+    reconciler (any FAILED reason but DEAD_LETTERED). A settled press can still be delivered
+    later (a leader left alone commits what it appended once its followers return): its user
+    was told FAILED and its reservation given back, so it is skipped like a redelivery. A dead
+    letter is not final here: a replay may still issue it."""
     rows = await conn.fetch(
-        "SELECT request_id FROM issue_requests WHERE request_id = ANY($1::uuid[])", request_ids
+        "SELECT request_id FROM issue_requests WHERE request_id = ANY($1::uuid[])"
+        " UNION SELECT request_id FROM failed_requests"
+        " WHERE request_id = ANY($1::uuid[]) AND reason <> $2",
+        request_ids,
+        FailReason.DEAD_LETTERED.value,
     )
     return [r["request_id"] for r in rows]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ from importlib import resources
 from uuid import UUID
 
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 
 from app.adapters import redis_client
 from app.adapters.redis_batch import ScriptBatcher
@@ -59,6 +61,7 @@ class RedisGate:
         self._unlock = client.register_script(_script("gate_unlock.lua"))
         self._outcomes = client.register_script(_script("gate_outcomes.lua"))
         self._view = client.register_script(_script("gate_view.lua"))
+        self._settle_source = _script("gate_settle.lua")  # sent whole: see settle()
         self._batch = ScriptBatcher(client)  # presses and reads of one loop tick: one round trip
         # The registry of every coupon id, with a marker saying it was loaded whole: unknown ids
         # are refused from Redis alone. Its own hash tag: one slot, apart from the coupons'.
@@ -244,6 +247,46 @@ class RedisGate:
             await self._outcomes(keys=[self.outcomes_key(coupon_id)], args=args)
         for coupon_id, args in by_coupon.items() if announce else ():
             await self._redis.publish(self.outcomes_channel(coupon_id), "\n".join(args[::2]))
+
+    async def settle(self, settlements: Sequence[tuple[UUID, str, RecordedOutcome]]) -> list[bool]:
+        """The reconciler's Redis half of settling a chunk, after PostgreSQL recorded the
+        failures: each reservation's outcome is written and the reservation given back, in one
+        script call per coupon (atomic per coupon), then each coupon's users are announced.
+
+        One round trip for the whole chunk on one Redis. On a Redis Cluster the calls are sent
+        per node at once (one pipeline; EVAL, as a cluster pipeline refuses EVALSHA), then the
+        announcements, which a cluster pipeline refuses, side by side. Returns, per settlement in
+        order, whether its reservation was given back here (False: no longer held by it).
+        """
+        by_coupon: dict[UUID, list[int]] = {}
+        for index, (coupon_id, _, _) in enumerate(settlements):
+            by_coupon.setdefault(coupon_id, []).append(index)
+        if not by_coupon:
+            return []
+        cluster = isinstance(self._redis, RedisCluster)
+        pipe = self._redis.pipeline(transaction=False)
+        for coupon_id, indexes in by_coupon.items():
+            args: list[str] = []
+            for i in indexes:
+                _, user_id, outcome = settlements[i]
+                args.extend((user_id, str(outcome.request_id), encode_outcome(outcome)))
+            keys = (self.keys(coupon_id)[1], self.outcomes_key(coupon_id))
+            pipe.eval(self._settle_source, 2, *keys, *args)
+        announcements = [
+            (self.outcomes_channel(c), "\n".join(settlements[i][1] for i in indexes))
+            for c, indexes in by_coupon.items()
+        ]
+        if not cluster:
+            for channel, users in announcements:
+                pipe.publish(channel, users)
+        results = await pipe.execute()
+        if cluster:
+            await asyncio.gather(*(self._redis.publish(c, u) for c, u in announcements))
+        released = [False] * len(settlements)
+        for indexes, flags in zip(by_coupon.values(), results, strict=False):
+            for i, flag in zip(indexes, flags, strict=True):
+                released[i] = bool(flag)
+        return released
 
     async def user_view(
         self, coupon_id: UUID, user_id: str

@@ -144,8 +144,8 @@ class IssueAccepted(BaseModel):
         "QUEUED",
         description="QUEUED: the broker acknowledged the request. UNCONFIRMED: it was sent but"
         " no acknowledgement came in time; the reservation is kept and the status endpoint shows"
-        " the outcome (ISSUED, REJECTED, or FAILED with reason NOT_QUEUED once the reconciler"
-        " settles a request that never reached the queue).",
+        " the outcome (ISSUED, REJECTED, or FAILED once the reconciler settles a request that has"
+        " no outcome and nothing left queued for it).",
     )
 
 
@@ -174,8 +174,10 @@ class IssueStatusView(BaseModel):
         description="PENDING: accepted, no outcome yet. ISSUED. REJECTED: refused by the issuer"
         " (reason SOLD_OUT, EXPIRED, DUPLICATE, UNKNOWN_COUPON). FAILED: ended without a decision"
         " and the reservation was given back, so the user may press again (reason DEAD_LETTERED:"
-        " parked on the dead-letter topic, a replay may still issue it; NOT_QUEUED: it never"
-        " reached the queue)."
+        " parked on the dead-letter topic, a replay may still issue it; NOT_QUEUED: no outcome and"
+        " nothing left queued for it; TOPIC_RECREATED: the request topic was deleted and created"
+        " again after it was accepted; LOG_TRUNCATED: the broker lost acknowledged messages of its"
+        " partition after it was accepted)."
     )
     issuedAt: datetime | None = None
     reason: str | None = None

@@ -40,6 +40,16 @@ class FailReason(enum.StrEnum):
     # The consumer could not process it (a data fault, after every attempt): it is on the
     # dead-letter topic, and a replay can still issue it.
     DEAD_LETTERED = "DEAD_LETTERED"
-    # It never reached the queue (the API died or the broker never took it): the reconciler
-    # released it. The user may press again.
+    # The reconciler's (app/domain/settlement.py): no decision and nothing left queued for it on
+    # its partition; the reservation was released and the user may press again. What each says
+    # is all the reconciler knows:
+    # No outcome and nothing left queued for it. It may never have reached the queue (the API
+    # died, the broker never took it) or been lost there unseen: nothing cheap tells those apart.
     NOT_QUEUED = "NOT_QUEUED"
+    # The request topic was deleted and created again (its topic id changed) after this press was
+    # accepted: whatever was queued then was lost, acknowledged (202 QUEUED) or not.
+    TOPIC_RECREATED = "TOPIC_RECREATED"
+    # The broker lost acknowledged messages of its partition after this press was accepted (the
+    # partition's log end went backwards: an unflushed tail lost in a crash, an unclean leader
+    # election): if it was acknowledged, it may have been one of them.
+    LOG_TRUNCATED = "LOG_TRUNCATED"

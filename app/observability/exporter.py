@@ -9,6 +9,7 @@ answered from the latest poll, so a slow broker never makes a scrape time out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -31,7 +32,7 @@ from app.config import Settings
 from app.observability import metrics
 from app.observability.http import health_app, serve_in_background
 from app.observability.lag_state import CouponGauge, ExporterState
-from app.reconciler.reconcile import reconcile_until
+from app.reconciler.reconcile import STOP_GRACE_S, reconcile_until
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,10 @@ async def run_lag_exporter(
         await exporter.run(stop)
     finally:
         stop.set()
-        await reconciling
+        # reconcile_until returns within STOP_GRACE_S of the stop (a pass stops between chunks,
+        # or is cancelled); the bound here holds even if it did not.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reconciling, STOP_GRACE_S + 3)
         server.should_exit = True
         await server_task
         await exporter.close()

@@ -135,18 +135,20 @@ for _purpose in ("gate", "registry", "status"):
 # --- reconciler ---------------------------------------------------------------------------------
 RECONCILER_RUNS = Counter(
     "coupon_reconciler_runs",
-    "Reconciler passes, by result (ok, skipped: a system could not be read, error).",
+    "Reconciler passes, by result (ok, skipped: a system could not be read, stopped: cut short by"
+    " a shutdown, the rest left for the next pass, error).",
     ["result"],
 )
 RECONCILER_RELEASED = Counter(
     "coupon_reconciler_released",
-    "Stranded reservations the reconciler released (accepted, never reached the queue).",
+    "Stranded reservations the reconciler released (accepted, no decision, nothing left queued;"
+    " FAILED with NOT_QUEUED, TOPIC_RECREATED or LOG_TRUNCATED, see docs/api.md).",
 )
 RECONCILER_SUSPECTS = Gauge(
     "coupon_reconciler_suspects",
     "Reservations with no outcome and no lag seen in the last pass, waiting for confirmation.",
 )
-for _result in ("ok", "skipped", "error"):
+for _result in ("ok", "skipped", "stopped", "error"):
     RECONCILER_RUNS.labels(_result)
 
 

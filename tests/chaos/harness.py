@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import sys
@@ -14,14 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+from uuid import UUID
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from app.adapters.kafka import running
 from app.adapters.postgres import consumer_connection_name
 from app.config import Settings
 from app.consumer.dlq import list_dead_letters
 from app.devstack import child_env
+from app.domain.codec import DecodeError, decode
 from harness import wait_until
 from tests.stack import Stack
 
@@ -71,6 +76,108 @@ class Sale:
 
 def users(prefix: str, n: int) -> list[str]:
     return [f"{prefix}-{i}" for i in range(n)]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One press of a steady load: who, when it was sent and answered, and what it was told."""
+
+    user: str
+    sent: float  # time.monotonic()
+    done: float
+    code: int
+    status: str | None  # a 202's QUEUED / UNCONFIRMED
+    request_id: UUID | None
+
+
+@dataclass
+class SteadyPresses:
+    """``workers`` users pressing one after another (each press a new user) on one coupon of
+    ``sale`` until stopped, through a fault: every answer with its timing (``async with``)."""
+
+    sale: Sale
+    stack: Stack
+    coupon: str
+    prefix: str
+    workers: int = 4
+    answers: list[Answer] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _next: int = 0
+
+    async def __aenter__(self) -> SteadyPresses:
+        self._tasks = [asyncio.create_task(self._press_on()) for _ in range(self.workers)]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)  # a worker's failed assertion surfaces here
+
+    async def _press_on(self) -> None:
+        while not self._stop.is_set():
+            user, self._next = f"{self.prefix}-{self._next}", self._next + 1
+            sent = time.monotonic()
+            r = await self.sale.press(self.stack, self.coupon, user)
+            body = r.json()
+            status = body.get("status") if r.status_code == 202 else None
+            request_id = UUID(body["requestId"]) if r.status_code == 202 else None
+            self.answers.append(
+                Answer(user, sent, time.monotonic(), r.status_code, status, request_id)
+            )
+
+    def since(self, t: float) -> list[Answer]:
+        """Answers to presses sent at ``t`` or later."""
+        return [a for a in self.answers if a.sent >= t]
+
+    async def wait_for(
+        self, what: str, n: int, after: float, timeout: float = 60, **match: Any
+    ) -> None:
+        """Wait until ``n`` presses sent after ``after`` were answered with ``match`` (code, status)."""
+
+        def enough() -> bool:
+            found = [
+                a for a in self.since(after) if all(getattr(a, k) == v for k, v in match.items())
+            ]
+            return len(found) >= n
+
+        await wait_until(enough, timeout, what)
+
+    def ack_gap_s(self, start: float, end: float) -> float:
+        """Longest time between ``start`` and ``end`` in which no press was acknowledged (202
+        QUEUED): how long the sale was unavailable to anyone."""
+        acks = sorted(
+            a.done for a in self.answers if a.status == "QUEUED" and start < a.done <= end
+        )
+        marks = [start, *acks, end]
+        return round(max(b - a for a, b in itertools.pairwise(marks)), 1)
+
+
+async def topic_request_ids(settings: Settings, deadline_s: float = 60) -> Counter[UUID]:
+    """How many times each request id is in the request topic, read from its start to its end
+    (the high watermark: what every in-sync replica holds)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
+    )
+    found: Counter[UUID] = Counter()
+    async with running(consumer):
+        tps = [TopicPartition(settings.topic, p) for p in range(settings.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        give_up = time.monotonic() + deadline_s
+        while remaining:
+            assert time.monotonic() < give_up, f"could not read {sorted(remaining)} to the end"
+            batches = await consumer.getmany(*remaining, timeout_ms=500)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset < ends[tp]:
+                        with contextlib.suppress(DecodeError):
+                            found[decode(record.value).request_id] += 1
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    return found
 
 
 async def blocked_consumers(stack: Stack) -> set[int]:

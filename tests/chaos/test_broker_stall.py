@@ -1,10 +1,15 @@
-"""The broker stalls (SIGSTOP) for longer than the publish timeout mid-sale, then resumes.
+"""The broker stalls (SIGSTOP) mid-sale, then resumes.
 
-A press whose ack does not come in time may still be appended when the broker wakes up, so the
-API must never call it rolled back: it answers 202 UNCONFIRMED and keeps the reservation. After
-the stall, every such press ends in one final outcome (issued if it landed, FAILED NOT_QUEUED if
-the reconciler finds it never did), nobody told "failed" holds a coupon, and no reservation is
-left over the stock or without an outcome.
+Stalled for longer than the publish timeout: a press whose ack does not come in time may still
+be appended when the broker wakes up, so the API must never call it rolled back: it answers 202
+UNCONFIRMED and keeps the reservation. After the stall, every such press ends in one final
+outcome (issued if it landed, FAILED NOT_QUEUED if the reconciler finds it never did), nobody
+told "failed" holds a coupon, and no reservation is left over the stock or without an outcome.
+
+Stalled for longer than ``COUPON_RECONCILE_MIN_AGE_S``: the reconciler may settle those presses
+as soon as it can read the broker, so none of them may be appended when it wakes up (the topic
+refuses a record older than the delivery timeout): each ends FAILED NOT_QUEUED, none is ever
+issued or shown ISSUED.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +28,7 @@ import pytest_asyncio
 from app.local_kafka import KafkaNode
 from app.reconciler.reconcile import reconcile_once
 from harness import wait_until
-from tests.chaos.harness import Sale, record, run_verify, users
+from tests.chaos.harness import Sale, record, run_verify, topic_request_ids, users
 from tests.stack import Stack, stack_with_own_broker
 
 pytestmark = pytest.mark.slow
@@ -106,5 +112,78 @@ async def test_a_stalled_broker_never_turns_an_issued_press_into_a_failed_one(
         unconfirmed_landed=landed,
         unconfirmed_not_queued=not_queued,
         told_failed=len(told["FAILED"]),
+        stalled_s=round(stalled_for, 1),
+    )
+
+
+async def test_a_broker_stalled_past_the_reconcilers_minimum_age_appends_no_settled_press(
+    stall_stack: tuple[Stack, KafkaNode], capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack, broker = stall_stack
+    settings = stack.settings
+    started = time.monotonic()
+    sale = Sale([await stack.create_coupon(100)])
+    coupon = sale.coupons[0]
+    assert await sale.wave(stack, users("before", 10)) == {202: 10}
+    await sale.drain(stack)
+
+    broker.pause()
+    try:
+        stalled_at = time.monotonic()
+        answers = await asyncio.gather(
+            *(sale.press(stack, coupon, u) for u in users("stalled", 20))
+        )
+        answered_at = time.monotonic()
+        # The reconciler runs meanwhile, as the lag exporter does: it cannot read the broker.
+        during = await asyncio.wait_for(reconcile_once(settings, confirm_after_s=0.5), 60)
+        await wait_until(
+            lambda: time.monotonic() - answered_at > settings.reconcile_min_age_s + 1,
+            60,
+            "the stall to outlast the reconciler's minimum age",
+        )
+        stalled_for = time.monotonic() - stalled_at
+    finally:
+        broker.resume()
+    assert during.skipped and not during.released, during
+    told = {(a.status_code, a.json().get("status")) for a in answers}
+    assert told <= {(202, "UNCONFIRMED"), (503, None)}, told  # never QUEUED: nothing was acked
+    held = {
+        u: uuid.UUID(a.json()["requestId"])
+        for u, a in zip(users("stalled", 20), answers, strict=True)
+        if a.status_code == 202
+    }
+    assert held, "the stall did not outlast the publish timeout"
+
+    async def all_settled() -> bool:
+        await reconcile_once(settings, confirm_after_s=0.5)
+        shown = [(await _status(stack, coupon, u)).get("status") for u in held]
+        return all(s in FINAL for s in shown)
+
+    await wait_until(all_settled, 120, "every unconfirmed press to reach its outcome", 1)
+    # Presses made after the stall, on the same partition, are issued: the consumers have read
+    # past anything the broker could have appended on waking up.
+    assert await sale.wave(stack, users("after", 10)) == {202: 10}
+    await stack.wait_processed(coupon, 20, timeout=90)
+
+    for user in held:
+        shown = await _status(stack, coupon, user)
+        assert (shown["status"], shown.get("reason")) == ("FAILED", "NOT_QUEUED"), (user, shown)
+    issued = await stack.pool.fetchval(
+        "SELECT count(*) FROM issue_requests WHERE request_id = ANY($1)", list(held.values())
+    )
+    assert issued == 0, "a press settled FAILED was processed afterwards"
+    on_topic = await topic_request_ids(settings)
+    assert not set(held.values()) & set(on_topic), "a settled press was appended after the stall"
+    assert await stack.outcomes(coupon) == {"ISSUED": 20}
+    report = await run_verify(settings)
+    record(
+        capsys,
+        "broker-stalled-past-min-age",
+        sale,
+        report,
+        started,
+        unconfirmed=len(held),
+        settled_not_queued=len(held),
+        appended_after_settled=0,
         stalled_s=round(stalled_for, 1),
     )

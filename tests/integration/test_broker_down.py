@@ -14,11 +14,16 @@ from pathlib import Path
 
 import pytest_asyncio
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from app.adapters.kafka import running
+from app.adapters.kafka_lag import read_lag
 from app.adapters.redis_gate import RedisGate
+from app.config import Settings
 from app.local_kafka import KafkaNode
 from app.reconciler.reconcile import reconcile_once
 from harness import wait_until
+from harness.partitions import partition_of
 from tests.stack import Stack, stack_with_own_broker
 
 
@@ -79,13 +84,15 @@ async def test_an_unacknowledged_press_keeps_its_reservation_until_settled(
     early_status = (await http.get(f"/api/coupons/{coupon_id}/issues/early")).json()
     assert early_status["status"] == "ISSUED"
 
-    async def retry_accepted() -> bool:
+    async def retry_accepted() -> str | None:
         r = await stack.request_issue(coupon_id, "unlucky")
-        return r.status_code == 202 and r.json()["status"] == "QUEUED"
+        ok = r.status_code == 202 and r.json()["status"] == "QUEUED"
+        return str(r.json()["requestId"]) if ok else None
 
-    await wait_until(retry_accepted, 30, "the user's new press to be queued", interval=0.5)
+    retry = await wait_until(retry_accepted, 30, "the user's new press to be queued", interval=0.5)
+    # The consumer is running: the new press may already be issued when the status is read.
     status = (await http.get(f"/api/coupons/{coupon_id}/issues/unlucky")).json()
-    assert status["status"] == "PENDING"
+    assert status["requestId"] == retry and status["status"] in ("PENDING", "ISSUED"), status
 
 
 async def test_the_reconciler_never_releases_a_queued_request(
@@ -102,3 +109,69 @@ async def test_the_reconciler_never_releases_a_queued_request(
     gate = RedisGate(client, stack.settings.redis_prefix)
     assert await gate.has_reserved(uuid.UUID(coupon_id), "waiting")
     await client.aclose()
+
+
+async def _commit_group_offset(settings: Settings, tp: TopicPartition, offset: int) -> None:
+    """Set the consumer group's committed offset on ``tp`` (the group has no member now)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+    )
+    async with running(consumer):
+        consumer.assign([tp])
+        await consumer.commit({tp: offset})
+
+
+async def test_a_settled_press_delivered_afterwards_is_not_issued(
+    own_broker_stack: tuple[Stack, KafkaNode],
+) -> None:
+    """The reconciler settles a press it cannot see queued, and the press is delivered later
+    all the same (as when a leader left without its followers appended it uncommitted, and
+    commits it once they return: tests/chaos/test_broker_replication.py): the user was told
+    FAILED and the reservation given back, so the consumer must not issue it."""
+    stack, _ = own_broker_stack  # no consumer yet
+    settings = stack.settings
+    http = stack.http
+    assert http is not None
+    coupon_id = await stack.create_coupon(5)
+    late = await stack.request_issue(coupon_id, "late")
+    assert late.status_code == 202 and late.json()["status"] == "QUEUED"
+    request_id = uuid.UUID(late.json()["requestId"])
+    tp = TopicPartition(settings.topic, partition_of(coupon_id, settings.partitions))
+    end = next(
+        p.log_end
+        for p in (
+            await read_lag(settings.kafka_bootstrap, settings.topic, settings.consumer_group)
+        ).partitions
+        if p.partition == tp.partition
+    )
+    assert end >= 1
+
+    # The group is past it, as if the press were not on the log: no lag, so it is settled.
+    await _commit_group_offset(settings, tp, end)
+    eager = settings.model_copy(update={"reconcile_min_age_s": 0.001})
+    released = await wait_until(
+        lambda: _released(eager), 30, "the reconciler to settle the press it cannot see"
+    )
+    assert released == {request_id}
+    status = (await http.get(f"/api/coupons/{coupon_id}/issues/late")).json()
+    assert (status["status"], status["reason"]) == ("FAILED", "NOT_QUEUED")
+
+    # Now it is delivered after all.
+    await _commit_group_offset(settings, tp, end - 1)
+    stack.add_consumer()
+
+    async def consumed() -> bool:
+        lag = await read_lag(settings.kafka_bootstrap, settings.topic, settings.consumer_group)
+        return all(p.committed == p.log_end for p in lag.partitions if p.partition == tp.partition)
+
+    await wait_until(consumed, 60, "the consumer to read past the settled press", interval=0.5)
+    assert await stack.outcomes(coupon_id) == {}, "a press settled FAILED was issued afterwards"
+    status = (await http.get(f"/api/coupons/{coupon_id}/issues/late")).json()
+    assert (status["status"], status["reason"]) == ("FAILED", "NOT_QUEUED")
+
+
+async def _released(settings: Settings) -> set[uuid.UUID]:
+    report = await reconcile_once(settings, confirm_after_s=0.1)
+    return {r.request_id for r in report.released}

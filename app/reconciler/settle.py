@@ -1,0 +1,99 @@
+"""Settling stranded reservations, a chunk at a time: bounded, resumable, one log line per coupon.
+
+Per chunk: one set-based insert records every reservation's failure in PostgreSQL first, then one
+Redis round trip writes each outcome and gives each reservation back (app/adapters/redis_gate.py,
+``settle``). A reservation is therefore never given back without its outcome recorded: a chunk
+cut short (a stop, a fault, a cancel) leaves reservations still held, found again and settled by
+the next pass, idempotently. The stop event is read between chunks, so a pass stops within one
+chunk's time however large the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from uuid import UUID
+
+import asyncpg
+
+from app.adapters import postgres
+from app.adapters.redis_gate import RedisGate
+from app.domain.outcomes import FailReason
+from app.domain.settlement import FAILURE_DETAILS, FailedRequest, Reservation, Settled
+from app.observability import metrics
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1000  # reservations per statement and per Redis round trip
+_EXAMPLES = 3  # request ids named in a coupon's summary line
+
+
+async def settle_stranded(
+    pool: asyncpg.Pool,
+    gate: RedisGate,
+    stranded: Sequence[tuple[Reservation, FailReason]],
+    stop: asyncio.Event,
+) -> tuple[list[Settled], bool]:
+    """Settle these reservations in chunks of ``CHUNK``; returns those given back, and whether
+    ``stop`` cut the work short (the rest stays held for the next pass)."""
+    settled: list[Settled] = []
+    done = 0  # reservations handled (given back here, or found settled by someone else)
+    try:
+        for start in range(0, len(stranded), CHUNK):
+            if stop.is_set():
+                break
+            chunk = stranded[start : start + CHUNK]
+            settled.extend(await _settle_chunk(pool, gate, chunk))
+            done += len(chunk)
+    finally:  # a pass stopped or cancelled midway still says what it did
+        _log_summaries(settled)
+        if done < len(stranded):
+            log.warning(
+                "reconciler: stopped mid-pass, %d stranded reservation(s) left for the next pass",
+                len(stranded) - done,
+            )
+    return settled, done < len(stranded)
+
+
+async def _settle_chunk(
+    pool: asyncpg.Pool, gate: RedisGate, chunk: Sequence[tuple[Reservation, FailReason]]
+) -> list[Settled]:
+    at = datetime.now(UTC)
+    failures = [
+        FailedRequest(r.request_id, r.coupon_id, r.user_id, reason, FAILURE_DETAILS[reason], at)
+        for r, reason in chunk
+    ]
+    async with pool.acquire() as conn:
+        recorded = await postgres.record_failures(conn, failures)
+    # Redis is told what PostgreSQL now holds (an earlier failure under another reason is kept).
+    outcomes = [recorded[r.request_id] for r, _ in chunk]
+    released = await gate.settle(
+        [(r.coupon_id, r.user_id, outcome) for (r, _), outcome in zip(chunk, outcomes, strict=True)]
+    )
+    done = [
+        Settled(r.coupon_id, r.user_id, r.request_id, FailReason(str(outcome.reason)))
+        for (r, _), outcome, given_back in zip(chunk, outcomes, released, strict=True)
+        if given_back
+    ]
+    metrics.RECONCILER_RELEASED.inc(len(done))
+    return done
+
+
+def _log_summaries(settled: Sequence[Settled]) -> None:
+    """One line per coupon: how many, for which reasons, and a few request ids to look up."""
+    by_coupon: dict[UUID, list[Settled]] = {}
+    for s in settled:
+        by_coupon.setdefault(s.coupon_id, []).append(s)
+    for coupon_id, items in by_coupon.items():
+        reasons = Counter(s.reason.value for s in items)
+        log.warning(
+            "reconciler: coupon %s: released %d stranded reservation(s) as FAILED (%s);"
+            " e.g. requests %s",
+            coupon_id,
+            len(items),
+            ", ".join(f"{reason} {n}" for reason, n in reasons.most_common()),
+            ", ".join(str(s.request_id) for s in items[:_EXAMPLES]),
+        )
