@@ -78,16 +78,22 @@ class BodyRules:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        declared = headers.get(b"content-length")
-        chunked = b"transfer-encoding" in headers
+        content_type, declared, chunked = b"", None, False
+        for name, value in scope["headers"]:  # one pass, no dict: this is the hot path
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        if content_type != _JSON:
+            content_type = content_type.split(b";")[0].strip().lower()
         if (declared not in (None, b"0") or chunked) and content_type != _JSON:
-            await _reject(send, 415, "UNSUPPORTED_MEDIA_TYPE", headers)
+            await _reject(scope, send, 415, "UNSUPPORTED_MEDIA_TYPE")
             return
         if declared is not None and declared.isdigit() and not chunked:
             if int(declared) > self.max_body_bytes:
-                await _reject(send, 413, "PAYLOAD_TOO_LARGE", headers)
+                await _reject(scope, send, 413, "PAYLOAD_TOO_LARGE")
                 return
             # The server delivers no more than the declared length: nothing left to count.
             await self.app(scope, receive, send)
@@ -105,15 +111,15 @@ class BodyRules:
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await _reject(send, 413, "PAYLOAD_TOO_LARGE", headers)
+            await _reject(scope, send, 413, "PAYLOAD_TOO_LARGE")
 
 
 class _BodyTooLarge(Exception):
     pass
 
 
-async def _reject(send: Send, status: int, reason: str, headers: dict[bytes, bytes]) -> None:
-    lang = negotiate(headers.get(b"accept-language"))
+async def _reject(scope: Scope, send: Send, status: int, reason: str) -> None:
+    lang = negotiate(dict(scope["headers"]).get(b"accept-language"))
     body: dict[str, Any] = {"success": False, "reason": reason, "message": text(reason, lang)}
     payload = orjson.dumps(body)
     await send(
