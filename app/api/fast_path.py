@@ -1,6 +1,6 @@
 """The sale's two hot requests served before FastAPI's routing: a press and a status read.
 
-A leaf of the HTTP edge (api/edge.py): the trace id, the latency metric, the body rules and the
+A leaf of the HTTP edge (api/middleware.py): the trace id, the latency metric, the body rules and the
 JSON 500 are the edge's, around it and around FastAPI alike. This only matches, parses, calls
 ``admit_press`` / ``read_status`` and maps a dependency fault through the one table
 (api/errors.py).
