@@ -68,8 +68,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for kind in DEPENDENCY_FAULTS:
         app.add_exception_handler(kind, _dependency_failed)
-    # Anything else is answered by the edge (api/middleware.py ObservedRequests), with the
-    # request's trace id: Starlette's own handler of last resort answers outside the middleware.
+    # Anything else: Starlette's handler of last resort answers it (inside the edge, so with the
+    # trace id) and raises it on to the edge, which logs it (api/middleware.py).
+    app.add_exception_handler(Exception, _internal_error)
 
 
 async def _validation_failed(request: Request, exc: Exception) -> Response:
@@ -113,3 +114,7 @@ def unavailable(exc: BaseException, lang: Lang = DEFAULT_LANG) -> Response:
 
 async def _dependency_failed(request: Request, exc: Exception) -> Response:
     return unavailable(exc, negotiate(request.headers.get("accept-language")))
+
+
+async def _internal_error(request: Request, _: Exception) -> Response:
+    return refusal(500, "INTERNAL_ERROR", negotiate(request.headers.get("accept-language")))

@@ -1,23 +1,23 @@
-"""The sale's two hot requests served before the framework: a press and a status read.
+"""The sale's two hot requests served before FastAPI's routing: a press and a status read.
 
-A well-formed press or status read skips FastAPI's and Starlette's middleware stacks, routing,
-dependency injection and model validation; this wrapper does for them what those do for every
-other request (request id, latency metrics, body rules, JSON failures for faults), in one place.
+A leaf of the HTTP edge (api/middleware.py): the trace id, the latency metric, the body rules and the
+JSON 500 are the edge's, around it and around FastAPI alike. This only matches, parses, calls
+``admit_press`` / ``read_status`` and maps a dependency fault through the one table
+(api/errors.py).
 
-Only a request that is plainly valid is served here: a JSON press no larger than the body limit
-whose body is exactly ``{"userId": "..."}`` matching the contract, for a path whose coupon id is
-a UUID; a status read with no query but a bounded ``waitSeconds``. Anything else (bad JSON, extra
-fields, a bad user id, another content type) is handed on, body replayed, to the FastAPI app,
-which answers with the documented error shapes. Both run the same ``admit_press`` /
-``read_status``, so there is one behaviour to test.
+Only a request that is plainly valid is served here: a press whose body is exactly
+``{"userId": "..."}`` matching the contract, for a path whose coupon id is a UUID; a status read
+with no query but a bounded ``waitSeconds``. Anything else (bad JSON, extra fields, a bad user
+id) is handed on, body replayed, to FastAPI, which answers with the documented error shapes.
+Both run the same ``admit_press`` / ``read_status``, and tests/integration/test_edge_contract.py
+sends every case through both.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from uuid import UUID
 
 import orjson
@@ -25,40 +25,43 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.admission import admit_press
-from app.api.errors import DEPENDENCY_FAULTS, refusal, unavailable
+from app.api.errors import DEPENDENCY_FAULTS, unavailable
 from app.api.messages import Lang, negotiate
 from app.api.paths import PRESS_ROUTE, STATUS_ROUTE, matcher
 from app.api.services import Services
 from app.api.status_read import MAX_WAIT_SECONDS, read_status
 from app.domain.codec import USER_ID_PATTERN
-from app.observability import metrics
-from app.observability.logs import new_trace_id, trace_id_var
-
-log = logging.getLogger(__name__)
 
 _PATH = matcher(PRESS_ROUTE)
 _STATUS_PATH = matcher(STATUS_ROUTE)
-_JSON = b"application/json"
 
-Handler = Callable[[dict[bytes, bytes], Lang], Awaitable[Response]]
+Handler = Callable[[Lang], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class HotRoute:
+    """Put in ``scope["route"]`` as Starlette's router does, for the edge's latency metric."""
+
+    path: str
+
+
+_PRESS, _STATUS = HotRoute(PRESS_ROUTE), HotRoute(STATUS_ROUTE)
 
 
 class IssueFastPath:
     """Serve plain presses and status reads directly; hand everything else to ``app``."""
 
-    def __init__(
-        self, app: ASGIApp, services: Callable[[], Services], max_body_bytes: int = 4096
-    ) -> None:
+    def __init__(self, app: ASGIApp, services: Callable[[], Services]) -> None:
         self.app = app
         self.services = services
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             method = scope["method"]
             if method == "POST":
                 match = _PATH.match(scope["path"])
-                if match is not None and await self._press(scope, receive, send, match):
+                if match is not None:
+                    await self._press(scope, receive, send, match)
                     return
             elif method == "GET":
                 match = _STATUS_PATH.match(scope["path"])
@@ -68,29 +71,21 @@ class IssueFastPath:
 
     async def _press(
         self, scope: Scope, receive: Receive, send: Send, match: re.Match[str]
-    ) -> bool:
-        """Serve a plain press; False (nothing read) when the body rules need the full app."""
+    ) -> None:
+        """Serve a plain press (the edge's body rules stand before this: JSON, within the limit)."""
         headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
-        if (
-            declared is None  # chunked: let the app's body rules count it
-            or not declared.isdigit()
-            or int(declared) > self.max_body_bytes
-            or headers.get(b"content-type", b"").split(b";")[0].strip().lower() != _JSON
-        ):
-            return False
         body = await _read_body(receive)
         if body is None:  # the client went (or was cut off, api/connections.py) mid-body
-            return True
+            return
         press = _plain_press(match.group(1), body)
         if press is None:
             await self.app(scope, _replay(body, receive), send)
-            return True
+            return
         coupon_id, user_id = press
         token = headers.get(b"x-user-token")
         client = scope.get("client")
 
-        def admit(_: dict[bytes, bytes], lang: Lang) -> Awaitable[Response]:
+        def admit(lang: Lang) -> Awaitable[Response]:
             return admit_press(
                 self.services(),
                 coupon_id,
@@ -100,8 +95,7 @@ class IssueFastPath:
                 lang,
             )
 
-        await _serve(scope, receive, send, headers, PRESS_ROUTE, admit)
-        return True
+        await _serve(scope, receive, send, headers, _PRESS, admit)
 
     async def _status(
         self, scope: Scope, receive: Receive, send: Send, match: re.Match[str]
@@ -113,10 +107,10 @@ class IssueFastPath:
             return False
         user_id = match.group(2)
 
-        def read(_: dict[bytes, bytes], lang: Lang) -> Awaitable[Response]:
+        def read(lang: Lang) -> Awaitable[Response]:
             return read_status(self.services(), coupon_id, user_id, wait, lang)
 
-        await _serve(scope, receive, send, dict(scope["headers"]), STATUS_ROUTE, read)
+        await _serve(scope, receive, send, dict(scope["headers"]), _STATUS, read)
         return True
 
 
@@ -125,32 +119,18 @@ async def _serve(
     receive: Receive,
     send: Send,
     headers: dict[bytes, bytes],
-    route: str,
+    route: HotRoute,
     handler: Handler,
 ) -> None:
-    """What the middleware stack does for other requests: trace id (x-request-id) in and out, in-flight and
-    latency metrics, 503 for a dependency fault and a JSON 500 for anything unexpected."""
-    trace_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or new_trace_id()
-    token = trace_id_var.set(trace_id)
+    """Answer with ``handler``, a dependency fault as the one table says; anything unexpected
+    is the edge's to answer (a JSON 500)."""
+    scope["route"] = route
     lang = negotiate(headers.get(b"accept-language"))
-    started = time.perf_counter()
-    status = 500
-    metrics.API_IN_FLIGHT.inc()
     try:
-        try:
-            response = await handler(headers, lang)
-        except DEPENDENCY_FAULTS as exc:
-            response = unavailable(exc, lang)
-        except Exception:
-            log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
-            response = refusal(500, "INTERNAL_ERROR", lang)
-        response.raw_headers.append((b"x-request-id", trace_id.encode("latin-1")))
-        status = response.status_code
-        await response(scope, receive, send)
-    finally:
-        metrics.API_IN_FLIGHT.dec()
-        metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
-        trace_id_var.reset(token)
+        response = await handler(lang)
+    except DEPENDENCY_FAULTS as exc:
+        response = unavailable(exc, lang)
+    await response(scope, receive, send)
 
 
 def _wait_seconds(query: bytes) -> float | None:

@@ -1,5 +1,6 @@
-"""Pure-ASGI middleware (cheap on the hot path): trace ids (x-request-id), metrics, body limits,
-content type."""
+"""The HTTP edge, pure ASGI (cheap on the hot path), around every request, the fast path's and
+FastAPI's alike (api/app.py builds it): trace id (x-request-id), metrics and the JSON 500, then the
+body rules (size, content type)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import refusal
-from app.api.messages import Lang, negotiate, text
+from app.api.messages import negotiate, text
 from app.observability import metrics
 from app.observability.logs import new_trace_id, trace_id_var
 
@@ -30,33 +31,35 @@ class ObservedRequests:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        trace_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or new_trace_id()
+        given = b""
+        for name, value in scope["headers"]:  # no dict of every header: this is the hot path
+            if name == b"x-request-id":
+                given = value[:64]
+                break
+        trace_id = given.decode("latin-1") if given else new_trace_id()
+        id_header = (b"x-request-id", given or trace_id.encode("latin-1"))
         token = trace_id_var.set(trace_id)
         status = 500
         started = time.perf_counter()
-
         answered = False
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, answered
             if message["type"] == "http.response.start":
                 status, answered = message["status"], True
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", trace_id.encode()),
-                ]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         metrics.API_IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
+            # Logged here, once; not raised on: the server would log it again. Answered unless
+            # an answer had begun (then the server closes the connection).
             log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
-            if answered:
-                raise  # too late for an answer of our own: the server closes the connection
-            lang = negotiate(headers.get(b"accept-language"))
-            await refusal(500, "INTERNAL_ERROR", lang)(scope, receive, send_with_id)
+            if not answered:
+                lang = negotiate(dict(scope["headers"]).get(b"accept-language"))
+                await refusal(500, "INTERNAL_ERROR", lang)(scope, receive, send_with_id)
         finally:
             metrics.API_IN_FLIGHT.dec()
             route = getattr(scope.get("route"), "path", "unmatched")
@@ -75,16 +78,25 @@ class BodyRules:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        has_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
-        lang = negotiate(headers.get(b"accept-language"))
-        if has_body and content_type != _JSON:
-            await _reject(send, 415, "UNSUPPORTED_MEDIA_TYPE", lang)
+        content_type, declared, chunked = b"", None, False
+        for name, value in scope["headers"]:  # one pass, no dict: this is the hot path
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        if content_type != _JSON:
+            content_type = content_type.split(b";")[0].strip().lower()
+        if (declared not in (None, b"0") or chunked) and content_type != _JSON:
+            await _reject(scope, send, 415, "UNSUPPORTED_MEDIA_TYPE")
             return
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _reject(send, 413, "PAYLOAD_TOO_LARGE", lang)
+        if declared is not None and declared.isdigit() and not chunked:
+            if int(declared) > self.max_body_bytes:
+                await _reject(scope, send, 413, "PAYLOAD_TOO_LARGE")
+                return
+            # The server delivers no more than the declared length: nothing left to count.
+            await self.app(scope, receive, send)
             return
         received = 0
 
@@ -99,14 +111,15 @@ class BodyRules:
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await _reject(send, 413, "PAYLOAD_TOO_LARGE", lang)
+            await _reject(scope, send, 413, "PAYLOAD_TOO_LARGE")
 
 
 class _BodyTooLarge(Exception):
     pass
 
 
-async def _reject(send: Send, status: int, reason: str, lang: Lang) -> None:
+async def _reject(scope: Scope, send: Send, status: int, reason: str) -> None:
+    lang = negotiate(dict(scope["headers"]).get(b"accept-language"))
     body: dict[str, Any] = {"success": False, "reason": reason, "message": text(reason, lang)}
     payload = orjson.dumps(body)
     await send(

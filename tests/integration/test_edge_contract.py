@@ -11,6 +11,7 @@ is compared by shape.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -33,13 +34,13 @@ FAST, FRAMEWORK = "whole app", "FastAPI alone"
 
 @dataclass
 class Edge:
-    app: CouponApi
+    apps: dict[str, CouponApi]
     clients: dict[str, httpx.AsyncClient]
 
     @property
-    def services(self) -> Services:
-        svc: Services = self.app.state.services
-        return svc
+    def services(self) -> list[Services]:
+        """Each app's services (two apps, one state: the same schema and Redis keys)."""
+        return [app.state.services for app in self.apps.values()]
 
     async def coupon(self, stock: int = 5) -> str:
         answer = await self.clients[FRAMEWORK].post(
@@ -62,17 +63,16 @@ class Edge:
 async def edge(kafka_bootstrap: str) -> AsyncIterator[Edge]:
     settings = isolated_settings(kafka_bootstrap, rate_limit_per_user=0, rate_limit_per_ip=0)
     await asyncio.to_thread(prepare, settings)
-    app = create_app(settings)
-    assert isinstance(app, CouponApi)
-    async with app.router.lifespan_context(app):
-        # raise_app_exceptions off: Starlette re-raises a 500's exception after answering it
-        whole = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        alone = httpx.ASGITransport(app=app.framework, raise_app_exceptions=False)
-        async with (
-            httpx.AsyncClient(transport=whole, base_url="http://edge") as fast,
-            httpx.AsyncClient(transport=alone, base_url="http://edge") as framework,
-        ):
-            yield Edge(app, {FAST: fast, FRAMEWORK: framework})
+    apps = {FAST: create_app(settings), FRAMEWORK: create_app(settings, hot_paths=False)}
+    async with contextlib.AsyncExitStack() as running:
+        clients = {}
+        for path, app in apps.items():
+            await running.enter_async_context(app.router.lifespan_context(app))
+            # raise_app_exceptions off: Starlette raises a 500's exception on after answering it
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            client = httpx.AsyncClient(transport=transport, base_url="http://edge")
+            clients[path] = await running.enter_async_context(client)
+        yield Edge(apps, clients)
 
 
 # A case: set up state on a fresh coupon (through the framework), then the request under test.
@@ -184,14 +184,18 @@ FAULTS: list[tuple[str, str, BaseException, int, str | None]] = [
 ]
 
 
-def _break(svc: Services, where: str, fault: BaseException, monkeypatch: Any) -> None:
-    owner_name, method = where.split(".")
-    owner = getattr(svc, owner_name)
+def _break(edge: Edge, where: str, fault: BaseException, monkeypatch: Any) -> None:
+    """Every app's ``where`` (``gate.reserve``, ``user_status``...) raises ``fault``."""
 
     async def broken(*_: Any, **__: Any) -> Any:
         raise fault
 
-    monkeypatch.setattr(owner, method, broken)
+    for svc in edge.services:
+        *owners, method = where.split(".")
+        owner: Any = svc
+        for name in owners:
+            owner = getattr(owner, name)
+        monkeypatch.setattr(owner, method, broken)
 
 
 @pytest.mark.parametrize(
@@ -208,7 +212,7 @@ async def test_a_press_meeting_a_fault_is_answered_alike(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with monkeypatch.context() as patch:
-        _break(edge.services, where, fault, patch)  # a coupon is still created: no press in it
+        _break(edge, where, fault, patch)  # a coupon is still created: no press in it
         answers = await _press_both(edge, _nothing, JSON, b'{"userId": "alice"}')
     assert answers[FAST] == answers[FRAMEWORK]
     code, body, headers = answers[FAST]
@@ -278,11 +282,8 @@ async def test_a_status_read_meeting_a_fault_is_answered_alike(
     coupon = await edge.coupon()
     await _pressed(edge, coupon)
 
-    async def broken(*_: Any, **__: Any) -> Any:
-        raise fault
-
     with monkeypatch.context() as patch:
-        patch.setattr(edge.services, where, broken)
+        _break(edge, where, fault, patch)
         answers = await _status_both(edge, _nothing, "alice", "", coupon)
     assert answers[FAST] == answers[FRAMEWORK]
     assert answers[FAST][0] == status and answers[FAST][1]["reason"] == reason
