@@ -11,15 +11,17 @@ from typing import TypeVar, overload
 T = TypeVar("T")
 
 
+# ``T | None`` -> ``T``: a falsy value is never returned, so a condition that answers "the thing,
+# or None for not yet" gives the thing.
 @overload
 async def wait_until(
-    condition: Callable[[], Awaitable[T]], timeout: float, what: str, interval: float = 0.1
+    condition: Callable[[], Awaitable[T | None]], timeout: float, what: str, interval: float = 0.1
 ) -> T: ...
 
 
 @overload
 async def wait_until(
-    condition: Callable[[], T], timeout: float, what: str, interval: float = 0.1
+    condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1
 ) -> T: ...
 
 
@@ -44,7 +46,7 @@ async def wait_until(
 
 
 def wait_until_blocking(
-    condition: Callable[[], T], timeout: float, what: str, interval: float = 0.1
+    condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1
 ) -> T:
     """``wait_until`` for code that has no event loop running (a plain test function)."""
     return asyncio.run(wait_until(condition, timeout, what, interval))

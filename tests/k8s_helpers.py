@@ -113,7 +113,8 @@ def one(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[st
 def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
     """The pod spec of a workload (Deployment, StatefulSet, DaemonSet, Job), else None."""
     if doc.get("kind") in {"Deployment", "StatefulSet", "DaemonSet", "Job"}:
-        return doc["spec"]["template"]["spec"]
+        spec: dict[str, Any] = doc["spec"]["template"]["spec"]
+        return spec
     return None
 
 

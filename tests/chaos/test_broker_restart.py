@@ -69,8 +69,8 @@ async def test_a_broker_killed_mid_sale_loses_no_acknowledged_press(
     assert {*users("before", 150), "probe"} <= {r["user_id"] for r in issued}
     assert set(await stack.outcomes(coupon)) == {"ISSUED"}
     for _ in range(2):  # two passes: a suspect is released only on its second sighting
-        report = await reconcile_once(stack.settings, confirm_after_s=0.1)
-        released = {r.user_id for r in report.released}
+        settled = await reconcile_once(stack.settings, confirm_after_s=0.1)
+        released = {r.user_id for r in settled.released}
         assert not released & (set(users("before", 150)) | {"probe"}), released
 
     # The presses made while it was down: each ends ISSUED (delivered once it was back) or, for
@@ -79,6 +79,7 @@ async def test_a_broker_killed_mid_sale_loses_no_acknowledged_press(
 
     async def every_one_settled() -> bool:
         await reconcile_once(stack.settings, confirm_after_s=0.5)
+        assert stack.http is not None  # as asserted above: a closure does not keep the narrowing
         for user in unconfirmed:
             body = (await stack.http.get(f"/api/coupons/{coupon}/issues/{user}")).json()
             if body["status"] not in {"ISSUED", "FAILED"}:

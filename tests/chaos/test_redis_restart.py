@@ -34,8 +34,11 @@ pytestmark = pytest.mark.slow
 class OwnRedis(Protocol):
     """A throw-away Redis of this scenario (no persistence: a restart is also a flush)."""
 
-    url: str
     cluster: bool
+
+    @property
+    def url(self) -> str:
+        """The URL the stack connects to (read-only: each kind derives it)."""
 
     def kill(self, coupon: str) -> None:
         """SIGKILL the server holding ``coupon``'s gate."""

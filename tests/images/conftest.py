@@ -23,11 +23,12 @@ import yaml
 
 from app.config import Settings
 from app.devstack import free_port
+from harness import wait_until
 from tests.images import pods
 from tests.images.podman import INSTANCE, TAG, TARGETS, build, ensure_base, podman
 from tests.k8s_helpers import CHART, helm_template, load_docs
 from tests.servers import database_url_as
-from tests.stack import Stack, isolated_settings, wait_until
+from tests.stack import Stack, isolated_settings
 
 HERE = Path(__file__).resolve().parent
 TOOLS = ("podman", "buildah", "runc", "debootstrap", "catatonit")

@@ -6,14 +6,15 @@ import asyncio
 import json
 import time
 import uuid
+from typing import Any, cast
 
 import httpx
 import pytest
 
+from harness import scrape, wait_until
 from tests.images import pods
 from tests.images.conftest import Release, wait_exited
 from tests.images.podman import podman
-from tests.stack import scrape, wait_until
 
 pytestmark = [pytest.mark.images, pytest.mark.asyncio(loop_scope="session")]
 
@@ -58,7 +59,7 @@ async def press(release: Release, coupon_id: str, users: list[str], parallel: in
     return list(await asyncio.gather(*(one(u) for u in users)))
 
 
-def verify(release: Release, coupon_id: str) -> tuple[int, dict[str, object]]:
+def verify(release: Release, coupon_id: str) -> tuple[int, dict[str, Any]]:
     """`coupon-issuer verify` inside the API container (its env: the ConfigMap and the Secret)."""
     proc = podman(
         "exec",
@@ -77,7 +78,7 @@ def verify(release: Release, coupon_id: str) -> tuple[int, dict[str, object]]:
 async def assert_clean(release: Release, coupon_id: str, stock: int) -> None:
     code, report = verify(release, coupon_id)
     assert code == 0 and report["ok"] is True and report["violations"] == [], report
-    (figures,) = report["coupons"]  # type: ignore[misc]
+    (figures,) = report["coupons"]
     assert figures["issued_quantity"] == figures["issued_rows"] == stock, figures
     assert figures["double_issued"] == 0, figures
     users = await release.stack.pool.fetchval(
@@ -181,8 +182,9 @@ async def test_sigterm_mid_sale_finishes_the_batch_and_redelivers_nothing(
 ) -> None:
     await all_probes_pass(release)
     consumers = range(len(release.consumer_ports))
-    before = [await release.stack.consumer_metrics(i) for i in consumers]
-    assert all(m and m["coupon_consumer_assigned_partitions"] >= 1 for m in before), before
+    scraped = [await release.stack.consumer_metrics(i) for i in consumers]
+    assert all(m and m["coupon_consumer_assigned_partitions"] >= 1 for m in scraped), scraped
+    before = cast(list[dict[str, float]], scraped)  # none is None: asserted just above
     stock = 3000
     coupon_id = await release.stack.create_coupon(stock)
     users = [f"buyer-{i}" for i in range(stock)]
@@ -191,7 +193,10 @@ async def test_sigterm_mid_sale_finishes_the_batch_and_redelivers_nothing(
     async def issuing() -> list[int]:
         """The consumers issuing this sale's coupons (the owner of its partition)."""
         now = [await release.stack.consumer_metrics(i) for i in consumers]
-        return [i for i in consumers if now[i] and now[i][ISSUED] > before[i][ISSUED]]
+        # zip, not now[i]: mypy narrows a name, not an indexed element
+        return [
+            i for i, m in zip(consumers, now, strict=True) if m and m[ISSUED] > before[i][ISSUED]
+        ]
 
     (victim,) = await wait_until(issuing, 60, "a consumer to issue the sale's coupons", 0.05)
     (survivor,) = set(consumers) - {victim}

@@ -152,7 +152,7 @@ async def test_real_client_failures_are_attributed_to_their_system() -> None:
     except Exception as exc:
         failures["Kafka"] = exc
     assert set(failures) == {"PostgreSQL", "Redis", "Kafka"}
-    for system, exc in failures.items():
-        problem = diagnose(exc, settings)
-        assert problem is not None and problem.system == system, (system, exc)
+    for system, fault in failures.items():
+        problem = diagnose(fault, settings)
+        assert problem is not None and problem.system == system, (system, fault)
         assert f":{CLOSED}" in problem.address

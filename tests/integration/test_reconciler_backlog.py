@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -87,7 +88,8 @@ async def _settle_the_rest(settings: Settings, seeded: list[Seeded]) -> None:
     try:
         gate = RedisGate(client, settings.redis_prefix)
         for coupon_id in coupon_ids:
-            entries = await client.hgetall(gate.outcomes_key(coupon_id))
+            # bytes: the client does not decode responses
+            entries = cast(dict[bytes, bytes], await client.hgetall(gate.outcomes_key(coupon_id)))
             outcomes = [decode_outcome(e.decode()) for e in entries.values()]
             assert len(outcomes) == BACKLOG_PER_COUPON
             assert {(o.status.value, o.reason) for o in outcomes} == {("FAILED", "NOT_QUEUED")}

@@ -69,7 +69,7 @@ async def _told(settings: Settings, seeded: list[Seeded]) -> set[tuple[str, str]
         answered = {}
         for s in seeded:
             entry = await client.hget(gate.outcomes_key(s.coupon_id), s.user_id)
-            assert entry is not None, s
+            assert isinstance(entry, bytes), s  # not None, and undecoded: the client's default
             outcome = decode_outcome(entry.decode())
             assert outcome.request_id == s.request_id
             answered[s.request_id] = (outcome.status.value, outcome.reason)

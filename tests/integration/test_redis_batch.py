@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from app.adapters.redis_batch import ScriptBatcher
@@ -33,9 +34,9 @@ async def test_one_tick_of_calls_is_one_pipeline_with_an_answer_each(
     sent: list[int] = []
     original = client.pipeline
 
-    def counting_pipeline(*args: object, **kwargs: object) -> object:
+    def counting_pipeline(transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
         sent.append(1)
-        return original(*args, **kwargs)  # type: ignore[arg-type]
+        return original(transaction, shard_hint)
 
     client.pipeline = counting_pipeline  # type: ignore[method-assign]
     answers = await asyncio.gather(
@@ -87,7 +88,7 @@ async def test_a_batch_that_cannot_be_built_fails_every_caller_instead_of_hangin
     script = client.register_script(_ECHO)
     batcher = ScriptBatcher(client)
 
-    def refusing_pipeline(*_: object, **__: object) -> object:
+    def refusing_pipeline(transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
         raise RuntimeError("no pipeline here")
 
     client.pipeline = refusing_pipeline  # type: ignore[method-assign]

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import pytest_asyncio
@@ -231,7 +232,11 @@ async def test_waiting_too_long_for_a_connection_answers_503_unavailable(
     client = redis_client.connect_api(_api_settings(plain_settings, name))
     helper = redis_client.connect(plain_settings)
     keys = [f"t:{uuid.uuid4().hex[:10]}:wait{i}" for i in range(2)]
-    blocked = [asyncio.create_task(client.blpop([k], timeout=1.5)) for k in keys]
+    # ensure_future: redis-py types blpop as an Awaitable (create_task takes only coroutines) of
+    # a union of every client's reply shapes (Any: each of these answers (key, value))
+    blocked: list[asyncio.Future[Any]] = [
+        asyncio.ensure_future(client.blpop([k], timeout=1.5)) for k in keys
+    ]
     try:
 
         async def both_blocked() -> bool:
@@ -258,7 +263,12 @@ async def _blocked_clients(helper: redis_client.RedisClient, name: str) -> int:
     if isinstance(helper, aioredis.Redis):
         listings = [await helper.client_list()]
     else:
-        listings = list((await helper.client_list(target_nodes=helper.PRIMARIES)).values())
+        # asked of several nodes, redis-py answers per node, which its types do not say
+        per_node = cast(
+            dict[Any, list[dict[str, str]]],
+            await helper.client_list(target_nodes=helper.PRIMARIES),
+        )
+        listings = list(per_node.values())
     return sum(
         1 for clients in listings for c in clients if c["name"] == name and "b" in c["flags"]
     )

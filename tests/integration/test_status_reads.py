@@ -9,7 +9,8 @@ import uuid
 from app.adapters import redis_client
 from app.adapters.redis_gate import RedisGate
 from app.reconciler.reconcile import reconcile_once
-from tests.stack import Stack, holding_coupon_rows, wait_until
+from harness import wait_until
+from tests.stack import Stack, holding_coupon_rows
 
 DB_READS = ("gate", "registry", "status")
 

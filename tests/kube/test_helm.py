@@ -13,6 +13,7 @@ test (see ``job_pods_succeed``), which is all helm waits for.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,7 +86,15 @@ def failed_creates(cluster: Cluster, namespace: str) -> list[str]:
 def test_install_upgrade_rollback_uninstall_under_restricted_pod_security(
     cluster: Cluster, namespace: str, namespaced_kinds: str, profile: str
 ) -> None:
-    args = [RELEASE, CHART, "-n", namespace, *profile_args(profile), "--timeout", "120s"]
+    args: list[str | Path] = [
+        RELEASE,
+        CHART,
+        "-n",
+        namespace,
+        *profile_args(profile),
+        "--timeout",
+        "120s",
+    ]
     rendered = render(profile)
     hooked = any(d["kind"] == "Job" for d in rendered)
     expected = {d["metadata"]["name"] for d in rendered if d["kind"] == "Deployment"}

@@ -223,7 +223,7 @@ def test_crd_schema_rejects_bad_consumerautoscalers(
 
 
 def test_crd_status_accepts_what_the_operator_reports(crd: dict[str, Any]) -> None:
-    status = {
+    status: dict[str, Any] = {
         "lag": 1200,
         "lagSeconds": 2.5,
         "partitions": 3,
@@ -557,7 +557,10 @@ def test_hook_job_migrates_then_creates_topics(
         assert refs == {"coupon-issuer-credentials"} and not hook_secrets
     else:
         assert refs == hook_secrets == {"coupon-issuer-migrations"}
-        weight = lambda d: int(d["metadata"]["annotations"]["helm.sh/hook-weight"])  # noqa: E731
+
+        def weight(d: dict[str, Any]) -> int:
+            return int(d["metadata"]["annotations"]["helm.sh/hook-weight"])
+
         assert weight(one(docs, "Secret", "-migrations")) < weight(job)
 
 

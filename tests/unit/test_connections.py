@@ -133,6 +133,7 @@ async def test_time_the_server_stops_reading_is_not_held_against_the_client() ->
     answered = await wait_until(
         lambda: transport.written.endswith(b"ok") and protocol._timer, 5, "the first answer", 0.01
     )
+    assert isinstance(answered, asyncio.TimerHandle)  # the timer wait_until saw set
     assert answered.when() - asyncio.get_running_loop().time() > 0.2
     protocol.data_received(PRESS[-5:])
     await wait_until(lambda: transport.written.count(b"ok") == 2, 5, "the pipelined answer")

@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from app.domain.codec import IssueRequest
-from app.domain.decision import CouponStock, decide_batch
+from app.domain.decision import BatchPlan, CouponStock, decide_batch
 from app.domain.outcomes import IssueStatus, RejectReason
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -21,10 +21,10 @@ def stock(
     return {COUPON: CouponStock(COUPON, total, issued, expires)}
 
 
-def outcomes(plan: object) -> list[tuple[str, str | None]]:
+def outcomes(plan: BatchPlan) -> list[tuple[str, str | None]]:
     return [
         (d.request.user_id, d.reason.value if d.reason else d.status.value) for d in plan.decisions
-    ]  # type: ignore[attr-defined]
+    ]
 
 
 def test_issues_in_order_until_stock_runs_out() -> None:

@@ -77,10 +77,12 @@ def test_a_file_another_stack_rewrote_is_left_alone(tmp_path: Path) -> None:
 def test_nothing_to_start_is_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import shutil
+
     import app.local_servers as local_servers
     from app.unreachable import diagnose
 
-    monkeypatch.setattr(local_servers.shutil, "which", lambda _: None)
+    monkeypatch.setattr(shutil, "which", lambda _: None)
     with pytest.raises(ConnectionError) as raised:
         local_servers.RedisServer(directory=tmp_path).start()
     problem = diagnose(raised.value, Settings(_env_file=None))

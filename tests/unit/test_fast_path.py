@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -70,7 +71,7 @@ async def test_a_body_cut_off_by_a_disconnect_is_never_a_press() -> None:
     def no_services() -> Any:
         raise AssertionError("a cut-off press must not be admitted")
 
-    messages = iter(
+    messages: Iterator[dict[str, Any]] = iter(
         [
             {"type": "http.request", "body": b'{"userId": "alice"}', "more_body": True},
             {"type": "http.disconnect"},

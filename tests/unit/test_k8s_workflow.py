@@ -55,6 +55,7 @@ def run_steps(workflow: dict[Any, Any]) -> list[str]:
 
 def test_workflow_structure(workflow: dict[Any, Any]) -> None:
     triggers = workflow.get("on", workflow.get(True))  # PyYAML reads the bare key `on` as True
+    assert triggers is not None
     assert {"push", "pull_request"} <= set(triggers)
     assert workflow["permissions"] == {"contents": "read"}
     (job,) = workflow["jobs"].values()

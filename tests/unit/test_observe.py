@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.autoscaling.policy import Observation, Reading, observe
@@ -19,7 +20,7 @@ class Group:
 
 
 def run(
-    polls: list[tuple[float, int, int | None, int, int]], partitions: int = 2
+    polls: Sequence[tuple[float, int, int | None, int, int]], partitions: int = 2
 ) -> list[Observation]:
     """Observations of (now, replicas, members, consumed_total, produced_total) polls, in order."""
     observations, previous = [], None

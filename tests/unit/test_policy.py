@@ -257,7 +257,7 @@ def test_group_throughput_is_limited_by_the_busiest_consumer() -> None:
 )
 def test_spec_rejects_nonsense(kwargs: dict[str, int | float]) -> None:
     with pytest.raises(ValueError):
-        ScalingSpec(**kwargs)  # type: ignore[arg-type]
+        ScalingSpec(**kwargs)
 
 
 # --- properties ---------------------------------------------------------------------------------

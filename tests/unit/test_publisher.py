@@ -38,17 +38,17 @@ class _Meta:
 
 
 async def test_acknowledged() -> None:
-    assert await Publisher(_Producer(outcome=_Meta()), "t", 1).publish(REQUEST) == 2  # type: ignore[arg-type]
+    assert await Publisher(_Producer(outcome=_Meta()), "t", 1).publish(REQUEST) == 2
 
 
 async def test_never_enqueued_is_unavailable() -> None:
-    publisher = Publisher(_Producer(refuse=KafkaConnectionError()), "t", 1)  # type: ignore[arg-type]
+    publisher = Publisher(_Producer(refuse=KafkaConnectionError()), "t", 1)
     with pytest.raises(BrokerUnavailable):
         await publisher.publish(REQUEST)
 
 
 @pytest.mark.parametrize("outcome", [RequestTimedOutError(), None])
 async def test_sent_but_not_acknowledged_is_unconfirmed(outcome: Any) -> None:
-    publisher = Publisher(_Producer(outcome=outcome), "t", 0.05)  # type: ignore[arg-type]
+    publisher = Publisher(_Producer(outcome=outcome), "t", 0.05)
     with pytest.raises(PublishUnconfirmed):
         await publisher.publish(REQUEST)

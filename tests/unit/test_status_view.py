@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from app.api.messages import Lang
 from app.api.schemas import IssueStatusView
 from app.api.status_read import read_status
 from app.config import Settings
@@ -36,7 +37,7 @@ async def test_the_status_body_is_what_the_model_writes(found: UserStatus, zone:
         return found
 
     svc: Any = SimpleNamespace(settings=settings, user_status=user_status)
-    response = await read_status(svc, COUPON, "alice", 0, "en")
+    response = await read_status(svc, COUPON, "alice", 0, Lang.EN)
 
     issued = found.status is IssueStatus.ISSUED and found.at is not None
     expected = IssueStatusView(
