@@ -16,13 +16,10 @@ node (the main thread, not a short-lived worker), or the kernel stops the JVM wi
 
 from __future__ import annotations
 
-import base64
 import collections
 import concurrent.futures
 import contextlib
 import os
-import re
-import shutil
 import signal
 import subprocess
 import time
@@ -31,29 +28,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from app.local_kafka_jars import REPO, class_archive, java_command, new_cluster_id
+
+# The jars and tools live in local_kafka_jars.py; these names are importable from here too.
+from app.local_kafka_jars import KafkaToolFailed as KafkaToolFailed
+from app.local_kafka_jars import KafkaUnavailable as KafkaUnavailable
+from app.local_kafka_jars import run_tool as run_tool
 from app.local_kafka_metadata import Metadata, PartitionState, fetch_metadata
 from app.local_processes import ManagedProcess, _detach_and_die_with_parent, free_port
 
-REPO = Path(__file__).resolve().parent.parent
-KAFKA_MK = REPO / "mk" / "kafka.mk"
 BROKER_LOG4J2 = REPO / "mk" / "kafka" / "log4j2-broker.xml"
-TOOLS_LOG4J2 = REPO / "mk" / "kafka" / "log4j2-tools.xml"
 
 # A small heap (the machine runs many other processes) and the serial collector: a test broker
 # holds little, and Serial starts fastest and adds no GC threads on a 2-core box.
 BROKER_JVM = ("-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true")
-# The CLI tools live for a second or two: the C1 compiler alone starts them faster.
-TOOL_JVM = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true")
-
-# The scripts of Kafka's release tarball, by the class each one runs.
-TOOLS = {
-    "kafka-storage": "kafka.tools.StorageTool",
-    "kafka-topics": "org.apache.kafka.tools.TopicCommand",
-    "kafka-consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
-    "kafka-configs": "org.apache.kafka.tools.ConfigCommand",
-    "kafka-get-offsets": "org.apache.kafka.tools.GetOffsetShell",
-    "kafka-metadata-quorum": "org.apache.kafka.tools.MetadataQuorumCommand",
-}
 
 # What makes a one-machine broker start fast and stay small; each is a broker default otherwise.
 _QUICK_AND_SMALL = {
@@ -75,80 +63,6 @@ _QUICK_AND_SMALL = {
     "broker.session.timeout.ms": "3000",
     "unclean.leader.election.enable": "false",
 }
-
-
-class KafkaUnavailable(RuntimeError):
-    """Apache Kafka cannot run here: the jars or java are missing."""
-
-
-class KafkaToolFailed(RuntimeError):
-    """One of Kafka's CLI tools exited non-zero."""
-
-
-def kafka_version() -> str:
-    """The pinned version: ``KAFKA_VERSION`` in mk/kafka.mk, the one place it is written."""
-    found = re.search(r"^KAFKA_VERSION\s*:?=\s*(\S+)", KAFKA_MK.read_text(), re.MULTILINE)
-    if found is None:
-        raise KafkaUnavailable(f"no KAFKA_VERSION line in {KAFKA_MK}")
-    return found.group(1)
-
-
-def kafka_libs() -> Path:
-    """The directory of Kafka's jars; raises ``KafkaUnavailable`` naming ``make kafka``."""
-    home = REPO / ".tools" / f"kafka-{kafka_version()}"
-    if not (home / ".fetched").exists():
-        raise KafkaUnavailable(
-            f"Apache Kafka {kafka_version()} is not in {home}/libs: run `make kafka` "
-            "(it fetches the broker and its tools from Maven Central)"
-        )
-    return home / "libs"
-
-
-def java() -> str:
-    """The ``java`` to run Kafka with; raises ``KafkaUnavailable`` in one line if there is none."""
-    found = shutil.which("java")
-    if found is None:
-        raise KafkaUnavailable("java is not on PATH: Apache Kafka needs Java 17+ (openjdk-17-jre)")
-    return found
-
-
-def class_archive() -> Path:
-    """The JVM's class-data archive of Kafka's classes (AppCDS): with it a node starts in about
-    two thirds of the time. The first node that stops cleanly writes it (see ``KafkaNode``)."""
-    return kafka_libs().parent / "classes.jsa"
-
-
-def _java_command(jvm: tuple[str, ...], log4j2: Path, main: str, *extra: str) -> list[str]:
-    classpath = f"{kafka_libs()}/*"  # the JVM expands the wildcard itself
-    archive = class_archive()
-    # A stale archive (other jars, another JDK) is only a warning: the JVM runs without it.
-    shared = [f"-XX:SharedArchiveFile={archive}"] if archive.exists() else []
-    log4j = f"-Dlog4j2.configurationFile={log4j2}"
-    return [java(), *jvm, *shared, *extra, log4j, "-cp", classpath, main]
-
-
-def run_tool(tool: str, *args: str, timeout: float = 60) -> str:
-    """Run a Kafka CLI tool (a name in ``TOOLS`` or a class name) and return what it printed.
-
-    Raises ``KafkaToolFailed`` with its stderr when it exits non-zero.
-    """
-    command = [*_java_command(TOOL_JVM, TOOLS_LOG4J2, TOOLS.get(tool, tool)), *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    if done.returncode != 0:
-        raise KafkaToolFailed(f"{tool} {' '.join(args)} exited {done.returncode}: {done.stderr}")
-    return done.stdout
-
-
-def new_cluster_id() -> str:
-    """A random cluster id in Kafka's own text form (a UUID, URL-safe base64, unpadded).
-
-    Like Kafka's ``Uuid.randomUuid()``, never one that starts with ``-``: a command-line
-    tool would read such an id as an option (1 in 64 ids did, and failed a CI run).
-    """
-    while True:
-        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        if not text.startswith("-"):
-            return text
 
 
 def replication_defaults(nodes: int) -> dict[str, str]:
@@ -239,7 +153,7 @@ class KafkaNode:
             # Written when the JVM exits normally; a unique name, as nodes of a cluster race.
             self._archive_dump = class_archive().with_suffix(f".{uuid.uuid4().hex[:8]}.partial")
             extra.append(f"-XX:ArchiveClassesAtExit={self._archive_dump}")
-        command = _java_command(BROKER_JVM, BROKER_LOG4J2, "kafka.Kafka", *extra)
+        command = java_command(BROKER_JVM, BROKER_LOG4J2, "kafka.Kafka", *extra)
         with (self.directory / "stdout.log").open("ab") as out:
             popen = subprocess.Popen(
                 [*command, str(config)],

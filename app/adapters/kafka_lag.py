@@ -5,7 +5,8 @@ and, for the reconciler, the topic's id (app/adapters/kafka_metadata.py).
 :class:`LagReader` keeps its connections between reads (the reconciler opens one per pass);
 :class:`ReconnectingLagReader` is what long-lived pollers hold (the operator, the dev-mode scaler,
 the lag exporter): it connects on first use and again after a failed read. :func:`read_lag` is a
-one-off read (verify).
+one-off read (verify). :class:`OldestRecordProbe` (the lag exporter) reads the first unconsumed
+record of each lagging partition, for how long it has waited.
 
 Each read asks the broker three things: the topic's partitions (a metadata request, every read, so
 added partitions count at once), the log start and end of each (ListOffsets; the end is the high
@@ -308,6 +309,56 @@ class ReconnectingLagReader:
                 return
             self._reader = None
         await reader.stop()
+
+
+class OldestRecordProbe:
+    """Reads the first unconsumed record of each lagging partition, for its timestamp."""
+
+    def __init__(self, bootstrap: str, fetch_timeout_s: float = 2.0) -> None:
+        self._bootstrap = bootstrap
+        self._fetch_timeout_s = fetch_timeout_s
+        self._reader: AIOKafkaConsumer | None = None
+
+    async def _consumer(self) -> AIOKafkaConsumer:
+        if self._reader is None:
+            # No group: it only reads single records, it must never join or commit.
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",  # the record is gone (retention): the oldest left
+                max_partition_fetch_bytes=64 * 1024,
+                fetch_max_wait_ms=100,
+            )
+            await reader.start()
+            self._reader = reader
+        return self._reader
+
+    async def oldest_ages(
+        self, topic: str, partitions: Sequence[PartitionLag], wall_now: float
+    ) -> dict[int, float]:
+        """Seconds since the first unconsumed record of each lagging partition was produced."""
+        lagging = {p.partition: p for p in partitions if p.lag > 0}
+        if not lagging:
+            return {}
+        reader = await self._consumer()
+        tps = [TopicPartition(topic, n) for n in sorted(lagging)]
+        reader.assign(tps)
+        for tp in tps:
+            reader.seek(tp, lagging[tp.partition].position)
+        stamps: dict[int, int] = {}
+        deadline = time.monotonic() + self._fetch_timeout_s
+        while len(stamps) < len(tps) and time.monotonic() < deadline:
+            waiting = [tp for tp in tps if tp.partition not in stamps]
+            batch = await reader.getmany(*waiting, timeout_ms=200)
+            for tp, records in batch.items():
+                if records and records[0].timestamp is not None and records[0].timestamp >= 0:
+                    stamps.setdefault(tp.partition, records[0].timestamp)
+        return {n: max(0.0, wall_now - ms / 1000) for n, ms in stamps.items()}
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await reader.stop()
 
 
 async def read_lag(bootstrap: str, topic: str, group: str, timeout_s: float = 10.0) -> LagSnapshot:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
 from typing import Any, TypeAlias
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
@@ -194,8 +195,15 @@ def _unreachable_as_connection_error() -> Iterator[None]:
         raise
 
 
-# Where redis-py 8.1's asyncio connection fails when its socket was closed under it.
-_CONNECTION_MODULES = ("redis.asyncio.connection", "redis._parsers", "asyncio.")
+# The parts of a connection redis-py sets to None when it disconnects: its stream reader and
+# writer, and the hiredis parser's reader. An AttributeError on a None for one of their members
+# (or for the reader's ``_buffer``, which redis-py's parsers read) is that connection torn down.
+_TORN_DOWN_PARTS = (asyncio.StreamReader, asyncio.StreamWriter, hiredis.Reader)
+_TORN_DOWN_MEMBERS = frozenset(
+    {"_buffer"}.union(
+        *((name for name in dir(part) if not name.startswith("__")) for part in _TORN_DOWN_PARTS)
+    )
+)
 
 
 @contextlib.contextmanager
@@ -204,11 +212,10 @@ def closed_under_it_as_connection_error() -> Iterator[None]:
 
     When a cluster node stops answering, redis-py's cluster client disconnects that node's
     connections (or all of them) to recover, including ones other tasks are sending on; their
-    write or read then fails on the socket's torn-down parts with ``AttributeError`` /
-    ``TypeError`` ("'NoneType' object has no attribute 'writelines'"), or, under uvloop, with
-    ``RuntimeError`` ("unable to perform operation on <TCPTransport closed=True ...>; the
-    handler is closed"), which no retry policy and no 503 mapping knows (redis/redis-py#4287 is
-    the same class of failure).
+    write or read then fails on the socket's torn-down parts with ``AttributeError`` ("'NoneType'
+    object has no attribute 'writelines'"), or, under uvloop, with ``RuntimeError`` ("unable to
+    perform operation on <TCPTransport closed=True ...>; the handler is closed"), which no retry
+    policy and no 503 mapping knows (redis/redis-py#4287 is the same class of failure).
     """
     try:
         yield
@@ -216,17 +223,7 @@ def closed_under_it_as_connection_error() -> Iterator[None]:
         if "the handler is closed" not in str(exc):
             raise
         raise RedisConnectionError(f"connection closed under the command: {exc}") from exc
-    except (AttributeError, TypeError) as exc:
-        if "NoneType" not in str(exc) or not _raised_in(exc, _CONNECTION_MODULES):
+    except AttributeError as exc:
+        if exc.obj is not None or exc.name not in _TORN_DOWN_MEMBERS:
             raise
         raise RedisConnectionError(f"connection closed under the command: {exc}") from exc
-
-
-def _raised_in(exc: BaseException, modules: tuple[str, ...]) -> bool:
-    """Whether the innermost frame of ``exc`` belongs to one of ``modules`` (name prefixes)."""
-    tb = exc.__traceback__
-    name = ""
-    while tb is not None:
-        name = str(tb.tb_frame.f_globals.get("__name__", ""))
-        tb = tb.tb_next
-    return name.startswith(modules)

@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from app.adapters.kafka_lag import LagSnapshot
-from app.autoscaling.policy import History, Reading, ScalingDecision, ScalingSpec, decide, observe
+from app.autoscaling.observation import Reading, observe
+from app.autoscaling.policy import History, ScalingDecision, ScalingSpec, decide
 
 log = logging.getLogger(__name__)
 

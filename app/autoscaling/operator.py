@@ -3,7 +3,7 @@
 One kopf daemon per ConsumerAutoscaler: a coroutine that runs for as long as the object exists and
 waits ``spec.pollSeconds`` (read afresh each poll, so edits apply at once) between polls. Each poll
 parses the spec (:class:`ConsumerAutoscalerSpec`), reads the lag, runs
-:func:`app.autoscaling.policy.observe` and :func:`app.autoscaling.policy.decide`, patches the
+:func:`app.autoscaling.observation.observe` and :func:`app.autoscaling.policy.decide`, patches the
 Deployment's ``scale`` only when the count changes (with an Event), and writes the status. The
 policy's history and the previous reading live in the daemon's :class:`Poller`, a local variable:
 they are lost on restart, which only delays the next scale-down by one window.
@@ -31,15 +31,14 @@ from pydantic import BaseModel, model_validator
 
 from app.adapters.kafka_lag import LagReadError, LagSnapshot, ReconnectingLagReader
 from app.autoscaling.kube import GROUP, PLURAL, VERSION, KubeClient, KubeError
+from app.autoscaling.observation import Reading, observe
 from app.autoscaling.policy import (
     CAMEL_CASE,
     Direction,
     History,
-    Reading,
     ScalingDecision,
     ScalingSpec,
     decide,
-    observe,
 )
 from app.config import Settings
 

@@ -10,7 +10,7 @@ group rebalances and nobody consumes for ``rebalance_seconds`` (that is what fla
 running consumer takes up to its per-second capacity from the partitions assigned to it
 (round-robin). A scaler polls on its own interval and sees what the real ones see: lag per
 partition, the replica count, the group's members and the consumed/produced offset totals. Our
-policy turns two polls into an Observation with :func:`app.autoscaling.policy.observe`, as the
+policy turns two polls into an Observation with :func:`app.autoscaling.observation.observe`, as the
 operator and dev mode do, so the simulation runs the production rule for measured rates.
 
 The KEDA-style rule is KEDA's Kafka scaler with default settings: poll every 30 s, desired = ceil(totalLag / lagThreshold) capped at the partitions, scale down through the
@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from app.autoscaling.policy import History, Reading, ScalingDecision, ScalingSpec, decide, observe
+from app.autoscaling.observation import Reading, observe
+from app.autoscaling.policy import History, ScalingDecision, ScalingSpec, decide
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 Every ``poll_interval_s`` it reads the group's lag and members with app/adapters/kafka_lag.py (high
 watermarks from a fetch, commits from the group coordinator), the timestamp of the oldest
-unconsumed record of each lagging partition, and the active coupons from PostgreSQL. Scrapes are
+unconsumed record of each lagging partition (its ``OldestRecordProbe``), and the active coupons
+from PostgreSQL (app/adapters/postgres_coupons.py). Scrapes are
 answered from the latest poll, so a slow broker never makes a scrape time out.
 """
 
@@ -13,12 +14,10 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -26,8 +25,8 @@ from prometheus_client import (
     CollectorRegistry,
 )
 
-from app.adapters import postgres
-from app.adapters.kafka_lag import LagSnapshot, PartitionLag, ReconnectingLagReader
+from app.adapters.kafka_lag import LagSnapshot, OldestRecordProbe, ReconnectingLagReader
+from app.adapters.postgres_coupons import CouponReader
 from app.config import Settings
 from app.observability import metrics
 from app.observability.http import health_app, serve_in_background
@@ -43,94 +42,6 @@ class LagSource(Protocol):
     async def read(self, topic: str, group: str) -> LagSnapshot: ...
 
     async def close(self) -> None: ...
-
-
-class OldestRecordProbe:
-    """Reads the first unconsumed record of each lagging partition, for its timestamp."""
-
-    def __init__(self, bootstrap: str, fetch_timeout_s: float = 2.0) -> None:
-        self._bootstrap = bootstrap
-        self._fetch_timeout_s = fetch_timeout_s
-        self._reader: AIOKafkaConsumer | None = None
-
-    async def _consumer(self) -> AIOKafkaConsumer:
-        if self._reader is None:
-            # No group: it only reads single records, it must never join or commit.
-            reader = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",  # the record is gone (retention): the oldest left
-                max_partition_fetch_bytes=64 * 1024,
-                fetch_max_wait_ms=100,
-            )
-            await reader.start()
-            self._reader = reader
-        return self._reader
-
-    async def oldest_ages(
-        self, topic: str, partitions: Sequence[PartitionLag], wall_now: float
-    ) -> dict[int, float]:
-        """Seconds since the first unconsumed record of each lagging partition was produced."""
-        lagging = {p.partition: p for p in partitions if p.lag > 0}
-        if not lagging:
-            return {}
-        reader = await self._consumer()
-        tps = [TopicPartition(topic, n) for n in sorted(lagging)]
-        reader.assign(tps)
-        for tp in tps:
-            reader.seek(tp, lagging[tp.partition].position)
-        stamps: dict[int, int] = {}
-        deadline = time.monotonic() + self._fetch_timeout_s
-        while len(stamps) < len(tps) and time.monotonic() < deadline:
-            waiting = [tp for tp in tps if tp.partition not in stamps]
-            batch = await reader.getmany(*waiting, timeout_ms=200)
-            for tp, records in batch.items():
-                if records and records[0].timestamp is not None and records[0].timestamp >= 0:
-                    stamps.setdefault(tp.partition, records[0].timestamp)
-        return {n: max(0.0, wall_now - ms / 1000) for n, ms in stamps.items()}
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            reader, self._reader = self._reader, None
-            await reader.stop()
-
-
-class CouponReader:
-    """Issued/remaining of the newest active coupons, at most ``limit`` (a bounded label set)."""
-
-    def __init__(
-        self, database_url: str, schema: str, limit: int, statement_cache_size: int = 100
-    ) -> None:
-        self._database_url = database_url
-        self._schema = schema
-        self._limit = limit
-        self._statement_cache_size = statement_cache_size
-        self._pool: asyncpg.Pool | None = None
-
-    async def read(self, now: datetime) -> tuple[list[CouponGauge], bool]:
-        """The gauges and whether more active coupons exist than ``limit``."""
-        if self._pool is None:
-            self._pool = await postgres.create_pool(
-                self._database_url,
-                self._schema,
-                1,
-                "coupon-lag-exporter",
-                self._statement_cache_size,
-            )
-        async with self._pool.acquire() as conn:
-            coupons = await postgres.active_coupons(conn, now, self._limit + 1)
-        gauges = [
-            CouponGauge(
-                str(c.id), c.name, c.total_quantity, c.issued_quantity, c.remaining_quantity
-            )
-            for c in coupons[: self._limit]
-        ]
-        return gauges, len(coupons) > self._limit
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
 
 
 class LagExporter:
@@ -191,7 +102,13 @@ class LagExporter:
             return
 
         async def read() -> None:
-            gauges, truncated = await reader.read(datetime.now(UTC))
+            coupons, truncated = await reader.read(datetime.now(UTC))
+            gauges = [
+                CouponGauge(
+                    str(c.id), c.name, c.total_quantity, c.issued_quantity, c.remaining_quantity
+                )
+                for c in coupons
+            ]
             self.state.record_coupons(gauges, truncated)
 
         await self._timed("postgres", read)
