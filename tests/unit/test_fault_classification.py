@@ -105,7 +105,8 @@ async def _wrapped_postgres_refused(port: int) -> None:
 
 async def _grouped_redis_refused(port: int) -> None:
     failure = await _raised(lambda: _redis_refused(port))
-    raise ExceptionGroup("tasks", [ValueError("other"), failure])  # type: ignore[list-item]
+    assert isinstance(failure, Exception)
+    raise ExceptionGroup("tasks", [ValueError("other"), failure])
 
 
 SETTINGS = Settings(
