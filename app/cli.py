@@ -121,8 +121,8 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 def _api(settings: Settings, _: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.adapters.postgres import probe_database
     from app.api.connections import ConnectionLimits, allow_open_files, bounded_protocol
-    from app.unreachable import probe_database
 
     _run(probe_database(settings.database_url))  # else uvicorn prints a lifespan traceback
 

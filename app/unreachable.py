@@ -1,8 +1,8 @@
 """A command whose dependency does not answer says so in one line: which system, at which address,
 and which setting changes it, instead of a library's traceback.
 
-``diagnose`` reads the failure (its type, or for a bare socket error the client library it came
-from) and maps it to the setting that names the address; ``app.cli.main`` prints the line and exits
+``diagnose`` reads the failure's type (asyncpg's bare socket errors are typed where we connect,
+``postgres.DatabaseUnreachable``) and maps it to the setting that names the address; ``app.cli.main`` prints the line and exits
 with 2, for every subcommand.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -20,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MovedError, RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.adapters.postgres import SchemaMismatch
+from app.adapters.postgres import DatabaseUnreachable, SchemaMismatch
 from app.config import Settings, setting_origin
 
 # client library (top-level module) -> (system, the setting holding its address)
@@ -37,6 +36,8 @@ _PG_CONNECT_ERRORS = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
 )
+# what PostgreSQL failing to answer, or to be set up, raises where we connect
+_PG_ERRORS = (DatabaseUnreachable, *_PG_CONNECT_ERRORS, asyncpg.UndefinedTableError, SchemaMismatch)
 _DETAIL_MAX = 160
 
 
@@ -102,22 +103,9 @@ def _library_of(err: BaseException) -> str | None:
         err, RedisConnectionError | RedisTimeoutError | MovedError | RedisClusterException
     ):
         return "redis"
-    if isinstance(err, (*_PG_CONNECT_ERRORS, asyncpg.UndefinedTableError, SchemaMismatch)):
+    if isinstance(err, _PG_ERRORS):
         return "asyncpg"
-    if isinstance(err, OSError | TimeoutError):  # refused, unknown host, no answer in time
-        return _deepest_library(err.__traceback__)
     return None
-
-
-def _deepest_library(tb: TracebackType | None) -> str | None:
-    """The last of our client libraries on the traceback: the one whose socket failed."""
-    found = None
-    while tb is not None:
-        module = str(tb.tb_frame.f_globals.get("__name__", "")).split(".", 1)[0]
-        if module in _SYSTEMS:
-            found = module
-        tb = tb.tb_next
-    return found
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -136,6 +124,8 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _detail(err: BaseException) -> str:
+    if isinstance(err, DatabaseUnreachable) and err.__cause__ is not None:
+        err = err.__cause__  # what the socket said, as asyncpg raised it
     if isinstance(err, NotAnswering):
         text = err.detail
     elif isinstance(err, KafkaConnectionError):
@@ -160,12 +150,3 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-async def probe_database(dsn: str, timeout_s: float = 10) -> None:
-    """Connect once and leave: raises what ``diagnose`` explains if PostgreSQL does not answer.
-
-    For processes whose framework would bury that failure in its own traceback (uvicorn's lifespan).
-    """
-    conn = await asyncpg.connect(dsn, timeout=timeout_s)
-    await conn.close()

@@ -65,10 +65,7 @@ class _TopicState:
 async def verify(settings: Settings, coupon_id: UUID | None) -> VerifyReport:
     """Check every coupon (or one) against the invariants; never writes anything."""
     report = VerifyReport()
-    conn = await asyncpg.connect(
-        settings.database_url,
-        server_settings={"search_path": settings.db_schema, "application_name": "coupon-verify"},
-    )
+    conn = await postgres.connect(settings.database_url, settings.db_schema, "coupon-verify")
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             report.coupons = await _coupon_figures(conn, coupon_id)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from importlib import resources
 from uuid import UUID
@@ -38,14 +38,15 @@ async def create_pool(
     ``statement_cache_size=0`` behind PgBouncer in transaction pooling mode: a named prepared
     statement lives on one server connection, and the next transaction may get another one.
     """
-    pool = await asyncpg.create_pool(
-        dsn,
-        min_size=1,
-        max_size=size,
-        server_settings={"search_path": schema, "application_name": application_name[:63]},
-        command_timeout=30,
-        statement_cache_size=statement_cache_size,
-    )
+    with _reaching_database():
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=size,
+            server_settings={"search_path": schema, "application_name": application_name[:63]},
+            command_timeout=30,
+            statement_cache_size=statement_cache_size,
+        )
     current = await pool.fetchval("SELECT current_schema()")
     if current != schema:
         await pool.close()
@@ -60,6 +61,47 @@ async def create_pool(
             f" pooler set the role's search_path (ALTER ROLE ... SET search_path = {schema})"
         )
     return pool
+
+
+async def connect(
+    dsn: str,
+    schema: str | None = None,
+    application_name: str = "coupon-issuer",
+    timeout_s: float = 60,
+) -> Connection:
+    """One connection, not a pool (a command that runs once); ``schema`` as its search_path."""
+    settings = {"application_name": application_name[:63]}
+    if schema is not None:
+        settings["search_path"] = schema
+    with _reaching_database():
+        conn: Connection = await asyncpg.connect(dsn, timeout=timeout_s, server_settings=settings)
+    return conn
+
+
+async def probe_database(dsn: str, timeout_s: float = 10) -> None:
+    """Connect once and leave: raises ``DatabaseUnreachable`` if PostgreSQL does not answer.
+
+    For processes whose framework would bury that failure in its own traceback (uvicorn's lifespan).
+    """
+    conn = await connect(dsn, timeout_s=timeout_s)
+    await conn.close()
+
+
+class DatabaseUnreachable(ConnectionError):
+    """PostgreSQL did not answer: refused, unknown host or no answer in time. Raised from what
+    asyncpg raised, bare socket errors that do not say whose socket failed."""
+
+
+@contextmanager
+def _reaching_database() -> Iterator[None]:
+    try:
+        yield
+    except DatabaseUnreachable:
+        raise
+    except OSError as exc:  # TimeoutError and ConnectionRefusedError are OSErrors
+        raise DatabaseUnreachable(
+            exc.errno, exc.strerror or str(exc) or type(exc).__name__
+        ) from exc
 
 
 class SchemaMismatch(Exception):
@@ -478,7 +520,7 @@ async def advance_issued(conn: Connection, issued_per_coupon: Mapping[UUID, int]
 
 async def apply_migrations(dsn: str, schema: str) -> list[str]:
     """Connect, migrate ``schema``, disconnect (the ``migrate`` subcommand)."""
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn, application_name="coupon-migrate")
     try:
         return await migrate(conn, schema)
     finally:

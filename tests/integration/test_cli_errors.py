@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
+from app.adapters import postgres
 from app.adapters.kafka import running
 from app.config import Settings
 from app.devstack import free_port
@@ -127,7 +127,8 @@ def test_one_line_exit_2(
 
 
 async def test_real_client_failures_are_attributed_to_their_system() -> None:
-    """The bare socket errors each client library raises, not just their own exception types."""
+    """The bare socket errors each client library raises (asyncpg's typed where we connect), not
+    just their own exception types."""
     settings = Settings(
         _env_file=None,
         kafka_bootstrap=f"127.0.0.1:{CLOSED}",
@@ -136,7 +137,7 @@ async def test_real_client_failures_are_attributed_to_their_system() -> None:
     )
     failures: dict[str, BaseException] = {}
     try:
-        await asyncpg.connect(settings.database_url, timeout=5)
+        await postgres.connect(settings.database_url, timeout_s=5)
     except Exception as exc:
         failures["PostgreSQL"] = exc
     client = aioredis.from_url(settings.redis_url)

@@ -10,13 +10,13 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from app.adapters import postgres
 from app.adapters.kafka import running
 from app.adapters.redis_client import closed_under_it_as_connection_error
 from app.config import Settings
@@ -56,11 +56,11 @@ async def _raised(operation: Callable[[], Awaitable[object]]) -> BaseException:
 
 
 async def _postgres_refused(port: int) -> None:
-    await asyncpg.connect(f"postgresql://127.0.0.1:{CLOSED}/coupons", timeout=5)
+    await postgres.connect(f"postgresql://127.0.0.1:{CLOSED}/coupons", timeout_s=5)
 
 
 async def _postgres_silent(port: int) -> None:
-    await asyncpg.connect(f"postgresql://127.0.0.1:{port}/coupons", timeout=0.3)
+    await postgres.connect(f"postgresql://127.0.0.1:{port}/coupons", timeout_s=0.3)
 
 
 async def _redis(url: str, **options: Any) -> None:
@@ -120,8 +120,8 @@ SETTINGS = Settings(
 @pytest.mark.parametrize(
     ("failure", "system"),
     [
-        (_postgres_refused, "PostgreSQL"),  # a bare ConnectionRefusedError from asyncpg
-        (_postgres_silent, "PostgreSQL"),  # a bare TimeoutError from asyncpg
+        (_postgres_refused, "PostgreSQL"),  # asyncpg's bare ConnectionRefusedError, typed
+        (_postgres_silent, "PostgreSQL"),  # asyncpg's bare TimeoutError, typed
         (_redis_refused, "Redis"),
         (_redis_silent, "Redis"),
         (_kafka_refused, "Kafka"),
