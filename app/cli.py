@@ -121,7 +121,7 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 def _api(settings: Settings, _: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.adapters.postgres import probe_database
+    from app.adapters.postgres_setup import probe_database
     from app.api.connections import ConnectionLimits, allow_open_files, bounded_protocol
 
     _run(probe_database(settings.database_url))  # else uvicorn prints a lifespan traceback
@@ -159,7 +159,7 @@ def _consumer(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, _: argparse.Namespace) -> int:
-    from app.adapters.postgres import apply_migrations
+    from app.adapters.postgres_setup import apply_migrations
 
     applied = _run(apply_migrations(settings.database_url, settings.db_schema))
     print(f"migrations applied: {', '.join(applied) or 'none pending'}")

@@ -163,7 +163,7 @@ def local_systems(
 def prepare(settings: Settings) -> None:
     """Migrate the database and create the topics (what a deployment's pre-install job does)."""
     from app.adapters.kafka import ensure_topics, wanted_topics
-    from app.adapters.postgres import apply_migrations
+    from app.adapters.postgres_setup import apply_migrations
 
     async def run() -> None:
         await apply_migrations(settings.database_url, settings.db_schema)

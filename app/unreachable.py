@@ -2,7 +2,7 @@
 and which setting changes it, instead of a library's traceback.
 
 ``diagnose`` reads the failure's type (asyncpg's bare socket errors are typed where we connect,
-``postgres.DatabaseUnreachable``) and maps it to the setting that names the address; ``app.cli.main`` prints the line and exits
+``postgres_setup.DatabaseUnreachable``) and maps it to the setting that names the address; ``app.cli.main`` prints the line and exits
 with 2, for every subcommand.
 """
 
@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MovedError, RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.adapters.postgres import DatabaseUnreachable, SchemaMismatch
+from app.adapters.postgres_setup import DatabaseUnreachable, SchemaMismatch
 from app.config import Settings, setting_origin
 
 # client library (top-level module) -> (system, the setting holding its address)

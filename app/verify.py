@@ -34,7 +34,7 @@ from uuid import UUID
 import asyncpg
 import orjson
 
-from app.adapters import postgres, redis_client
+from app.adapters import postgres_invariants, postgres_setup, redis_client
 from app.adapters.kafka import coupon_partition
 from app.adapters.kafka_lag import TopicNotFound, read_lag
 from app.adapters.redis_gate import RedisGate
@@ -65,17 +65,19 @@ class _TopicState:
 async def verify(settings: Settings, coupon_id: UUID | None) -> VerifyReport:
     """Check every coupon (or one) against the invariants; never writes anything."""
     report = VerifyReport()
-    conn = await postgres.connect(settings.database_url, settings.db_schema, "coupon-verify")
+    conn = await postgres_setup.connect(settings.database_url, settings.db_schema, "coupon-verify")
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             report.coupons = await _coupon_figures(conn, coupon_id)
-            holders = await postgres.holders_by_coupon(conn, [c.coupon_id for c in report.coupons])
+            holders = await postgres_invariants.holders_by_coupon(
+                conn, [c.coupon_id for c in report.coupons]
+            )
         for figures in report.coupons:
             report.violations += check_database(figures)
         gates = await _read_gates(settings, [c.coupon_id for c in report.coupons], report)
         topic = await _read_topic(settings, report)
         candidates = {cid: gate.members - holders.get(cid, set()) for cid, gate in gates.items()}
-        decided = await postgres.users_with_outcome(conn, candidates)
+        decided = await postgres_invariants.users_with_outcome(conn, candidates)
     finally:
         await conn.close()
     for figures in report.coupons:
@@ -123,7 +125,7 @@ def _dead_letter_users(entries: Iterable[Entry]) -> list[tuple[UUID, str]]:
 
 
 async def _coupon_figures(conn: asyncpg.Connection, coupon_id: UUID | None) -> list[CouponFigures]:
-    rejected = await postgres.rejected_by_reason(conn, coupon_id)
+    rejected = await postgres_invariants.rejected_by_reason(conn, coupon_id)
     return [
         CouponFigures(
             coupon_id=r["id"],
@@ -134,7 +136,7 @@ async def _coupon_figures(conn: asyncpg.Connection, coupon_id: UUID | None) -> l
             rejected=rejected.get(r["id"], {}),
             partition=r["partition"],
         )
-        for r in await postgres.coupon_figure_rows(conn, coupon_id)
+        for r in await postgres_invariants.coupon_figure_rows(conn, coupon_id)
     ]
 
 

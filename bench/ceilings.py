@@ -14,7 +14,7 @@ from uuid import UUID
 
 import redis.asyncio as aioredis
 
-from app.adapters import kafka, postgres
+from app.adapters import kafka, postgres, postgres_setup
 from app.adapters.redis_gate import RedisGate
 from app.domain.codec import IssueRequest, encode
 from app.domain.decision import Decision
@@ -38,8 +38,8 @@ async def postgres_insert_rate(
 ) -> Rate:
     """Raw set-based insert of issue rows (adapters' ``record_decisions``), one transaction per
     batch, ``connections`` writers in parallel: the ceiling of the consumer's write path."""
-    await postgres.apply_migrations(dsn, schema)
-    pool = await postgres.create_pool(dsn, schema, connections, "coupon-bench-ceiling")
+    await postgres_setup.apply_migrations(dsn, schema)
+    pool = await postgres_setup.create_pool(dsn, schema, connections, "coupon-bench-ceiling")
     coupon = uuid.uuid4()
     now = datetime.now(UTC)
     batches = [

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from app.adapters import postgres
+from app.adapters import postgres, postgres_setup
 from app.domain.coupon import Coupon, DiscountType
 
 
@@ -29,7 +29,7 @@ async def create_schema_with_coupons(
     dsn: str, schema: str, coupon_ids: Sequence[str], stock: int
 ) -> None:
     """Migrate ``schema`` and insert the coupons directly (for runs that bypass the API)."""
-    await postgres.apply_migrations(dsn, schema)
+    await postgres_setup.apply_migrations(dsn, schema)
     conn = await connect(dsn, schema)
     try:
         now = datetime.now(UTC)

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from app.adapters import postgres
+from app.adapters import postgres_setup
 from app.adapters.kafka_lag import LagReader
 from app.config import Settings
 from app.devstack import prepare
@@ -196,7 +196,7 @@ async def _drain(
         with contextlib.suppress(TimeoutError):  # the report says how far it got
             await wait_until(drained_or_measured, timeout, "the drain")
         meter.groups["postgres"] = await db.backend_pids(
-            conn, postgres.consumer_connection_name(settings.consumer_group)
+            conn, postgres_setup.consumer_connection_name(settings.consumer_group)
         )
         meter.stop()
         span = (last.t - first[0]) if first else 0.0

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from app.adapters import postgres, redis_client
+from app.adapters import postgres, postgres_setup, redis_client
 from app.adapters.redis_gate import RedisGate
 from app.config import Settings
 from app.domain.coupon import Coupon, DiscountType
@@ -47,7 +47,7 @@ async def seed_stranded(
     one's gate with ``per_coupon`` reservations made ``age`` ago that nothing will ever decide."""
     made = datetime.now(UTC) - age
     seeded: list[Seeded] = []
-    pool = await postgres.create_pool(settings.database_url, settings.db_schema, 1)
+    pool = await postgres_setup.create_pool(settings.database_url, settings.db_schema, 1)
     client = redis_client.connect(settings)
     try:
         gate = RedisGate(client, settings.redis_prefix)

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app.adapters.postgres import consumer_connection_name
+from app.adapters.postgres_setup import consumer_connection_name
 from app.config import Settings
 from app.devstack import prepare
 from app.local_kafka import KafkaNode

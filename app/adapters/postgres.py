@@ -1,154 +1,20 @@
-"""PostgreSQL: the source of truth. Pool, migrations and every SQL statement live here."""
+"""PostgreSQL: the source of truth. Every statement the service runs lives here; the pool and the
+migrations are in postgres_setup.py, verify's read-only checks in postgres_invariants.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
-from importlib import resources
 from uuid import UUID
 
-import asyncpg
-from asyncpg import Connection, Pool, Record
+from asyncpg import Connection, Pool
 
 from app.domain.coupon import Coupon, DiscountType
 from app.domain.decision import CouponStock, Decision
 from app.domain.outcomes import FailReason, IssueStatus
 from app.domain.settlement import FailedRequest, PartitionWatch
 from app.domain.status import RecordedOutcome
-
-_MIGRATION_LOCK = 0x636F75706F6E  # advisory lock id: "coupon"
-
-
-def consumer_connection_name(group: str) -> str:
-    """The application_name of a consumer's connections: batches waiting on locks, or to be
-    terminated, can be found in pg_stat_activity by consumer group."""
-    return f"coupon-consumer:{group}"
-
-
-async def create_pool(
-    dsn: str,
-    schema: str,
-    size: int,
-    application_name: str = "coupon-issuer",
-    statement_cache_size: int = 100,
-) -> Pool:
-    """Open a pool whose connections use ``schema``; ``application_name`` shows in pg_stat_activity.
-
-    ``statement_cache_size=0`` behind PgBouncer in transaction pooling mode: a named prepared
-    statement lives on one server connection, and the next transaction may get another one.
-    """
-    with _reaching_database():
-        pool = await asyncpg.create_pool(
-            dsn,
-            min_size=1,
-            max_size=size,
-            server_settings={"search_path": schema, "application_name": application_name[:63]},
-            command_timeout=30,
-            statement_cache_size=statement_cache_size,
-        )
-    current = await pool.fetchval("SELECT current_schema()")
-    if current != schema:
-        await pool.close()
-        if current is None:
-            raise SchemaMismatch(
-                f"schema {schema!r} (COUPON_DB_SCHEMA) does not exist: run coupon-issuer migrate"
-            )
-        # A pooler (PgBouncer) drops the search_path startup parameter: writing to another
-        # schema's tables would be silent and wrong.
-        raise SchemaMismatch(
-            f"connected to schema {current!r}, configured {schema!r} (COUPON_DB_SCHEMA): behind a"
-            f" pooler set the role's search_path (ALTER ROLE ... SET search_path = {schema})"
-        )
-    return pool
-
-
-async def connect(
-    dsn: str,
-    schema: str | None = None,
-    application_name: str = "coupon-issuer",
-    timeout_s: float = 60,
-) -> Connection:
-    """One connection, not a pool (a command that runs once); ``schema`` as its search_path."""
-    settings = {"application_name": application_name[:63]}
-    if schema is not None:
-        settings["search_path"] = schema
-    with _reaching_database():
-        conn: Connection = await asyncpg.connect(dsn, timeout=timeout_s, server_settings=settings)
-    return conn
-
-
-async def probe_database(dsn: str, timeout_s: float = 10) -> None:
-    """Connect once and leave: raises ``DatabaseUnreachable`` if PostgreSQL does not answer.
-
-    For processes whose framework would bury that failure in its own traceback (uvicorn's lifespan).
-    """
-    conn = await connect(dsn, timeout_s=timeout_s)
-    await conn.close()
-
-
-class DatabaseUnreachable(ConnectionError):
-    """PostgreSQL did not answer: refused, unknown host or no answer in time. Raised from what
-    asyncpg raised, bare socket errors that do not say whose socket failed."""
-
-
-@contextmanager
-def _reaching_database() -> Iterator[None]:
-    try:
-        yield
-    except DatabaseUnreachable:
-        raise
-    except OSError as exc:  # TimeoutError and ConnectionRefusedError are OSErrors
-        raise DatabaseUnreachable(
-            exc.errno, exc.strerror or str(exc) or type(exc).__name__
-        ) from exc
-
-
-class SchemaMismatch(Exception):
-    """The connections do not use the configured schema."""
-
-
-async def migrate(conn: Connection, schema: str) -> list[str]:
-    """Apply pending numbered migrations in order; returns the names applied."""
-    applied: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
-    try:
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(schema)}")
-        await conn.execute(f"SET search_path TO {_quote_ident(schema)}")
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        for version, name, sql in _migration_files():
-            if version in done:
-                continue
-            async with conn.transaction():
-                await conn.execute(sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
-                )
-            applied.append(name)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
-    return applied
-
-
-def _migration_files() -> list[tuple[int, str, str]]:
-    folder = resources.files("app.adapters") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text()))
-    return sorted(found)
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-# --- coupons ----------------------------------------------------------------------------------
 
 _COUPON_COLUMNS = (
     "id, name, discount_type, discount_value, total_quantity, issued_quantity,"
@@ -516,76 +382,3 @@ async def advance_issued(conn: Connection, issued_per_coupon: Mapping[UUID, int]
         list(issued_per_coupon.keys()),
         list(issued_per_coupon.values()),
     )
-
-
-async def apply_migrations(dsn: str, schema: str) -> list[str]:
-    """Connect, migrate ``schema``, disconnect (the ``migrate`` subcommand)."""
-    conn = await connect(dsn, application_name="coupon-migrate")
-    try:
-        return await migrate(conn, schema)
-    finally:
-        await conn.close()
-
-
-# --- invariant reads (coupon-issuer verify): read-only, set-based ---------------------------------
-
-_COUPON_FIGURES = """
-SELECT c.id, c.total_quantity, c.issued_quantity, c.partition,
-       count(r.request_id) FILTER (WHERE r.status = 'ISSUED') AS issued_rows,
-       count(DISTINCT r.user_id) FILTER (WHERE r.status = 'ISSUED') AS issued_users
-FROM coupons c LEFT JOIN issue_requests r ON r.coupon_id = c.id
-WHERE $1::uuid IS NULL OR c.id = $1::uuid
-GROUP BY c.id
-ORDER BY c.created_at, c.id
-"""
-_REJECTED_BY_REASON = """
-SELECT coupon_id, coalesce(reason, 'UNKNOWN') AS reason, count(*) AS n
-FROM issue_requests
-WHERE status = 'REJECTED' AND ($1::uuid IS NULL OR coupon_id = $1::uuid)
-GROUP BY 1, 2
-"""
-_HOLDERS = """
-SELECT coupon_id, user_id FROM issue_requests
-WHERE status = 'ISSUED' AND coupon_id = ANY($1::uuid[])
-"""
-_USERS_WITH_OUTCOME = """
-SELECT DISTINCT r.coupon_id, r.user_id
-FROM issue_requests r
-JOIN unnest($1::uuid[], $2::text[]) AS p(coupon_id, user_id)
-  ON r.coupon_id = p.coupon_id AND r.user_id = p.user_id
-"""
-
-
-async def coupon_figure_rows(conn: Connection, coupon_id: UUID | None) -> list[Record]:
-    """Per coupon: total, issued count, ISSUED rows and distinct holders (all coupons if None)."""
-    return list(await conn.fetch(_COUPON_FIGURES, coupon_id))
-
-
-async def rejected_by_reason(
-    conn: Connection, coupon_id: UUID | None
-) -> dict[UUID, dict[str, int]]:
-    found: dict[UUID, dict[str, int]] = {}
-    for r in await conn.fetch(_REJECTED_BY_REASON, coupon_id):
-        found.setdefault(r["coupon_id"], {})[r["reason"]] = r["n"]
-    return found
-
-
-async def holders_by_coupon(conn: Connection, coupon_ids: Sequence[UUID]) -> dict[UUID, set[str]]:
-    found: dict[UUID, set[str]] = {}
-    for r in await conn.fetch(_HOLDERS, list(coupon_ids)):
-        found.setdefault(r["coupon_id"], set()).add(r["user_id"])
-    return found
-
-
-async def users_with_outcome(
-    conn: Connection, candidates: Mapping[UUID, set[str]]
-) -> dict[UUID, set[str]]:
-    """Which of these (coupon, user) pairs have any row by now (a rejection is an outcome)."""
-    pairs = [(cid, user) for cid, users in candidates.items() for user in users]
-    found: dict[UUID, set[str]] = {}
-    if not pairs:
-        return found
-    rows = await conn.fetch(_USERS_WITH_OUTCOME, [c for c, _ in pairs], [u for _, u in pairs])
-    for r in rows:
-        found.setdefault(r["coupon_id"], set()).add(r["user_id"])
-    return found

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
-from app.adapters import postgres
+from app.adapters import postgres, postgres_setup
 from app.domain.coupon import Coupon
 
 
@@ -29,7 +29,7 @@ class CouponReader:
     async def read(self, now: datetime) -> tuple[list[Coupon], bool]:
         """The coupons and whether more active coupons exist than ``limit``."""
         if self._pool is None:
-            self._pool = await postgres.create_pool(
+            self._pool = await postgres_setup.create_pool(
                 self._database_url,
                 self._schema,
                 1,

@@ -17,7 +17,7 @@ from prometheus_client import multiprocess as prom_multiprocess
 from starlette.types import ASGIApp, Receive, Scope, Send
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_fixed
 
-from app.adapters import kafka, postgres, redis_client
+from app.adapters import kafka, postgres_setup, redis_client
 from app.adapters.outcome_feed import OutcomeFeed
 from app.adapters.rate_limit import RateLimiter
 from app.adapters.redis_gate import RedisGate
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, hot_paths: bool = True) -> Coup
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await postgres.create_pool(
+        pool = await postgres_setup.create_pool(
             settings.database_url,
             settings.db_schema,
             settings.db_pool_size,

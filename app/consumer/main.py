@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 
-from app.adapters import kafka, postgres, redis_client
+from app.adapters import kafka, postgres_setup, redis_client
 from app.adapters.redis_gate import RedisGate
 from app.config import Settings
 from app.consumer.worker import IssueWorker
@@ -17,11 +17,11 @@ log = logging.getLogger(__name__)
 
 async def run_consumer(settings: Settings) -> None:
     """Run one issue worker until SIGTERM/SIGINT; then finish the batch, commit, leave the group."""
-    pool = await postgres.create_pool(
+    pool = await postgres_setup.create_pool(
         settings.database_url,
         settings.db_schema,
         settings.db_pool_size,
-        application_name=postgres.consumer_connection_name(settings.consumer_group),
+        application_name=postgres_setup.consumer_connection_name(settings.consumer_group),
         statement_cache_size=settings.db_statement_cache_size,
     )
     redis = redis_client.connect(settings)

@@ -22,7 +22,7 @@ from uuid import UUID
 
 import asyncpg
 
-from app.adapters import postgres, redis_client
+from app.adapters import postgres, postgres_setup, redis_client
 from app.adapters.kafka import coupon_partition
 from app.adapters.kafka_lag import LagReader, LagReadError
 from app.adapters.redis_gate import RedisGate
@@ -245,7 +245,7 @@ async def reconcile_once(settings: Settings, confirm_after_s: float) -> PassRepo
 @asynccontextmanager
 async def open_reconciler(settings: Settings) -> AsyncIterator[Reconciler]:
     """A reconciler with its own connections, closed after use (promptly, even when cancelled)."""
-    pool = await postgres.create_pool(
+    pool = await postgres_setup.create_pool(
         settings.database_url,
         settings.db_schema,
         2,

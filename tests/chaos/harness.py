@@ -22,7 +22,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.adapters.kafka import running
-from app.adapters.postgres import consumer_connection_name
+from app.adapters.postgres_setup import consumer_connection_name
 from app.config import Settings
 from app.consumer.dlq import list_dead_letters
 from app.devstack import child_env

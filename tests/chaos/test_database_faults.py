@@ -7,7 +7,7 @@ import time
 import pytest
 
 from app.adapters.kafka_lag import read_lag
-from app.adapters.postgres import consumer_connection_name
+from app.adapters.postgres_setup import consumer_connection_name
 from harness import wait_until
 from tests.chaos.harness import (
     Sale,

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
-from app.adapters import postgres
+from app.adapters import postgres_setup
 from app.adapters.kafka import running
 from app.config import Settings
 from app.devstack import free_port
@@ -137,7 +137,7 @@ async def test_real_client_failures_are_attributed_to_their_system() -> None:
     )
     failures: dict[str, BaseException] = {}
     try:
-        await postgres.connect(settings.database_url, timeout_s=5)
+        await postgres_setup.connect(settings.database_url, timeout_s=5)
     except Exception as exc:
         failures["PostgreSQL"] = exc
     client = aioredis.from_url(settings.redis_url)

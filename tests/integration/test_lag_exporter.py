@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.adapters import postgres
+from app.adapters import postgres, postgres_setup
 from app.adapters.kafka_lag import PartitionLag
 from app.config import Settings
 from app.devstack import free_port, prepare
@@ -207,7 +207,7 @@ async def test_a_hot_partition_shows_in_its_arrivals_processing_and_the_skew(
 
 async def test_sale_gauges_cover_active_coupons_only_up_to_the_cap(exporter: Exporter) -> None:
     settings = exporter.settings
-    pool = await postgres.create_pool(settings.database_url, settings.db_schema, 1)
+    pool = await postgres_setup.create_pool(settings.database_url, settings.db_schema, 1)
     now = datetime.now(UTC)
     try:
         async with pool.acquire() as conn:

@@ -22,7 +22,7 @@ from typing import cast
 
 import pytest
 
-from app.adapters import postgres, redis_client
+from app.adapters import postgres_setup, redis_client
 from app.adapters.redis_gate import RedisGate, decode_outcome
 from app.config import Settings
 from app.devstack import child_env, free_port, prepare, spawn
@@ -74,7 +74,7 @@ async def _settle_the_rest(settings: Settings, seeded: list[Seeded]) -> None:
             return await held(settings, coupon_ids) == 0
 
         await wait_until(none_held, 120, "the next passes to settle the rest")
-    pool = await postgres.create_pool(settings.database_url, settings.db_schema, 1)
+    pool = await postgres_setup.create_pool(settings.database_url, settings.db_schema, 1)
     try:
         failed = await pool.fetchval(
             "SELECT count(*) FROM failed_requests WHERE reason = 'NOT_QUEUED'"

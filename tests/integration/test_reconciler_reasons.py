@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
-from app.adapters import postgres, redis_client
+from app.adapters import postgres, postgres_setup, redis_client
 from app.adapters.kafka import ensure_topics, wanted_topics
 from app.adapters.kafka_lag import LagReader
 from app.adapters.redis_gate import RedisGate, decode_outcome
@@ -54,7 +54,7 @@ async def _told(settings: Settings, seeded: list[Seeded]) -> set[tuple[str, str]
     """(status, reason) of these presses, as PostgreSQL recorded them and as status reads (Redis)
     answer; asserts the two agree."""
     ids = [s.request_id for s in seeded]
-    pool = await postgres.create_pool(settings.database_url, settings.db_schema, 1)
+    pool = await postgres_setup.create_pool(settings.database_url, settings.db_schema, 1)
     try:
         rows = await pool.fetch(
             "SELECT request_id, reason FROM failed_requests WHERE request_id = ANY($1::uuid[])",
@@ -104,7 +104,7 @@ async def _after_the_loss_is_told_not_queued(settings: Settings, reconciler: Rec
 async def _past_the_loss(settings: Settings) -> None:
     """Wait until the clock is past the loss the reconciler saw by more than its clock margin: a
     press made nearer to it is still counted as made before it (and told of it)."""
-    pool = await postgres.create_pool(settings.database_url, settings.db_schema, 1)
+    pool = await postgres_setup.create_pool(settings.database_url, settings.db_schema, 1)
     try:
         async with pool.acquire() as conn:
             watches = await postgres.partition_watches(conn, settings.topic)

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from app.adapters import postgres
+from app.adapters import postgres_setup
 from app.adapters.kafka import running
 from app.adapters.redis_client import closed_under_it_as_connection_error
 from app.config import Settings
@@ -56,11 +56,11 @@ async def _raised(operation: Callable[[], Awaitable[object]]) -> BaseException:
 
 
 async def _postgres_refused(port: int) -> None:
-    await postgres.connect(f"postgresql://127.0.0.1:{CLOSED}/coupons", timeout_s=5)
+    await postgres_setup.connect(f"postgresql://127.0.0.1:{CLOSED}/coupons", timeout_s=5)
 
 
 async def _postgres_silent(port: int) -> None:
-    await postgres.connect(f"postgresql://127.0.0.1:{port}/coupons", timeout_s=0.3)
+    await postgres_setup.connect(f"postgresql://127.0.0.1:{port}/coupons", timeout_s=0.3)
 
 
 async def _redis(url: str, **options: Any) -> None:
