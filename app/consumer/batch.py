@@ -56,25 +56,16 @@ class _Item:
     request: IssueRequest
 
 
+@dataclass(frozen=True, slots=True)
 class BatchHandler:
     """Issues one partition's batch; returns once every message has its outcome."""
 
-    def __init__(
-        self,
-        producer: AIOKafkaProducer,
-        pool: asyncpg.Pool,
-        gate: RedisGate,
-        retry: InfrastructureRetry,
-        *,
-        dlq_topic: str,
-        max_attempts: int,
-    ) -> None:
-        self._producer = producer
-        self._pool = pool
-        self._gate = gate
-        self._retry = retry
-        self._dlq_topic = dlq_topic
-        self._max_attempts = max_attempts
+    producer: AIOKafkaProducer
+    pool: asyncpg.Pool
+    gate: RedisGate
+    retry: InfrastructureRetry
+    dlq_topic: str
+    max_attempts: int
 
     async def handle(self, lane: Lane, records: Sequence[Record]) -> None:
         """Issue ``records``; raises :class:`Abandoned` if the lane gives up meanwhile."""
@@ -87,7 +78,7 @@ class BatchHandler:
         if not items:
             return
         started = time.perf_counter()
-        failed = await self._retry.call(
+        failed = await self.retry.call(
             lane,
             lambda: self._issue_isolating(lane, items, whole_batch=True),
             also=(_DatabaseRefusesWrites,),
@@ -125,7 +116,7 @@ class BatchHandler:
 
     async def _check_database_takes_writes(self, lane: Lane) -> None:
         try:
-            await self._retry.call(lane, lambda: postgres.probe_writes(self._pool))
+            await self.retry.call(lane, lambda: postgres.probe_writes(self.pool))
         except Abandoned:
             raise
         except Exception as exc:
@@ -133,8 +124,8 @@ class BatchHandler:
 
     async def _retry_alone(self, lane: Lane, failed: list[tuple[_Item, Exception]]) -> None:
         """Messages that failed alone get their remaining attempts in rounds, then the DLQ."""
-        for attempt in range(2, self._max_attempts + 1):
-            await self._retry.pause(lane, self._retry.initial_s * 2 ** (attempt - 2))
+        for attempt in range(2, self.max_attempts + 1):
+            await self.retry.pause(lane, self.retry.initial_s * 2 ** (attempt - 2))
             still: list[tuple[_Item, Exception]] = []
             for item, _ in failed:
                 metrics.CONSUMER_RETRIES.labels("data").inc()
@@ -151,12 +142,10 @@ class BatchHandler:
             if not failed:
                 return
         for item, error in failed:
-            await self._dead_letter(
-                lane, item.record, item.request, repr(error), self._max_attempts
-            )
+            await self._dead_letter(lane, item.record, item.request, repr(error), self.max_attempts)
 
     async def _attempt(self, lane: Lane, requests: list[IssueRequest]) -> BatchPlan:
-        return await self._retry.call(lane, lambda: issue_batch(self._pool, requests))
+        return await self.retry.call(lane, lambda: issue_batch(self.pool, requests))
 
     # --- outcomes -----------------------------------------------------------------------------------
 
@@ -179,8 +168,8 @@ class BatchHandler:
             offset=record.offset,
             failed_at=datetime.now(UTC),
         )
-        await self._retry.call(
-            lane, lambda: publish_dead_letter(self._producer, self._dlq_topic, letter)
+        await self.retry.call(
+            lane, lambda: publish_dead_letter(self.producer, self.dlq_topic, letter)
         )
         metrics.CONSUMER_MESSAGES.labels("dead_lettered").inc()
         log.error(
@@ -203,10 +192,10 @@ class BatchHandler:
         )
         try:
             released = await settle_failed(
-                self._pool,
-                self._gate,
+                self.pool,
+                self.gate,
                 [failure],
-                db_calls=lambda write: self._retry.call(lane, write),
+                db_calls=lambda write: self.retry.call(lane, write),
                 tell_if_released=True,
             )
         except OutcomesNotWritten as exc:  # the reconciler releases it later (no decision, no lag)
@@ -239,9 +228,9 @@ class BatchHandler:
                 for d in plan.decisions
                 if d.status is IssueStatus.ISSUED
             ]
-            await self._gate.record_processed(processed_per_coupon(plan), issued)
+            await self.gate.record_processed(processed_per_coupon(plan), issued)
             at = plan.processed_at or now
-            await self._gate.record_outcomes(
+            await self.gate.record_outcomes(
                 (
                     d.request.coupon_id,
                     d.request.user_id,

@@ -63,9 +63,7 @@ class IssueWorker:
         self._batch_max = batch_max
         self._stop = asyncio.Event()
         self._retry = InfrastructureRetry(self._stop, retry_backoff_s)
-        self._batches = BatchHandler(
-            producer, pool, gate, self._retry, dlq_topic=dlq_topic, max_attempts=max_attempts
-        )
+        self._batches = BatchHandler(producer, pool, gate, self._retry, dlq_topic, max_attempts)
         self._lanes: dict[TopicPartition, Lane] = {}
         self.joined = asyncio.Event()
 
