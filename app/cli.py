@@ -196,7 +196,7 @@ def _dev(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from app.consumer.dlq import list_dead_letters, replay_dead_letters
+    from app.adapters.dead_letters import list_dead_letters, replay_dead_letters
 
     if args.action == "replay":
         n = _run(

@@ -35,12 +35,13 @@ import asyncpg
 import orjson
 
 from app.adapters import postgres_invariants, postgres_setup, redis_client
+from app.adapters.dead_letters import list_dead_letters
 from app.adapters.kafka import coupon_partition
 from app.adapters.kafka_lag import TopicNotFound, read_lag
 from app.adapters.redis_gate import RedisGate
 from app.config import Settings
-from app.consumer.dlq import Entry, list_dead_letters
 from app.domain.codec import DecodeError, decode
+from app.domain.dead_letter import Entry
 from app.domain.invariants import (
     CouponFigures,
     GateState,

@@ -146,34 +146,11 @@ def _outcome(row: Mapping[str, object]) -> RecordedOutcome:
     )
 
 
-async def record_failure(
-    conn: Connection,
-    request_id: UUID,
-    coupon_id: UUID,
-    user_id: str,
-    reason: FailReason,
-    detail: str,
-    failed_at: datetime,
-) -> None:
-    """Record that an accepted request ended with no decision (idempotent per request id)."""
-    await conn.execute(
-        "INSERT INTO failed_requests (request_id, coupon_id, user_id, reason, detail, failed_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)"
-        " ON CONFLICT (request_id) DO UPDATE SET detail = EXCLUDED.detail,"
-        " failed_at = EXCLUDED.failed_at WHERE failed_requests.reason = EXCLUDED.reason",
-        request_id,
-        coupon_id,
-        user_id,
-        reason.value,
-        detail[:2000],
-        failed_at,
-    )
-
-
-# The reconciler's settlement of one chunk: record_failure's insert, set-based. It answers, for
-# each request, the failure that is recorded now: the one just written, or the one already there
-# under another reason (kept, as record_failure keeps it). The outer SELECT sees the table as it
-# was before the INSERT, so an existing row is read from ``f``, a new or updated one from ``w``.
+# Failures of requests that ended with no decision (a dead letter, a stranded reservation), set-
+# based and idempotent per request id: a failure already recorded under the same reason is
+# refreshed, one under another reason is kept. It answers, for each request, the failure that is
+# recorded now: the one just written, or the one already there. The outer SELECT sees the table as
+# it was before the INSERT, so an existing row is read from ``f``, a new or updated one from ``w``.
 _RECORD_FAILURES = """
 WITH given AS (
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
@@ -197,9 +174,9 @@ LEFT JOIN failed_requests f ON f.request_id = g.request_id
 async def record_failures(
     conn: Connection, failures: Sequence[FailedRequest]
 ) -> dict[UUID, RecordedOutcome]:
-    """Record many failures in one statement (``record_failure``'s rules, idempotent per request
-    id); returns each request's FAILED outcome as now recorded (an earlier one under another
-    reason is kept, and returned)."""
+    """Record that these accepted requests ended with no decision, in one statement (idempotent
+    per request id); returns each request's FAILED outcome as now recorded (an earlier one under
+    another reason is kept, and returned)."""
     if not failures:
         return {}
     unique = list({f.request_id: f for f in failures}.values())  # one row per request id

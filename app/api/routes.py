@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from app.adapters import postgres
+from app.adapters.dead_letters import list_dead_letters, replay_dead_letters
 from app.api.admission import admit_press
 from app.api.errors import BODY_ANSWERS, json_response, refusal
 from app.api.messages import Lang, negotiate
@@ -27,7 +28,6 @@ from app.api.schemas import (
 )
 from app.api.services import Services
 from app.api.status_read import MAX_WAIT_SECONDS, read_status
-from app.consumer.dlq import list_dead_letters, replay_dead_letters
 from app.domain.coupon import Coupon
 
 router = APIRouter()

@@ -21,6 +21,15 @@ class DeadLetter:
     failed_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A dead letter as read from its topic: where it sits there, and the envelope."""
+
+    partition: int
+    offset: int
+    letter: DeadLetter
+
+
 def encode_dead_letter(letter: DeadLetter) -> bytes:
     """JSON with the original bytes base64-encoded (a poison message may not be text)."""
     return orjson.dumps(

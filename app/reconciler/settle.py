@@ -1,11 +1,14 @@
-"""Settling stranded reservations, a chunk at a time: bounded, resumable, one log line per coupon.
+"""Settling requests that end FAILED: ``settle_failed``, the one place that records the failure
+in PostgreSQL, writes the user's outcome to Redis and gives the reservation back. The consumer
+calls it for a dead letter, the reconciler for stranded reservations, a chunk at a time: bounded,
+resumable, one log line per coupon.
 
-Per chunk: one set-based insert records every reservation's failure in PostgreSQL first, then one
-Redis round trip writes each outcome and gives each reservation back (app/adapters/redis_gate.py,
-``settle``). A reservation is therefore never given back without its outcome recorded: a chunk
-cut short (a stop, a fault, a cancel) leaves reservations still held, found again and settled by
-the next pass, idempotently. The stop event is read between chunks, so a pass stops within one
-chunk's time however large the backlog.
+PostgreSQL first (one set-based insert for the whole batch), then one Redis round trip writes each
+outcome and gives each reservation back (app/adapters/redis_gate.py, ``settle``). A reservation is
+therefore never given back without its outcome recorded: a chunk cut short (a stop, a fault, a
+cancel) leaves reservations still held, found again and settled by the next pass, idempotently.
+The stop event is read between chunks, so a pass stops within one chunk's time however large the
+backlog.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -23,9 +27,12 @@ from app.adapters import postgres
 from app.adapters.redis_gate import RedisGate
 from app.domain.outcomes import FailReason
 from app.domain.settlement import FAILURE_DETAILS, FailedRequest, Reservation, Settled
+from app.domain.status import RecordedOutcome
 from app.observability import metrics
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
+Recorded = dict[UUID, RecordedOutcome]
 
 CHUNK = 1000  # reservations per statement and per Redis round trip
 _EXAMPLES = 3  # request ids named in a coupon's summary line
@@ -58,6 +65,55 @@ async def settle_stranded(
     return settled, done < len(stranded)
 
 
+class OutcomesNotWritten(Exception):
+    """PostgreSQL recorded the failures but Redis could not be told: the reservations stay held
+    (the reconciler's next pass settles them)."""
+
+
+async def _once(operation: Callable[[], Awaitable[R]]) -> R:
+    return await operation()
+
+
+async def settle_failed(
+    pool: asyncpg.Pool,
+    gate: RedisGate,
+    failures: Sequence[FailedRequest],
+    *,
+    db_calls: Callable[[Callable[[], Awaitable[Recorded]]], Awaitable[Recorded]] = _once,
+    tell_if_released: bool = False,
+) -> list[Settled]:
+    """Record these failures in PostgreSQL, then write each outcome to Redis and give each
+    reservation back; returns those given back here.
+
+    ``db_calls`` runs the PostgreSQL write (the consumer passes its retry policy: it waits out a
+    database fault). A reservation no longer held by its request was settled by someone else,
+    who wrote its outcome; with ``tell_if_released`` (a dead letter: its gate may have been
+    rebuilt without the reservation) its outcome is written all the same, never over ISSUED.
+    Raises :class:`OutcomesNotWritten` if Redis fails after PostgreSQL recorded them.
+    """
+
+    async def record() -> Recorded:
+        async with pool.acquire() as conn:
+            return await postgres.record_failures(conn, failures)
+
+    recorded = await db_calls(record)
+    # Redis is told what PostgreSQL now holds (an earlier failure under another reason is kept).
+    told = [(f.coupon_id, f.user_id, recorded[f.request_id]) for f in failures]
+    try:
+        released = await gate.settle(told)
+        if tell_if_released and not all(released):
+            await gate.record_outcomes(
+                t for t, given_back in zip(told, released, strict=True) if not given_back
+            )
+    except Exception as exc:
+        raise OutcomesNotWritten(f"outcomes recorded in PostgreSQL only: {exc!r}") from exc
+    return [
+        Settled(coupon_id, user_id, outcome.request_id, FailReason(str(outcome.reason)))
+        for (coupon_id, user_id, outcome), given_back in zip(told, released, strict=True)
+        if given_back
+    ]
+
+
 async def _settle_chunk(
     pool: asyncpg.Pool, gate: RedisGate, chunk: Sequence[tuple[Reservation, FailReason]]
 ) -> list[Settled]:
@@ -66,18 +122,7 @@ async def _settle_chunk(
         FailedRequest(r.request_id, r.coupon_id, r.user_id, reason, FAILURE_DETAILS[reason], at)
         for r, reason in chunk
     ]
-    async with pool.acquire() as conn:
-        recorded = await postgres.record_failures(conn, failures)
-    # Redis is told what PostgreSQL now holds (an earlier failure under another reason is kept).
-    outcomes = [recorded[r.request_id] for r, _ in chunk]
-    released = await gate.settle(
-        [(r.coupon_id, r.user_id, outcome) for (r, _), outcome in zip(chunk, outcomes, strict=True)]
-    )
-    done = [
-        Settled(r.coupon_id, r.user_id, r.request_id, FailReason(str(outcome.reason)))
-        for (r, _), outcome, given_back in zip(chunk, outcomes, released, strict=True)
-        if given_back
-    ]
+    done = await settle_failed(pool, gate, failures)
     metrics.RECONCILER_RELEASED.inc(len(done))
     return done
 

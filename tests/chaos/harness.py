@@ -21,10 +21,10 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from app.adapters.dead_letters import list_dead_letters
 from app.adapters.kafka import running
 from app.adapters.postgres_setup import consumer_connection_name
 from app.config import Settings
-from app.consumer.dlq import list_dead_letters
 from app.devstack import child_env
 from app.domain.codec import DecodeError, decode
 from harness import wait_until

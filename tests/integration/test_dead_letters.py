@@ -8,9 +8,9 @@ import sys
 import uuid
 
 from app.adapters import redis_client
+from app.adapters.dead_letters import list_dead_letters
 from app.adapters.kafka import make_producer
 from app.adapters.redis_gate import RedisGate
-from app.consumer.dlq import list_dead_letters
 from app.devstack import child_env
 from app.verify import verify
 from harness import wait_until
