@@ -25,7 +25,8 @@ from app.config import Settings
 from app.devstack import ManagedProcess, free_port, prepare
 from bench import db, wrk
 from bench.cpu import BROKER, CpuMeter, ms_per, process_tree
-from bench.phases import RunContext, create_coupon
+from bench.flash_sale import create_coupon
+from bench.phases import RunContext
 from harness import ServiceProcesses, wait_until
 
 PRESS_CONNECTIONS = 64

@@ -16,7 +16,7 @@ from typing import Any
 from app.adapters import redis_client
 from app.config import Settings
 from app.devstack import local_systems
-from bench import api_limits, db, phases, report, wrk
+from bench import api_limits, db, flash_sale, phases, report, wrk
 from bench.cpu import broker_pids
 from bench.options import BenchOptions, add_bench_arguments, cores, options_from
 from bench.progress import Bar
@@ -94,7 +94,7 @@ async def _phases(ctx: phases.RunContext) -> dict[str, Any]:
     if ctx.opts.baseline:
         out["baseline"] = await phases.naive_baseline(ctx)
     if ctx.opts.flash_sale:
-        out["sale"] = await phases.flash_sale(ctx)
+        out["sale"] = await flash_sale.flash_sale(ctx)
     if ctx.opts.api_limits:
         if wrk.available():
             out["api"] = await api_limits.api_limits(ctx)

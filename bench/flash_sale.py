@@ -1,0 +1,266 @@
+"""The flash sale through the HTTP API: load generators -> API (gate + produce) -> consumers ->
+PostgreSQL, on a schema / topic / group / Redis prefix of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from app.config import Settings
+from app.devstack import prepare
+from bench import db, loadgen
+from bench.cpu import BROKER, EXTERNAL_BROKER, CpuMeter, ms_per, process_groups
+from bench.options import BenchOptions
+from bench.phases import RunContext, lag_reader
+from bench.progress import Bar
+from bench.sampling import Sampler
+from harness import create_covering, wait_until
+
+# Seconds the sale's stack is metered idle (up, consumers polling, no presses) before the load:
+# the share of the per-press CPU that is paid whether presses come or not.
+IDLE_WINDOW_S = 5.0
+
+
+async def create_coupon(settings: Settings, stock: int, http: aiohttp.ClientSession) -> str:
+    """Create one coupon through the API (as a shop would); its id."""
+    url = f"http://127.0.0.1:{settings.api_port}/api/coupons"
+    token = settings.admin_token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+    body = {
+        "name": "bench flash sale",
+        "discountType": "FIXED",
+        "discountValue": 1000,
+        "totalQuantity": stock,
+        "minOrderAmount": 0,
+        "expiresAt": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+    }
+    async with http.post(url, json=body, headers=headers) as r:
+        if r.status != 201:
+            raise RuntimeError(f"creating a coupon failed: {r.status} {await r.text()}")
+        return str((await r.json())["id"])
+
+
+async def _create_coupons(settings: Settings, opts: BenchOptions, stock: int) -> list[str]:
+    """Create coupons through the API until each partition has ``coupons_per_partition``."""
+    async with aiohttp.ClientSession() as http:
+        return await create_covering(
+            lambda: create_coupon(settings, stock, http),
+            opts.partitions,
+            opts.coupons_per_partition,
+        )
+
+
+def default_stock(opts: BenchOptions, coupons: int) -> int:
+    distinct = round(opts.requests * (1 - opts.duplicate_ratio))
+    return opts.stock or max(1, int(0.9 * distinct / coupons))
+
+
+async def flash_sale(ctx: RunContext) -> dict[str, Any]:
+    """The real path: generators -> API (gate + produce) -> consumers -> PostgreSQL."""
+    opts = ctx.opts
+    settings = ctx.isolated("sale", api_workers=opts.api_workers)
+    ctx.bar.phase("sale: start stack", 1)
+    await asyncio.to_thread(prepare, settings)
+    procs = ctx.processes(settings)
+    fleet: loadgen.GeneratorFleet | None = None
+    sampler: Sampler | None = None
+    conn = await db.connect(settings.database_url, settings.db_schema)
+    reader = await lag_reader(settings.kafka_bootstrap)
+    try:
+        procs.start_api()  # COUPON_API_WORKERS comes from the settings
+        for _ in range(opts.consumers):
+            procs.add_consumer()
+        await procs.wait_api_ready()
+        await procs.wait_for_assignment()
+        n_coupons = opts.partitions * opts.coupons_per_partition
+        stock = default_stock(opts, n_coupons)
+        coupon_ids = await _create_coupons(settings, opts, stock)
+        plan = loadgen.make_plan(coupon_ids, opts.requests, opts.duplicate_ratio, opts.seed)
+        fleet = loadgen.GeneratorFleet.start(
+            plan, settings.api_port, opts.generators, opts.concurrency, opts.max_load_seconds
+        )
+        await wait_until(fleet.all_ready, 60, "the load generators to start", 0.05)
+        groups = {"generators": fleet.pids(), **process_groups(procs), **ctx.server_groups()}
+        meter = CpuMeter(groups)  # the load: shares of the machine while presses are sent
+        # the whole work of the presses: until the last accepted one is a row
+        per_press = CpuMeter({k: groups[k] for k in ("api", "consumers", BROKER) if k in groups})
+        idle = CpuMeter(per_press.groups)
+        ctx.bar.phase(f"sale: {IDLE_WINDOW_S:.0f} s idle", 1)
+        idle.start()
+        await asyncio.sleep(IDLE_WINDOW_S)  # a measuring window, not a wait for a condition
+        idle.stop()
+        sampler = Sampler(
+            conn,
+            reader,
+            settings.topic,
+            settings.consumer_group,
+            lambda: len(procs.live_consumers()),
+            fleet.answered,
+        )
+        ctx.bar.phase(f"sale: {opts.requests:,} presses", len(plan))
+        await sampler.__aenter__()
+        meter.start()
+        per_press.start()
+        sampler.restart_clock()
+        fleet.release()
+        # generators stop sending after max_load_seconds; the margin is for their last answers
+        results = await _run_load(fleet, sampler, ctx.bar, opts.max_load_seconds + 120)
+        meter.stop()
+        load = summarize_load(plan, results, stock)
+        ctx.bar.phase("sale: drain", load["accepted"])
+        drained_at = await _wait_drained(sampler, load["accepted"], opts.drain_timeout_s, ctx.bar)
+        per_press.stop()
+        correctness = await db.check(conn, load.pop("expected_per_coupon"), load.pop("request_ids"))
+        e2e = await db.end_to_end_ms(conn)
+        processed_span = await db.processed_span_s(conn)
+        return {
+            "coupons": len(coupon_ids),
+            "stock_per_coupon": stock,
+            "api_workers": opts.api_workers,
+            "consumers": opts.consumers,
+            "generators": opts.generators,
+            "concurrency": opts.concurrency,
+            **load,
+            "drain_after_last_answer_s": (
+                drained_at - load["last_answer_at"] if drained_at is not None else None
+            ),
+            "drained": drained_at is not None,
+            "consumer_processed_per_s": (
+                correctness.accepted / processed_span if processed_span > 0 else 0.0
+            ),
+            "end_to_end_ms": e2e,
+            "correctness": correctness.as_dict(),
+            "cpu_seconds": meter.used,
+            "cpu_share": meter.shares(ctx.cores),
+            "load_wall_s": meter.wall,
+            # from the first press to the last accepted press's row, over the accepted presses
+            "cpu_ms_per_accepted_press": {
+                BROKER: None,  # unless measured, below
+                **ms_per(per_press.used, load["accepted"]),
+            },
+            "broker_cpu": "measured" if BROKER in per_press.groups else EXTERNAL_BROKER,
+            "per_press_wall_s": per_press.wall,
+            "idle_cpu_ms_per_s": {
+                BROKER: None,
+                **{k: 1000 * used / max(idle.wall, 1e-9) for k, used in idle.used.items()},
+                "seconds": idle.wall,
+            },
+            "timeseries": sampler.as_dicts(),
+        }
+    finally:
+        if sampler is not None:
+            await sampler.__aexit__()
+        if fleet is not None:
+            fleet.stop()
+        await asyncio.to_thread(procs.terminate)
+        if reader:
+            await reader.stop()
+        await conn.close()
+
+
+async def _run_load(
+    fleet: loadgen.GeneratorFleet, sampler: Sampler, bar: Bar, timeout_s: float
+) -> list[loadgen.GeneratorResult]:
+    """Sample every half second until every generator has sent its result."""
+    results: dict[int, loadgen.GeneratorResult] = {}
+
+    async def all_reported() -> bool:
+        s = await sampler.sample()
+        bar.update(
+            s.answered, f"{s.accepted:,} accepted, lag {s.lag if s.lag is not None else '?'}"
+        )
+        for i, pipe in enumerate(fleet.pipes):
+            if i not in results and pipe.poll():
+                results[i] = await asyncio.to_thread(pipe.recv)
+        if len(results) == len(fleet.pipes):
+            return True
+        if not any(p.is_alive() for p in fleet.processes) and not any(
+            pipe.poll() for pipe in fleet.pipes
+        ):
+            raise RuntimeError("a load generator died without a result")
+        return False
+
+    await wait_until(all_reported, timeout_s, "every load generator's result", 0.5)
+    return [results[i] for i in range(len(fleet.pipes))]
+
+
+async def _wait_drained(
+    sampler: Sampler, accepted: int, timeout_s: float, bar: Bar
+) -> float | None:
+    """time.time() when every accepted request has a row, or None at the timeout."""
+
+    async def drained() -> bool:
+        s = await sampler.sample()
+        bar.update(s.processed, f"lag {s.lag if s.lag is not None else '?'}")
+        return s.processed >= accepted
+
+    try:
+        await wait_until(drained, timeout_s, "every accepted request to have a row")
+    except TimeoutError:
+        return None
+    return time.time()
+
+
+def _percentiles_ms(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    a = np.asarray(values) * 1000
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(a.max())}
+
+
+def summarize_load(
+    plan: loadgen.RequestPlan, results: Sequence[loadgen.GeneratorResult], stock: int
+) -> dict[str, Any]:
+    """Rates, latencies, answers by reason, and what the database must show afterwards."""
+    codes: Counter[str] = Counter()
+    latencies: list[float] = []
+    accepted_latencies: list[float] = []
+    deciders: dict[int, set[int]] = defaultdict(set)  # coupon -> users the gate decided for
+    request_ids: list[str] = []
+    errors: Counter[str] = Counter()
+    last_answer = 0.0
+    for r in results:
+        request_ids.extend(r.request_ids)
+        errors.update(r.errors)
+        for pos, code in enumerate(r.codes):
+            codes[loadgen.NAMES[code]] += 1
+            if code == 0:
+                continue
+            latencies.append(r.latencies[pos])
+            last_answer = max(last_answer, r.finished_at[pos])
+            if code == loadgen.ACCEPTED:
+                accepted_latencies.append(r.latencies[pos])
+            if code in loadgen.DEFINITIVE:
+                i = r.indices[pos]
+                deciders[plan.coupon_index[i]].add(plan.user_index[i])
+    started = min(r.started_at for r in results)
+    window = max(1e-9, last_answer - started)
+    sent = len(latencies)
+    accepted = codes["ACCEPTED"]
+    cpu = sum(r.cpu_seconds for r in results)
+    return {
+        "sent": sent,
+        "not_sent": codes.pop("NOT_SENT", 0),
+        "accepted": accepted,
+        "answers": dict(codes),
+        "transport_errors": dict(errors),
+        "load_s": window,
+        "answered_per_s": sent / window,
+        "accepted_per_s": accepted / window,
+        "latency_ms": _percentiles_ms(latencies),
+        "accepted_latency_ms": _percentiles_ms(accepted_latencies),
+        "generator_cpu_s": cpu,
+        "last_answer_at": last_answer,
+        "expected_per_coupon": {
+            plan.coupon_ids[c]: min(stock, len(users)) for c, users in deciders.items()
+        },
+        "request_ids": request_ids,
+    }
