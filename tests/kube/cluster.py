@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from harness.kube import ControlPlane
+from harness.wait import wait_until_blocking
 from tests.k8s_helpers import CHART, ROOT, tool
 
 # The Pod Security Standard every test namespace enforces, warns about and audits.
@@ -88,10 +89,14 @@ class Cluster:
         return list(answer.json()["items"])
 
     def namespace(self, prefix: str = "t", labels: dict[str, str] | None = None) -> str:
-        """A new namespace under the restricted Pod Security Standard (its name unique)."""
+        """A new namespace under the restricted Pod Security Standard (its name unique), once its
+        ``default`` service account exists: the controller-manager creates it moments after the
+        namespace, and a token of it asked for before is a 404."""
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         body = {"metadata": {"name": name, "labels": {**RESTRICTED, **(labels or {})}}}
         self.api.post("/api/v1/namespaces", json=body).raise_for_status()
+        account = f"/api/v1/namespaces/{name}/serviceaccounts/default"
+        wait_until_blocking(lambda: self.get(account), 30, f"{name}'s default service account")
         return name
 
     def delete_namespace(self, name: str) -> None:
