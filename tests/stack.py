@@ -167,3 +167,19 @@ async def holding_coupon_rows(stack: Stack, coupon_ids: Sequence[str]) -> AsyncI
             yield
         finally:
             await tx.rollback()
+
+
+async def refuse_poison_users(pool: asyncpg.Pool, schema: str) -> None:
+    """A real failure inside the issue transaction, for users named ``poison...`` only: a trigger
+    that refuses their row (a message's own fault, not the database's)."""
+    await pool.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION "{schema}".refuse_poison() RETURNS trigger AS $$
+        BEGIN
+          IF NEW.user_id LIKE 'poison%' THEN RAISE EXCEPTION 'refused by test trigger'; END IF;
+          RETURN NEW;
+        END $$ LANGUAGE plpgsql;
+        CREATE TRIGGER refuse_poison BEFORE INSERT ON "{schema}".issue_requests
+          FOR EACH ROW EXECUTE FUNCTION "{schema}".refuse_poison();
+        """
+    )

@@ -14,7 +14,7 @@ from app.adapters.redis_gate import RedisGate
 from app.devstack import child_env
 from app.verify import verify
 from harness import wait_until
-from tests.stack import Stack, holding_coupon_rows
+from tests.stack import Stack, holding_coupon_rows, refuse_poison_users
 
 
 def cli(stack: Stack, *args: str) -> str:
@@ -44,17 +44,7 @@ async def test_poison_and_failing_messages_are_dead_lettered_and_replayable(
     cid = uuid.UUID(coupon_id)
     schema = stack.settings.db_schema
     # A real failure inside the issue transaction, for one user only.
-    await stack.pool.execute(
-        f"""
-        CREATE OR REPLACE FUNCTION "{schema}".refuse_poison() RETURNS trigger AS $$
-        BEGIN
-          IF NEW.user_id LIKE 'poison%' THEN RAISE EXCEPTION 'refused by test trigger'; END IF;
-          RETURN NEW;
-        END $$ LANGUAGE plpgsql;
-        CREATE TRIGGER refuse_poison BEFORE INSERT ON "{schema}".issue_requests
-          FOR EACH ROW EXECUTE FUNCTION "{schema}".refuse_poison();
-        """
-    )
+    await refuse_poison_users(stack.pool, schema)
     client = redis_client.connect(stack.settings)
     gate = RedisGate(client, stack.settings.redis_prefix)
     try:

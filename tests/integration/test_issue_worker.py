@@ -38,7 +38,7 @@ from app.domain.request_ids import new_request_id
 from app.domain.status import RecordedOutcome
 from app.observability import metrics
 from harness import wait_until
-from tests.stack import isolated_settings
+from tests.stack import isolated_settings, refuse_poison_users
 
 MAX_ATTEMPTS = 3
 
@@ -216,17 +216,7 @@ async def test_a_poison_message_is_retried_then_dead_lettered_while_its_batch_is
     rig: Rig,
 ) -> None:
     schema = rig.settings.db_schema
-    await rig.pool.execute(
-        f"""
-        CREATE OR REPLACE FUNCTION "{schema}".refuse_poison() RETURNS trigger AS $$
-        BEGIN
-          IF NEW.user_id LIKE 'poison%' THEN RAISE EXCEPTION 'refused by test trigger'; END IF;
-          RETURN NEW;
-        END $$ LANGUAGE plpgsql;
-        CREATE TRIGGER refuse_poison BEFORE INSERT ON "{schema}".issue_requests
-          FOR EACH ROW EXECUTE FUNCTION "{schema}".refuse_poison();
-        """
-    )
+    await refuse_poison_users(rig.pool, schema)
     users = ["fine-0", "fine-1", "poison-1", "fine-2", "fine-3"]
     coupon_id, held = await rig.coupon(10, users)
     await rig.publish(coupon_id, held)  # all on the topic before the worker starts: one batch
