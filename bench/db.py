@@ -9,13 +9,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from app.adapters import postgres, postgres_setup
-from app.domain.coupon import Coupon, DiscountType
+from harness.coupons import sale_coupon
 
 
 async def connect(dsn: str, schema: str) -> asyncpg.Connection:
@@ -32,21 +31,9 @@ async def create_schema_with_coupons(
     await postgres_setup.apply_migrations(dsn, schema)
     conn = await connect(dsn, schema)
     try:
-        now = datetime.now(UTC)
         for cid in coupon_ids:
-            await postgres.insert_coupon(
-                conn,
-                Coupon(
-                    id=uuid.UUID(cid),
-                    name="bench",
-                    discount_type=DiscountType.FIXED,
-                    discount_value=1000,  # type: ignore[arg-type]
-                    total_quantity=stock,
-                    min_order_amount=0,  # type: ignore[arg-type]
-                    expires_at=now + timedelta(hours=1),
-                    created_at=now,
-                ),
-            )
+            coupon = sale_coupon(stock, "bench", coupon_id=uuid.UUID(cid))
+            await postgres.insert_coupon(conn, coupon)
     finally:
         await conn.close()
 

@@ -16,14 +16,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 from app.adapters import postgres, postgres_setup, redis_client
 from app.adapters.redis_gate import RedisGate
 from app.config import Settings
-from app.domain.coupon import Coupon, DiscountType
 from app.domain.request_ids import new_request_id
+from harness.coupons import sale_coupon
 
 
 def request_id_made_at(moment: datetime) -> uuid.UUID:
@@ -52,15 +51,8 @@ async def seed_stranded(
     try:
         gate = RedisGate(client, settings.redis_prefix)
         for _ in range(coupons):
-            coupon = Coupon(
-                id=uuid.uuid4(),
-                name="stranded",
-                discount_type=DiscountType.FIXED,
-                discount_value=Decimal(1000),
-                total_quantity=per_coupon,
-                min_order_amount=Decimal(0),
-                expires_at=datetime.now(UTC) + timedelta(hours=2),
-                created_at=made,
+            coupon = sale_coupon(
+                per_coupon, "stranded", created_at=made, expires_in=timedelta(hours=2)
             )
             async with pool.acquire() as conn:
                 await postgres.insert_coupon(conn, coupon)

@@ -128,24 +128,40 @@ def _normalised(answer: httpx.Response) -> tuple[int, Any, list[tuple[str, str]]
     return answer.status_code, body, headers
 
 
+Answer = tuple[int, Any, list[tuple[str, str]]]
+Ask = Callable[[httpx.AsyncClient, str], Awaitable[httpx.Response]]
+
+
+async def _ask_both(edge: Edge, setup: Setup, ask: Ask, coupon: str | None) -> dict[str, Answer]:
+    """``ask`` each path about a coupon of its own (or ``coupon``) after ``setup``; the answers,
+    normalised (ids generated per request, each path's coupon id)."""
+    answers = {}
+    for path, client in edge.clients.items():
+        target = coupon or await edge.coupon()
+        await setup(edge, target)
+        code, body, headers = _normalised(await ask(client, target))
+        if isinstance(body, dict) and "couponId" in body:  # each path reads its own coupon
+            assert body["couponId"] == target
+            body = {**body, "couponId": "<coupon>"}
+        answers[path] = (code, body, headers)
+    return answers
+
+
 async def _press_both(
     edge: Edge,
     setup: Setup,
     headers: dict[str, str],
     body: bytes | None,
     coupon: str | None = None,
-) -> dict[str, tuple[int, Any, list[tuple[str, str]]]]:
-    answers = {}
-    for path, client in edge.clients.items():
-        target = coupon or await edge.coupon()
-        await setup(edge, target)
-        answer = await client.post(
+) -> dict[str, Answer]:
+    def press(client: httpx.AsyncClient, target: str) -> Awaitable[httpx.Response]:
+        return client.post(
             f"/api/coupons/{target}/issue/queue",
             content=body,
             headers={**headers, "x-request-id": TRACE},
         )
-        answers[path] = _normalised(answer)
-    return answers
+
+    return await _ask_both(edge, setup, press, coupon)
 
 
 @pytest.mark.parametrize(
@@ -233,20 +249,13 @@ STATUS_CASES: list[tuple[str, Setup, str, str, int]] = [
 
 async def _status_both(
     edge: Edge, setup: Setup, user: str, query: str, coupon: str | None = None
-) -> dict[str, tuple[int, Any, list[tuple[str, str]]]]:
-    answers = {}
-    for path, client in edge.clients.items():
-        target = coupon or await edge.coupon()
-        await setup(edge, target)
-        answer = await client.get(
+) -> dict[str, Answer]:
+    def read(client: httpx.AsyncClient, target: str) -> Awaitable[httpx.Response]:
+        return client.get(
             f"/api/coupons/{target}/issues/{user}{query}", headers={"x-request-id": TRACE}
         )
-        code, body, headers = _normalised(answer)
-        if isinstance(body, dict) and "couponId" in body:  # each path reads its own coupon
-            assert body["couponId"] == target
-            body = {**body, "couponId": "<coupon>"}
-        answers[path] = (code, body, headers)
-    return answers
+
+    return await _ask_both(edge, setup, read, coupon)
 
 
 @pytest.mark.parametrize(

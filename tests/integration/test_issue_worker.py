@@ -16,8 +16,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import asyncpg
@@ -32,12 +31,12 @@ from app.config import Settings
 from app.consumer.worker import IssueWorker
 from app.devstack import prepare
 from app.domain.codec import IssueRequest, encode
-from app.domain.coupon import Coupon, DiscountType
 from app.domain.dead_letter import Entry
 from app.domain.request_ids import new_request_id
 from app.domain.status import RecordedOutcome
 from app.observability import metrics
 from harness import wait_until
+from harness.coupons import sale_coupon
 from tests.stack import isolated_settings, refuse_poison_users
 
 MAX_ATTEMPTS = 3
@@ -77,17 +76,7 @@ class Rig:
 
     async def coupon(self, total: int, users: list[str]) -> tuple[uuid.UUID, dict[str, uuid.UUID]]:
         """A coupon in PostgreSQL whose gate holds a reservation for each of ``users``."""
-        now = datetime.now(UTC)
-        coupon = Coupon(
-            id=uuid.uuid4(),
-            name="worker test",
-            discount_type=DiscountType.FIXED,
-            discount_value=Decimal(1000),
-            total_quantity=total,
-            min_order_amount=Decimal(0),
-            expires_at=now + timedelta(hours=1),
-            created_at=now,
-        )
+        coupon = sale_coupon(total, "worker test")
         async with self.pool.acquire() as conn:
             await postgres.insert_coupon(conn, coupon)
         held = {user: new_request_id() for user in users}

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import httpx
 import pytest
@@ -19,10 +17,10 @@ from app.adapters import postgres, postgres_setup
 from app.adapters.kafka_lag import PartitionLag
 from app.config import Settings
 from app.devstack import free_port, prepare
-from app.domain.coupon import Coupon, DiscountType
 from app.observability.exporter import run_lag_exporter
 from app.observability.lag_state import DrainEstimator
 from harness import scrape, wait_until
+from harness.coupons import sale_coupon
 from tests.prometheus import check_metrics
 from tests.stack import isolated_settings
 
@@ -221,15 +219,11 @@ async def test_sale_gauges_cover_active_coupons_only_up_to_the_cap(exporter: Exp
             ):
                 await postgres.insert_coupon(
                     conn,
-                    Coupon(
-                        id=uuid.uuid4(),
-                        name=f"sale {i}",
-                        discount_type=DiscountType.FIXED,
-                        discount_value=Decimal(100),
-                        total_quantity=total,
-                        min_order_amount=Decimal(0),
-                        expires_at=now + expires,
+                    sale_coupon(
+                        total,
+                        f"sale {i}",
                         created_at=now + timedelta(seconds=i),
+                        expires_in=expires,
                     ),
                 )
     finally:
