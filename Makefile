@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # make run keeps its broker, PostgreSQL and Redis data here between runs (make run FRESH=1 or
-# make clean starts from nothing).
+# make clean starts from nothing). Relative to this directory, or absolute; spaces are fine.
 STATE_DIR ?= .local-stack
 # The code ruff checks: the product, the bench, their shared harness and the tests.
 CODE   := app bench dashboards harness tests
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml requirements.lock
 deps: $(STAMP) ## create .venv and install the locked dependencies
 
 run: $(STAMP) server-deps kafka ## start API + consumers + broker locally (embedded stack unless COUPON_* URLs are set)
-	$(VENV)/bin/coupon-issuer dev --state-dir $(STATE_DIR) $(if $(FRESH),--fresh)
+	$(VENV)/bin/coupon-issuer dev --state-dir "$(STATE_DIR)" $(if $(FRESH),--fresh)
 
 lint: $(STAMP) ## ruff + mypy
 	$(VENV)/bin/ruff check $(CODE)
@@ -42,6 +42,6 @@ test: $(STAMP) system-deps kafka kube-build keda-build crds-check lint ## the wh
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean: ## remove the venv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .tools $(STATE_DIR)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .tools "$(STATE_DIR)"
 
 -include mk/*.mk

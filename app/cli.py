@@ -181,17 +181,18 @@ def _topics(settings: Settings, _: argparse.Namespace) -> int:
 
 def _dev(settings: Settings, args: argparse.Namespace) -> int:
     from app.devstack import run_dev
+    from app.local_processes import absolute
 
     # Not from DEV_ENV_FILE: that describes a stack this command starts (or a stale one).
     fresh = Settings(_env_file=None)
-    if args.fresh and args.state_dir is not None:
-        from app.local_servers import postgres_state_dir
-
-        for kept in (args.state_dir, postgres_state_dir(args.state_dir / "postgresql")):
-            shutil.rmtree(kept, ignore_errors=True)
-        print(f"emptied {args.state_dir}: starting from nothing")
+    # Absolute from here on: the servers, the banner and --fresh all name the same place.
+    state_dir = None if args.state_dir is None else absolute(args.state_dir)
+    if args.fresh and state_dir is not None:
+        # A PostgreSQL cluster kept outside it goes with it (claim_postgres_state_dir).
+        shutil.rmtree(state_dir, ignore_errors=True)
+        print(f"emptied {state_dir}: starting from nothing")
     return run_dev(
-        fresh, autoscale=not args.no_autoscale, consumers=args.consumers, state_dir=args.state_dir
+        fresh, autoscale=not args.no_autoscale, consumers=args.consumers, state_dir=state_dir
     )
 
 

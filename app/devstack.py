@@ -37,7 +37,7 @@ from app.local_processes import (
     preferred_port,
     wait_for_port,
 )
-from app.local_servers import LocalServer, PostgresServer, RedisServer, postgres_state_dir
+from app.local_servers import LocalServer, PostgresServer, RedisServer, claim_postgres_state_dir
 from app.reconciler.reconcile import reconcile_until
 from app.unreachable import NotAnswering
 
@@ -146,7 +146,7 @@ def local_systems(
             if "database_url" in given:
                 raise NotAnswering("database_url")
             where = kept("postgresql")
-            where = None if where is None else postgres_state_dir(where)
+            where = None if where is None else claim_postgres_state_dir(where)
             updates["database_url"] = serve(
                 PostgresServer(port=port(5432), directory=where, durable=kept_on)
             )
@@ -232,7 +232,7 @@ def run_dev(
     settings = settings.model_copy(update=dev_listen(settings))
     with local_systems(settings, default_ports=True, state_dir=state_dir) as (resolved, _started):
         prepare(resolved)
-        with announced(resolved, Path(DEV_ENV_FILE)):
+        with announced(resolved, Path.cwd() / DEV_ENV_FILE):
             return asyncio.run(_serve_dev(resolved, autoscale, consumers, state_dir))
 
 
@@ -318,7 +318,7 @@ def _print_banner(
         f"  Redis      {settings.redis_url}\n"
         f"  PostgreSQL {settings.database_url}  schema {settings.db_schema}\n"
         f"  consumers  {consumers} (autoscale {'on' if autoscale else 'off'})\n"
-        f"Commands run from this directory find this stack (it is in {DEV_ENV_FILE});"
+        f"Commands run in {Path.cwd()} or below it find this stack (it is in {DEV_ENV_FILE});"
         " from elsewhere:\n"
         f"  export {exports}\n"
         f"Ctrl-C stops everything."

@@ -35,7 +35,7 @@ from app.local_kafka_jars import KafkaToolFailed as KafkaToolFailed
 from app.local_kafka_jars import KafkaUnavailable as KafkaUnavailable
 from app.local_kafka_jars import run_tool as run_tool
 from app.local_kafka_metadata import Metadata, PartitionState, fetch_metadata
-from app.local_processes import ManagedProcess, _detach_and_die_with_parent, free_port
+from app.local_processes import ManagedProcess, _detach_and_die_with_parent, absolute, free_port
 
 BROKER_LOG4J2 = REPO / "mk" / "kafka" / "log4j2-broker.xml"
 
@@ -96,6 +96,11 @@ class KafkaNode:
     overrides: dict[str, str] = field(default_factory=dict)
     process: ManagedProcess | None = field(default=None, init=False)
     _archive_dump: Path | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # log.dirs, kafka.logs.dir and the config file name this directory: absolute, whatever
+        # the caller gave (``--state-dir .local-stack``).
+        self.directory = absolute(self.directory)
 
     @property
     def bootstrap(self) -> str:

@@ -1,5 +1,5 @@
 """Process primitives of the local stack, the tests and the bench: ports on loopback, children
-that die with their parent, and stopping them in order."""
+that die with their parent, stopping them in order, and the paths handed to them."""
 
 from __future__ import annotations
 
@@ -11,8 +11,19 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+
+
+def absolute(path: str | os.PathLike[str]) -> Path:
+    """``path`` as an absolute, normalised path (``~`` expanded, symlinks kept).
+
+    Every path handed to a server (data, socket, log, config) goes through this: a server may
+    change its working directory (PostgreSQL moves into its data directory at start), and a
+    relative path would then name another place.
+    """
+    return Path(os.path.abspath(os.path.expanduser(path)))
 
 
 def free_port() -> int:

@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from app.local_processes import ManagedProcess, _detach_and_die_with_parent, free_port, port_open
+from app.local_processes import (
+    ManagedProcess,
+    _detach_and_die_with_parent,
+    absolute,
+    free_port,
+    port_open,
+)
 from app.unreachable import NotAnswering
 
 # What `make system-deps` installs when a binary is missing (Debian's package names).
@@ -99,10 +105,10 @@ class LocalServer:
 
     def start(self, timeout: float = 30) -> Self:
         if self.directory is None:
-            import tempfile
-
             self.directory = Path(tempfile.mkdtemp(prefix=f"coupon-{self.name.lower()}-"))
             self._own_directory = True
+        # Whatever the caller gave (``--state-dir .local-stack``): the server gets absolute paths.
+        self.directory = absolute(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._prepare()
         with self.log_path.open("ab") as log:
@@ -188,10 +194,11 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
 
 
 def postgres_state_dir(wanted: Path) -> Path:
-    """Where a kept PostgreSQL cluster can live: ``wanted``, unless PostgreSQL runs as another
-    user (we are root) who cannot reach it (a parent such as /root is not traversable by others);
-    then a directory under the system's temp dir named after ``wanted``, so it is the same one
-    on the next run."""
+    """Where a kept PostgreSQL cluster can live, as an absolute path: ``wanted``, unless
+    PostgreSQL runs as another user (we are root) who cannot reach it (a parent such as /root is
+    not traversable by others); then a directory under the system's temp dir named after
+    ``wanted``, so it is the same one on the next run."""
+    wanted = absolute(wanted)
     if _unprivileged_user() is None:
         return wanted
     for parent in wanted.resolve().parents:
@@ -199,6 +206,37 @@ def postgres_state_dir(wanted: Path) -> Path:
             digest = hashlib.sha256(str(wanted.resolve()).encode()).hexdigest()[:12]
             return Path(tempfile.gettempdir()) / f"coupon-issuer-postgresql-{digest}"
     return wanted
+
+
+def claim_postgres_state_dir(wanted: Path) -> Path:
+    """``postgres_state_dir(wanted)``, made to belong to ``wanted``: where the cluster lives
+    elsewhere, ``wanted/MOVED`` says where (for a person looking for it), and a cluster found
+    there without that note is from a state directory since deleted (``make clean``, ``rm -rf``):
+    it is removed, so a new state directory starts from nothing, as its broker and Redis do."""
+    where = postgres_state_dir(wanted)
+    wanted = absolute(wanted)
+    if where == wanted:
+        return where
+    note = wanted / "MOVED"
+    if not note.exists():
+        shutil.rmtree(where, ignore_errors=True)
+        wanted.mkdir(parents=True, exist_ok=True)
+        note.write_text(
+            f"{where}\n# PostgreSQL's user cannot reach this directory: its cluster lives there\n"
+        )
+    return where
+
+
+# sun_path holds 108 bytes with the terminating NUL; PostgreSQL refuses to start when it cannot
+# create its socket there.
+_SOCKET_PATH_MAX = 107
+
+
+def postgres_socket_dir(directory: Path, port: int) -> str:
+    """The server's Unix-socket directory: ``directory`` when the socket's path fits in a
+    socket address, else none at all ("": TCP only, which is all the stack uses)."""
+    fits = len(os.fsencode(directory / f".s.PGSQL.{port}")) <= _SOCKET_PATH_MAX
+    return str(directory) if fits else ""
 
 
 @dataclass
@@ -260,7 +298,7 @@ class PostgresServer(LocalServer):
         args = [
             postgres_binary("postgres"),
             *("-D", str(self.data), "-p", str(self.port), "-h", self.host),
-            *("-k", str(self.directory)),
+            *("-k", postgres_socket_dir(self.directory, self.port)),
             *("-c", f"max_connections={self.max_connections}"),
         ]
         if not self.durable:

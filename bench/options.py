@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.local_processes import absolute
+
 
 def cores() -> int:
     """CPUs this process may run on (the container's, not the host's)."""
@@ -84,9 +86,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     add("--no-progress", action="store_true", help="no progress bar")
     add("--keep", action="store_true", help="keep the bench schemas (for inspection)")
     add("--seed", type=int, default=d.seed)
-    add("--json", type=Path, default=None, help="write the report as JSON here")
-    add("--plot", type=Path, default=None, help="write lag / issues/s / replicas plot (PNG)")
-    add("--log-dir", type=Path, default=None, help="child process logs (default: a temp dir)")
+    # Absolute: the child processes and wrk that get these paths run in other directories.
+    add("--json", type=absolute, default=None, help="write the report as JSON here")
+    add("--plot", type=absolute, default=None, help="write lag / issues/s / replicas plot (PNG)")
+    add("--log-dir", type=absolute, default=None, help="child process logs (default: a temp dir)")
 
 
 def options_from(args: argparse.Namespace, default_partitions: int) -> BenchOptions:

@@ -13,8 +13,8 @@ BENCH_BASELINE ?= 414dbf1
 
 .PHONY: bench bench-help
 bench: $(STAMP) system-deps kafka ## benchmark: table + bench-out/bench.json + bench-out/bench.png (~5 min)
-	@mkdir -p $(BENCH_OUT)
-	$(PY) -m bench --json $(BENCH_OUT)/bench.json --plot $(BENCH_OUT)/bench.png \
+	@mkdir -p "$(BENCH_OUT)"
+	$(PY) -m bench --json "$(BENCH_OUT)/bench.json" --plot "$(BENCH_OUT)/bench.png" \
 	  $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE)) $(BENCH_ARGS)
 
 bench-help: $(STAMP) ## the bench's options
