@@ -10,16 +10,23 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Written by `coupon-issuer dev` (the local stack's URLs), read from the working directory by
-# every command, removed when the stack stops. The environment wins over it.
+# Written by `coupon-issuer dev` (the local stack's URLs) into its working directory, removed when
+# the stack stops. Every command reads it from its working directory or the nearest parent that
+# has one (as git finds .git), so a command run in a subdirectory of the checkout finds the stack.
+# The environment wins over it.
 DEV_ENV_FILE = ".coupon-dev.env"
+DEV_ENV_FILE_DEPTH = 10  # parents searched; deeper than any directory of the checkout
 
 
 class Settings(BaseSettings):
     """Service settings; every field is ``COUPON_<NAME>`` in the environment (or DEV_ENV_FILE)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="COUPON_", extra="ignore", env_file=DEV_ENV_FILE, env_file_encoding="utf-8"
+        env_prefix="COUPON_",
+        extra="ignore",
+        env_file=DEV_ENV_FILE,
+        env_file_encoding="utf-8",
+        env_file_depth=DEV_ENV_FILE_DEPTH,
     )
 
     # --- real systems -------------------------------------------------------------------------

@@ -90,11 +90,11 @@ def test_second_terminal_finds_the_dev_stack(tmp_path: Path) -> None:
         )
         assert created.status_code == 201, created.text
 
-        def second_terminal(*args: str) -> subprocess.CompletedProcess[str]:
+        def second_terminal(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
                 [sys.executable, "-m", "app.cli", *args],
                 env=clean,  # no COUPON_* at all: what a new terminal has
-                cwd=tmp_path,
+                cwd=cwd,
                 capture_output=True,
                 text=True,
                 timeout=120,
@@ -108,6 +108,12 @@ def test_second_terminal_finds_the_dev_stack(tmp_path: Path) -> None:
         assert verified.stdout.strip().splitlines()[-1].startswith("OK: 1 coupon(s)")
         assert created.json()["id"] in verified.stdout  # it read this stack's schema
         assert "could not be read" not in verified.stdout
+        # A terminal in a subdirectory of the checkout finds the stack too (as git finds .git).
+        below = tmp_path / "charts" / "coupon-issuer"
+        below.mkdir(parents=True)
+        from_below = second_terminal("verify", cwd=below)
+        assert from_below.returncode == 0, from_below.stdout + from_below.stderr
+        assert created.json()["id"] in from_below.stdout
     finally:
         dev.send_signal(signal.SIGINT)
         output, _ = dev.communicate(timeout=60)
