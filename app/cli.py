@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import os
 import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
 from app.config import Settings
 from app.observability.logs import configure_logging
+from app.processes.lifecycle import run as _run
 from app.unreachable import diagnose
 
 
@@ -109,50 +106,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    try:
-        import uvloop
-
-        return uvloop.run(coro)
-    except ImportError:  # pragma: no cover - uvloop is a dependency; keep asyncio as a fallback
-        return asyncio.run(coro)
-
-
 def _api(settings: Settings, _: argparse.Namespace) -> int:
-    import uvicorn
+    from app.processes.api import run_api
 
-    from app.adapters.postgres_setup import probe_database
-    from app.api.connections import ConnectionLimits, allow_open_files, bounded_protocol
-
-    _run(probe_database(settings.database_url))  # else uvicorn prints a lifespan traceback
-
-    if settings.api_workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        # Workers are separate processes; prometheus-client merges their samples via files here.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="coupon-metrics-")
-    limits = ConnectionLimits(
-        head_timeout_s=settings.api_head_timeout_s,
-        body_timeout_s=settings.api_body_timeout_s,
-        max_connections=settings.api_max_connections,
-    )
-    allow_open_files(limits)
-    uvicorn.run(
-        "app.api.app:create_app",
-        factory=True,
-        host=settings.api_host,
-        port=settings.api_port,
-        workers=settings.api_workers,
-        loop="uvloop",
-        # httptools with a deadline on reading each request and a connection cap (docs/security.md)
-        http=bounded_protocol(limits),
-        ws="none",  # no WebSocket routes: an upgrade request is an ordinary request
-        access_log=False,
-        log_config=None,
-    )
+    run_api(settings)
     return 0
 
 
 def _consumer(settings: Settings, _: argparse.Namespace) -> int:
-    from app.consumer.main import run_consumer
+    from app.processes.consumer import run_consumer
 
     _run(run_consumer(settings))
     return 0
@@ -180,8 +142,15 @@ def _topics(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _dev(settings: Settings, args: argparse.Namespace) -> int:
-    from app.devstack import run_dev
-    from app.local_processes import absolute
+    try:
+        from app.local.processes import absolute
+        from app.local.stack import run_dev
+    except ModuleNotFoundError:  # the images leave the local stack out (.dockerignore)
+        print(
+            "error: `dev` runs from a checkout (make run); this install has no app/local",
+            file=sys.stderr,
+        )
+        return 2
 
     # Not from DEV_ENV_FILE: that describes a stack this command starts (or a stale one).
     fresh = Settings(_env_file=None)
@@ -219,34 +188,25 @@ def _dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _lag_exporter(settings: Settings, _: argparse.Namespace) -> int:
-    from app.observability.exporter import run_lag_exporter
+    from app.processes.lag_exporter import run_lag_exporter
 
     _run(run_lag_exporter(settings, poll_interval_s=settings.lag_exporter_interval_s))
     return 0
 
 
 def _operator(settings: Settings, _: argparse.Namespace) -> int:
-    from app.autoscaling.operator import run_operator
+    from app.processes.operator import run_operator
 
     run_operator(settings)
     return 0
 
 
 def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
-    from app.reconciler.reconcile import reconcile_once, reconcile_until
+    from app.processes.reconciler import run_reconciler
+    from app.reconciler.reconcile import reconcile_once
 
     if args.every:
-        stop = asyncio.Event()
-
-        async def forever() -> None:
-            import signal
-
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            await reconcile_until(settings, stop, args.every)
-
-        _run(forever())
+        _run(run_reconciler(settings, args.every))
         return 0
     report = _run(reconcile_once(settings, args.confirm_after))
     if report.skipped:

@@ -22,7 +22,8 @@ from typing import Any
 import aiohttp
 
 from app.config import Settings
-from app.devstack import ManagedProcess, free_port, prepare
+from app.local.processes import ManagedProcess, free_port
+from app.local.stack import prepare
 from bench import db, wrk
 from bench.cpu import BROKER, CpuMeter, ms_per, process_tree
 from bench.flash_sale import create_coupon

@@ -15,7 +15,7 @@ from typing import Any
 
 from app.adapters import redis_client
 from app.config import Settings
-from app.devstack import local_systems
+from app.local.stack import local_systems
 from bench import api_limits, db, flash_sale, phases, report, wrk
 from bench.cpu import broker_pids
 from bench.options import BenchOptions, add_bench_arguments, cores, options_from

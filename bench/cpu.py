@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.devstack import ManagedProcess
+from app.local.processes import ManagedProcess
 from harness import ServiceProcesses
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -75,7 +75,7 @@ def process_groups(procs: ServiceProcesses) -> dict[str, list[int]]:
 
 
 def broker_pids(started: Iterable[ManagedProcess]) -> list[int] | None:
-    """The JVMs of the Kafka nodes the run started (app/local_kafka.py names them ``kafka-N``).
+    """The JVMs of the Kafka nodes the run started (app/local/kafka.py names them ``kafka-N``).
 
     None when the run uses a broker it did not start (``COUPON_KAFKA_BOOTSTRAP``): its process is
     not ours to read, and may be on another machine.

@@ -14,7 +14,7 @@ import aiohttp
 import numpy as np
 
 from app.config import Settings
-from app.devstack import prepare
+from app.local.stack import prepare
 from bench import db, loadgen
 from bench.cpu import BROKER, EXTERNAL_BROKER, CpuMeter, ms_per, process_groups
 from bench.options import BenchOptions

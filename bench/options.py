@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.local_processes import absolute
+from app.local.processes import absolute
 
 
 def cores() -> int:

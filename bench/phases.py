@@ -15,7 +15,7 @@ from typing import Any
 from app.adapters import postgres_setup
 from app.adapters.kafka_lag import LagReader
 from app.config import Settings
-from app.devstack import prepare
+from app.local.stack import prepare
 from bench import ceilings, db
 from bench.cpu import BROKER, CpuMeter, process_groups
 from bench.options import BenchOptions

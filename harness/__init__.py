@@ -1,6 +1,6 @@
 """The one process harness of the tests and the bench (neither owns it; neither is in the image).
 
-Built on ``app.devstack`` (``spawn``, ``child_env``, ``prepare``, ``local_systems``), which starts
+Built on ``app.local.stack`` (``spawn``, ``child_env``, ``prepare``, ``local_systems``), which starts
 the real parts for ``make run``; this package adds what only tests and the bench need:
 
 - ``isolated(base, label, **overrides)``: settings with a schema, Redis prefix, topics, group and

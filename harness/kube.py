@@ -32,8 +32,8 @@ from typing import Any
 
 import httpx
 
-from app.local_processes import free_port
-from app.local_servers import LocalServer
+from app.local.processes import free_port
+from app.local.servers import LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBE_BIN = ROOT / ".tools" / "kube" / "bin"

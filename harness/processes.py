@@ -13,7 +13,8 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Settings
-from app.devstack import ManagedProcess, child_env, free_port, spawn
+from app.local.processes import ManagedProcess, free_port
+from app.local.stack import child_env, spawn
 from harness.wait import wait_until
 
 
@@ -53,7 +54,7 @@ def scrape(text: str) -> dict[str, float]:
 @dataclass
 class ServiceProcesses:
     """An API and consumers started with ``settings`` (``coupon-issuer api`` / ``consumer``
-    through app.devstack's ``spawn``), each logging to ``log_dir/<name>.log``."""
+    through app.local.stack's ``spawn``), each logging to ``log_dir/<name>.log``."""
 
     settings: Settings
     log_dir: Path

@@ -18,8 +18,8 @@ from typing import Any
 
 import redis
 
-from app.devstack import ManagedProcess, _detach_and_die_with_parent, free_port, wait_for_port
-from app.local_servers import tail
+from app.local.processes import ManagedProcess, detach_and_die_with_parent, free_port, wait_for_port
+from app.local.servers import tail
 from harness.wait import wait_until
 
 # How long a silent node takes to be marked failed (Redis's default is 15 s). Short, so that a
@@ -74,7 +74,7 @@ class LoopbackRedisCluster:
         ]
         with (self.directory / f"redis-{port}.log").open("ab") as log:
             popen = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_detach_and_die_with_parent
+                args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=detach_and_die_with_parent
             )
         self.processes[port] = ManagedProcess(f"redis-{port}", popen)
         wait_for_port("127.0.0.1", port, 10, f"redis-server on {port}")

@@ -92,7 +92,7 @@ async def measure(settings: Settings, reservations: int) -> float:
 
 def main() -> None:
     """Seed a backlog on an embedded stack (or the COUPON_* servers) and time its settlement."""
-    from app.devstack import local_systems, prepare
+    from app.local.stack import local_systems, prepare
     from harness.processes import isolated
 
     parser = argparse.ArgumentParser(description=main.__doc__)

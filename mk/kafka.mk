@@ -1,13 +1,13 @@
 # Apache Kafka for the tests: the broker and its CLI tools as jars from Maven Central (no release
-# tarball), run in KRaft mode by app/local_kafka.py. Included by the main Makefile.
+# tarball), run in KRaft mode by app/local/kafka.py. Included by the main Makefile.
 #
-# KAFKA_VERSION is the one pin: the pom takes it as -Dkafka.version and app/local_kafka_jars.py
+# KAFKA_VERSION is the one pin: the pom takes it as -Dkafka.version and app/local/kafka_jars.py
 # reads it from this line, so both agree on .tools/kafka-<version>/. Kafka 4.x, the newest
 # release: it is what production runs, and aiokafka 0.14 speaks every API we use with it.
 KAFKA_VERSION := 4.4.0
 KAFKA_HOME    := .tools/kafka-$(KAFKA_VERSION)
 # Written last, after the jars are all in place: an interrupted fetch leaves no stamp, and
-# app/local_kafka_jars.py trusts libs/ only when the stamp is there.
+# app/local/kafka_jars.py trusts libs/ only when the stamp is there.
 KAFKA_STAMP   := $(KAFKA_HOME)/.fetched
 
 .PHONY: kafka

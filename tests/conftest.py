@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from app.local_kafka import KafkaNode
+from app.local.kafka import KafkaNode
 from harness.redis_cluster import LoopbackRedisCluster
 from tests import servers
 from tests.stack import Stack, isolated_settings

@@ -16,7 +16,7 @@ import httpx
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
-from app.devstack import ManagedProcess, free_port, wait_for_port
+from app.local.processes import ManagedProcess, free_port, wait_for_port
 from app.observability import metrics
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
 """The test session's PostgreSQL and Redis: the one place every test finds them.
 
 Started on first use, one of each for the whole session, on free loopback ports with their own
-data directories (``app.local_servers``), and stopped when the session ends. A run pointed at
+data directories (``app.local.servers``), and stopped when the session ends. A run pointed at
 servers of its own names them with ``COUPON_TEST_DATABASE_URL`` / ``COUPON_TEST_REDIS_URL``
 (the database is used as is; tests keep to schemas and key prefixes of their own).
 
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse, urlunparse
 
-from app.local_servers import LocalServer, PostgresServer, RedisServer
+from app.local.servers import LocalServer, PostgresServer, RedisServer
 
 Probe = Callable[[], str | None]  # None while the server lives, else what happened to it
 

@@ -18,8 +18,8 @@ import httpx
 
 from app.adapters.postgres_setup import consumer_connection_name
 from app.config import Settings
-from app.devstack import prepare
-from app.local_kafka import KafkaNode
+from app.local.kafka import KafkaNode
+from app.local.stack import prepare
 from harness import ServiceProcesses, create_covering, isolated, scrape, wait_until
 from tests.servers import database_url, redis_url
 

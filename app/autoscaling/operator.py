@@ -40,7 +40,6 @@ from app.autoscaling.policy import (
     ScalingSpec,
     decide,
 )
-from app.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -290,15 +289,4 @@ async def operate(
         standalone=True,  # one replica (Recreate strategy), no peering objects to manage
         stop_flag=stop_flag,
         liveness_endpoint=liveness_endpoint,
-    )
-
-
-def run_operator(settings: Settings) -> None:
-    """The ``coupon-issuer operator`` process: watch this namespace, liveness on :8081."""
-    namespace = settings.pod_namespace  # POD_NAMESPACE, set by the chart
-    asyncio.run(
-        operate(
-            namespaces=[namespace] if namespace else (),
-            liveness_endpoint="http://0.0.0.0:8081/healthz",
-        )
     )

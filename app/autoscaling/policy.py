@@ -29,12 +29,8 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-# The policy's input is built in observation.py; its names are importable from here too.
-from app.autoscaling.observation import GroupFigures as GroupFigures
-from app.autoscaling.observation import Observation as Observation
-from app.autoscaling.observation import Reading as Reading
-from app.autoscaling.observation import observe as observe
-from app.autoscaling.observation import per_replica_rate as per_replica_rate
+# The policy's input is built in observation.py.
+from app.autoscaling.observation import Observation
 
 
 class Direction(StrEnum):

@@ -37,7 +37,7 @@ from app.domain.outcomes import FailReason, IssueStatus
 from app.domain.settlement import FailedRequest
 from app.domain.status import RecordedOutcome
 from app.observability import metrics
-from app.reconciler.settle import OutcomesNotWritten, settle_failed
+from app.settle import OutcomesNotWritten, settle_failed
 
 log = logging.getLogger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]

@@ -1,18 +1,17 @@
-"""``coupon-issuer lag-exporter``: consumer lag and sale gauges for Prometheus, even at zero consumers.
+"""The lag exporter: consumer lag and sale gauges for Prometheus, even at zero consumers.
 
 Every ``poll_interval_s`` it reads the group's lag and members with app/adapters/kafka_lag.py (high
 watermarks from a fetch, commits from the group coordinator), the timestamp of the oldest
 unconsumed record of each lagging partition (its ``OldestRecordProbe``), and the active coupons
 from PostgreSQL (app/adapters/postgres_coupons.py). Scrapes are
-answered from the latest poll, so a slow broker never makes a scrape time out.
+answered from the latest poll, so a slow broker never makes a scrape time out. The process that
+serves it is wired in app/processes/lag_exporter.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -25,13 +24,9 @@ from prometheus_client import (
     CollectorRegistry,
 )
 
-from app.adapters.kafka_lag import LagSnapshot, OldestRecordProbe, ReconnectingLagReader
+from app.adapters.kafka_lag import LagSnapshot, OldestRecordProbe
 from app.adapters.postgres_coupons import CouponReader
-from app.config import Settings
-from app.observability import metrics
-from app.observability.http import health_app, serve_in_background
 from app.observability.lag_state import CouponGauge, ExporterState
-from app.reconciler.reconcile import STOP_GRACE_S, reconcile_until
 
 log = logging.getLogger(__name__)
 
@@ -130,77 +125,4 @@ def exporter_registry(state: ExporterState) -> CollectorRegistry:
     registry.register(state)
     for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
         registry.register(collector)
-    # The reconciler runs in this process (see run_lag_exporter): its metrics are served here.
-    for metric in (
-        metrics.RECONCILER_RUNS,
-        metrics.RECONCILER_RELEASED,
-        metrics.RECONCILER_SUSPECTS,
-    ):
-        registry.register(metric)
     return registry
-
-
-async def run_lag_exporter(
-    settings: Settings,
-    *,
-    stop: asyncio.Event | None = None,
-    port: int | None = None,
-    poll_interval_s: float = 5.0,
-    rate_window_s: float = 60.0,
-    coupon_limit: int = 50,
-    lag_source: LagSource | None = None,
-) -> None:
-    """Serve /metrics on ``COUPON_LAG_EXPORTER_PORT`` until SIGTERM/SIGINT (or ``stop`` is set).
-
-    Without ``stop`` the process's signals stop it; tests pass their own event instead.
-    """
-    state = ExporterState(rate_window_s=rate_window_s)
-    exporter = LagExporter(
-        lag_source or ReconnectingLagReader(settings.kafka_bootstrap),
-        settings.topic,
-        settings.consumer_group,
-        OldestRecordProbe(settings.kafka_bootstrap),
-        CouponReader(
-            settings.database_url,
-            settings.db_schema,
-            coupon_limit,
-            settings.db_statement_cache_size,
-        ),
-        state,
-        poll_interval_s,
-    )
-    if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-
-    async def ready() -> bool:  # a Kafka poll succeeded lately
-        return state.kafka_ok_since(time.time() - 3 * max(poll_interval_s, 5.0))
-
-    server, server_task = serve_in_background(
-        health_app(ready, exporter_registry(state)),
-        settings.api_host,
-        settings.lag_exporter_port if port is None else port,
-    )
-    log.info(
-        "lag exporter (and reconciler) started: group=%s topic=%s every %.1fs",
-        settings.consumer_group,
-        settings.topic,
-        poll_interval_s,
-    )
-    reconciling = asyncio.create_task(
-        reconcile_until(settings, stop, settings.reconcile_interval_s)
-    )
-    try:
-        await exporter.run(stop)
-    finally:
-        stop.set()
-        # reconcile_until returns within STOP_GRACE_S of the stop (a pass stops between chunks,
-        # or is cancelled); the bound here holds even if it did not.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(reconciling, STOP_GRACE_S + 3)
-        server.should_exit = True
-        await server_task
-        await exporter.close()
-        log.info("lag exporter stopped")

@@ -5,7 +5,7 @@ A pass reads, in this order, so that a request moving along the pipeline meanwhi
 further along, never settled by mistake: the gate's holders, then the topic's lag (and id), then
 PostgreSQL's decisions. Reservations that look stranded twice in a row (app/domain/settlement.py)
 get a FAILED outcome, with the reason their partition's watch supports, and then their
-reservation is given back, a chunk at a time (app/reconciler/settle.py). A pass stops between two
+reservation is given back, a chunk at a time (app/settle.py). A pass stops between two
 chunks once asked to; :func:`reconcile_until` returns within ``STOP_GRACE_S`` of its stop event.
 """
 
@@ -37,12 +37,12 @@ from app.domain.settlement import (
     stranded_suspects,
 )
 from app.observability import metrics
-from app.reconciler.settle import settle_stranded
+from app.settle import settle_stranded
 
 log = logging.getLogger(__name__)
 _RECENTLY_EXPIRED = timedelta(days=1)  # holders of coupons expired longer ago are left alone
 # After its stop event, a pass gets this long to finish the chunk it is in; then it is cancelled
-# (what it left half done is found again by the next pass: see app/reconciler/settle.py).
+# (what it left half done is found again by the next pass: see app/settle.py).
 STOP_GRACE_S = 2.0
 
 

@@ -3,7 +3,7 @@
 Tests take nodes down on purpose through ``ClusterUnderTest``, so that a node that dies on its
 own is still told apart and reported like every other session server (tests/servers.py
 ``watch``). Nodes are started from the event loop's thread (the main one, which outlives them:
-see app/local_kafka.py on PDEATHSIG); the blocking waits run in worker threads, so a sale's
+see app/local/kafka.py on PDEATHSIG); the blocking waits run in worker threads, so a sale's
 presses go on while a node stops or catches up.
 """
 
@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 
 from app.adapters.kafka import request_topic_configs
 from app.config import Settings
-from app.local_kafka import KafkaCluster
+from app.local.kafka import KafkaCluster
 from harness import wait_until
 
 _START_S = 90  # a node replaying its log on a loaded 2-core box

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from app.local_kafka import KafkaCluster
+from app.local.kafka import KafkaCluster
 from tests import servers
 from tests.chaos.cluster import ClusterUnderTest
 from tests.stack import Stack, isolated_settings

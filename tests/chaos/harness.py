@@ -25,8 +25,8 @@ from app.adapters.dead_letters import list_dead_letters
 from app.adapters.kafka import running
 from app.adapters.postgres_setup import consumer_connection_name
 from app.config import Settings
-from app.devstack import child_env
 from app.domain.codec import DecodeError, decode
+from app.local.stack import child_env
 from harness import wait_until
 from tests.stack import Stack
 

@@ -21,8 +21,7 @@ import pytest_asyncio
 
 from app.config import Settings
 from app.reconciler.reconcile import reconcile_once
-from harness import wait_until
-from harness.partitions import partition_of
+from harness import partition_of, wait_until
 from tests.chaos.cluster import ClusterUnderTest
 from tests.chaos.harness import Answer, Sale, SteadyPresses, record, run_verify, topic_request_ids
 from tests.stack import Stack, isolated_settings

@@ -25,7 +25,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from app.local_kafka import KafkaNode
+from app.local.kafka import KafkaNode
 from app.reconciler.reconcile import reconcile_once
 from harness import wait_until
 from tests.chaos.harness import Sale, record, run_verify, topic_request_ids, users

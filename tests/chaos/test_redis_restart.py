@@ -15,7 +15,7 @@ from typing import Protocol
 import pytest
 import pytest_asyncio
 
-from app.local_servers import RedisServer
+from app.local.servers import RedisServer
 from app.verify import verify
 from harness import wait_until
 from harness.redis_cluster import LoopbackRedisCluster

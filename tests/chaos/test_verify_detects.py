@@ -16,9 +16,10 @@ import redis.asyncio as aioredis
 from app.adapters.kafka import make_producer
 from app.adapters.redis_gate import RedisGate
 from app.config import Settings
-from app.devstack import free_port, prepare
 from app.domain.codec import IssueRequest, encode
 from app.domain.dead_letter import DeadLetter, encode_dead_letter
+from app.local.processes import free_port
+from app.local.stack import prepare
 from app.verify import verify
 from harness import partition_of
 from tests.chaos.harness import cli

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 
 from app.config import DEV_ENV_FILE
-from app.devstack import free_port
-from app.local_servers import postgres_state_dir
+from app.local.processes import free_port
+from app.local.servers import postgres_state_dir
 from harness import wait_until_blocking
 from tests.integration.test_second_terminal import api_ready, dev_env_written
 

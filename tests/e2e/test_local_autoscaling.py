@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from app.adapters.kafka_lag import ReconnectingLagReader
-from app.autoscaling.local import LocalScaler
 from app.autoscaling.policy import ScalingSpec
-from app.devstack import ConsumerProcesses, child_env
+from app.local.scaler import LocalScaler
+from app.local.stack import ConsumerProcesses, child_env
 from harness import wait_until
 from tests.stack import (
     Stack,

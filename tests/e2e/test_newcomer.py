@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from app.config import DEV_ENV_FILE
-from app.local_processes import port_free, port_open
-from app.local_servers import postgres_state_dir
+from app.local.processes import port_free, port_open
+from app.local.servers import postgres_state_dir
 from harness import wait_until_blocking
 from tests.unit.test_readme import quick_start
 

@@ -14,7 +14,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from app.devstack import child_env, free_port, spawn
+from app.local.processes import free_port
+from app.local.stack import child_env, spawn
 from harness import wait_until
 from tests.prometheus import (
     PrometheusServer,

@@ -22,7 +22,7 @@ import pytest_asyncio
 import yaml
 
 from app.config import Settings
-from app.devstack import free_port
+from app.local.processes import free_port
 from harness import wait_until
 from tests.images import pods
 from tests.images.podman import INSTANCE, TAG, TARGETS, build, ensure_base, podman

@@ -20,10 +20,9 @@ from app.adapters.kafka import running
 from app.adapters.kafka_lag import read_lag
 from app.adapters.redis_gate import RedisGate
 from app.config import Settings
-from app.local_kafka import KafkaNode
+from app.local.kafka import KafkaNode
 from app.reconciler.reconcile import reconcile_once
-from harness import wait_until
-from harness.partitions import partition_of
+from harness import partition_of, wait_until
 from tests.stack import Stack, stack_with_own_broker
 
 

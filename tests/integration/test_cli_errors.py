@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer
 from app.adapters import postgres_setup
 from app.adapters.kafka import running
 from app.config import Settings
-from app.devstack import free_port
+from app.local.processes import free_port
 from app.unreachable import diagnose
 from tests.servers import database_url, redis_url
 

@@ -11,7 +11,7 @@ from app.adapters import redis_client
 from app.adapters.dead_letters import list_dead_letters
 from app.adapters.kafka import make_producer
 from app.adapters.redis_gate import RedisGate
-from app.devstack import child_env
+from app.local.stack import child_env
 from app.verify import verify
 from harness import wait_until
 from tests.stack import Stack, holding_coupon_rows, refuse_poison_users

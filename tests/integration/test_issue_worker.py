@@ -29,11 +29,11 @@ from app.adapters.redis_client import RedisClient
 from app.adapters.redis_gate import RedisGate, decode_outcome
 from app.config import Settings
 from app.consumer.worker import IssueWorker
-from app.devstack import prepare
 from app.domain.codec import IssueRequest, encode
 from app.domain.dead_letter import Entry
 from app.domain.request_ids import new_request_id
 from app.domain.status import RecordedOutcome
+from app.local.stack import prepare
 from app.observability import metrics
 from harness import wait_until
 from harness.coupons import sale_coupon

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from app.local_kafka import KafkaNode
-from app.local_kafka_jars import new_cluster_id
+from app.local.kafka import KafkaNode
+from app.local.kafka_jars import new_cluster_id
 
 
 def test_new_ids_never_start_with_a_dash() -> None:

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 from app.adapters.kafka_lag import LagReader
-from app.local_kafka import run_tool
+from app.local.kafka_jars import run_tool
 from tests.integration.test_lag_reader import commit, make_topic, produce
 
 

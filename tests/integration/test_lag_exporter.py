@@ -16,9 +16,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from app.adapters import postgres, postgres_setup
 from app.adapters.kafka_lag import PartitionLag
 from app.config import Settings
-from app.devstack import free_port, prepare
-from app.observability.exporter import run_lag_exporter
+from app.local.processes import free_port
+from app.local.stack import prepare
 from app.observability.lag_state import DrainEstimator
+from app.processes.lag_exporter import run_lag_exporter
 from harness import scrape, wait_until
 from harness.coupons import sale_coupon
 from tests.prometheus import check_metrics

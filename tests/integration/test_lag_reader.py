@@ -20,7 +20,7 @@ from app.adapters.kafka_lag import (
     TopicNotFound,
     read_lag,
 )
-from app.local_kafka import KafkaNode
+from app.local.kafka import KafkaNode
 from harness import wait_until
 
 

@@ -20,7 +20,7 @@ import kopf
 import pytest
 
 from app.autoscaling.operator import operate
-from app.local_kafka import KafkaNode
+from app.local.kafka import KafkaNode
 from harness import wait_until
 from tests.lag import new_topic, produce
 

@@ -22,8 +22,9 @@ from app.adapters import redis_client
 from app.adapters.kafka import partition_for
 from app.adapters.kafka_lag import read_lag
 from app.adapters.redis_gate import RedisGate
-from app.autoscaling.policy import Reading, ScalingSpec, decide, observe
-from app.local_kafka import run_tool
+from app.autoscaling.observation import Reading, observe
+from app.autoscaling.policy import ScalingSpec, decide
+from app.local.kafka_jars import run_tool
 from tests.stack import Stack, isolated_settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

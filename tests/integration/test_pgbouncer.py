@@ -22,13 +22,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from app.devstack import (
-    ManagedProcess,
-    _detach_and_die_with_parent,
-    free_port,
-    prepare,
-    wait_for_port,
-)
+from app.local.processes import ManagedProcess, detach_and_die_with_parent, free_port, wait_for_port
+from app.local.stack import prepare
 from app.verify import verify
 from tests.servers import database_address, database_url, database_url_as
 from tests.stack import Stack, isolated_settings
@@ -62,7 +57,7 @@ def pgbouncer_for() -> Iterator[object]:
             [PGBOUNCER, "-u", "postgres", str(ini)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_detach_and_die_with_parent,
+            preexec_fn=detach_and_die_with_parent,
         )
         started.append((ManagedProcess("pgbouncer", popen), folder))
         wait_for_port("127.0.0.1", port, 30, "pgbouncer")

@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from app.devstack import child_env
+from app.local.stack import child_env
 from tests.stack import Stack
 from tests.unit.test_readme import quick_start
 

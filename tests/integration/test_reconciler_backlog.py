@@ -25,7 +25,8 @@ import pytest
 from app.adapters import postgres_setup, redis_client
 from app.adapters.redis_gate import RedisGate, decode_outcome
 from app.config import Settings
-from app.devstack import child_env, free_port, prepare, spawn
+from app.local.processes import free_port
+from app.local.stack import child_env, prepare, spawn
 from app.observability import metrics
 from app.reconciler.reconcile import open_reconciler
 from harness import wait_until

@@ -28,9 +28,9 @@ from app.adapters.kafka import ensure_topics, wanted_topics
 from app.adapters.kafka_lag import LagReader
 from app.adapters.redis_gate import RedisGate, decode_outcome
 from app.config import Settings
-from app.devstack import prepare
 from app.domain.settlement import CLOCK_MARGIN
-from app.local_kafka import KafkaNode
+from app.local.kafka import KafkaNode
+from app.local.stack import prepare
 from app.reconciler.reconcile import Reconciler, open_reconciler
 from harness import wait_until
 from harness.stranded import Seeded, seed_stranded

@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.api.app import create_app
 from app.config import Settings
-from app.devstack import prepare
+from app.local.stack import prepare
 from tests.stack import isolated_settings
 
 ADMIN_TOKEN = "schemathesis-admin-token"

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from app.config import DEV_ENV_FILE
-from app.devstack import free_port
+from app.local.processes import free_port
 from harness import wait_until_blocking
 
 

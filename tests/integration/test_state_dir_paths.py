@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from app.local_kafka import KafkaNode
-from app.local_processes import absolute
-from app.local_servers import PostgresServer, RedisServer, postgres_socket_dir
+from app.local.kafka import KafkaNode
+from app.local.processes import absolute
+from app.local.servers import PostgresServer, RedisServer, postgres_socket_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
+from harness import wait_until_blocking
 from harness.kube import ControlPlane
-from harness.wait import wait_until_blocking
 from tests.k8s_helpers import CHART, ROOT, tool
 
 # The Pod Security Standard every test namespace enforces, warns about and audits.

@@ -10,7 +10,7 @@ from typing import cast
 
 import pytest
 
-from app.devstack import ManagedProcess
+from app.local.processes import ManagedProcess
 from bench.cpu import BROKER, EXTERNAL_BROKER, CpuMeter, broker_pids, cpu_seconds, ms_per
 from bench.report import rows
 

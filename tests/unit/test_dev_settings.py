@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from app.config import DEV_ENV_FILE, Settings, setting_origin
-from app.dev_env import announced, dev_environment
-from app.devstack import dev_listen, preferred_port
+from app.local.dev_env import announced, dev_environment
+from app.local.processes import preferred_port
+from app.local.stack import dev_listen
 
 
 def test_the_local_api_listens_on_loopback_unless_told_otherwise() -> None:
@@ -79,7 +80,7 @@ def test_nothing_to_start_is_one_clear_line(
 ) -> None:
     import shutil
 
-    import app.local_servers as local_servers
+    import app.local.servers as local_servers
     from app.unreachable import diagnose
 
     monkeypatch.setattr(shutil, "which", lambda _: None)
@@ -98,7 +99,7 @@ def test_a_port_left_in_time_wait_is_free_to_a_server() -> None:
     sit in TIME_WAIT, which a server binding with SO_REUSEADDR (all of ours do) ignores."""
     import socket
 
-    from app.devstack import free_port, port_free
+    from app.local.processes import free_port, port_free
 
     port = free_port()
     with socket.socket() as server:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.autoscaling.policy import Observation, Reading, observe
+from app.autoscaling.observation import Observation, Reading, observe
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.autoscaling.observation import Observation, per_replica_rate
 from app.autoscaling.policy import (
     Direction,
     History,
-    Observation,
     ScalingSpec,
     decide,
     fewest_replicas_like,
     group_throughput,
-    per_replica_rate,
 )
 
 SPEC = ScalingSpec()  # minReplicas 0, drain 30 s, 1000 per replica, window 60 s, poll 5 s

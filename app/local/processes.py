@@ -68,7 +68,7 @@ def wait_for_port(host: str, port: int, timeout: float, what: str) -> None:
     raise TimeoutError(f"{what} did not open {host}:{port} within {timeout}s")
 
 
-def _detach_and_die_with_parent() -> None:
+def detach_and_die_with_parent() -> None:
     """In the child: own session (Ctrl-C reaches only the parent, which stops children in order),
     and SIGTERM when the parent dies, so nothing outlives the stack."""
     os.setsid()

@@ -1,6 +1,6 @@
 """Throw-away PostgreSQL and Redis servers on loopback, started from the machine's binaries.
 
-`make run` starts them when no server answers (app/devstack.py), the tests start one of each for
+`make run` starts them when no server answers (app/local/stack.py), the tests start one of each for
 the session (tests/servers.py), the bench through `make run`'s code. Each server has a directory
 of its own (data, socket, log), listens on 127.0.0.1 only, and dies with the process that
 started it. A server that exits is reported with the last lines of its log (``describe_exit``).
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from app.local_processes import (
+from app.local.processes import (
     ManagedProcess,
-    _detach_and_die_with_parent,
     absolute,
+    detach_and_die_with_parent,
     free_port,
     port_open,
 )
@@ -117,7 +117,7 @@ class LocalServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_detach_and_die_with_parent,
+                preexec_fn=detach_and_die_with_parent,
                 user=user[0] if (user := self._run_as()) else None,
                 group=user[1] if user else None,
             )

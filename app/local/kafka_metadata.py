@@ -1,6 +1,6 @@
 """The local Kafka harness's probe: one Metadata request in Kafka's wire protocol, stdlib only.
 
-``app.local_kafka`` asks it whether a node it started answers Kafka requests (and sees every
+``app.local.kafka`` asks it whether a node it started answers Kafka requests (and sees every
 broker of its cluster) and which node leads a partition, without an asyncio client or a JVM tool
 in the loop. One request version is spoken, Metadata v8 (the newest before the "flexible"
 encoding of v9+, and far above the v0-v3 that Kafka 4 removed), over one short connection.

@@ -1,16 +1,16 @@
-"""Entry point of ``coupon-issuer consumer``: wires the real systems into the worker."""
+"""``coupon-issuer consumer``: one issue worker wired to PostgreSQL, Redis and Kafka, with its
+health and metrics server; SIGTERM finishes the batch, commits and leaves the group."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 
 from app.adapters import kafka, postgres_setup, redis_client
 from app.adapters.redis_gate import RedisGate
 from app.config import Settings
 from app.consumer.worker import IssueWorker
 from app.observability.http import health_app, serve_in_background
+from app.processes.lifecycle import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,7 @@ async def run_consumer(settings: Settings) -> None:
     server, server_task = serve_in_background(
         health_app(ready), settings.api_host, settings.consumer_metrics_port
     )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
+    stop_on_signals(worker.stop)
     await producer.start()
     await consumer.start()
     log.info("consumer started: group=%s topic=%s", settings.consumer_group, settings.topic)

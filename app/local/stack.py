@@ -23,33 +23,22 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from app.adapters.kafka_lag import ReconnectingLagReader
-from app.autoscaling.local import LocalScaler
 from app.autoscaling.policy import ScalingSpec
 from app.config import DEV_ENV_FILE, Settings
-from app.dev_env import announced, dev_environment
-from app.local_kafka import KafkaNode
-from app.local_processes import (
+from app.local.dev_env import announced, dev_environment
+from app.local.kafka import KafkaNode
+from app.local.processes import (
     ManagedProcess,
-    _detach_and_die_with_parent,
+    detach_and_die_with_parent,
     free_port,
-    port_free,
     port_open,
     preferred_port,
-    wait_for_port,
 )
-from app.local_servers import LocalServer, PostgresServer, RedisServer, claim_postgres_state_dir
+from app.local.scaler import LocalScaler
+from app.local.servers import LocalServer, PostgresServer, RedisServer, claim_postgres_state_dir
+from app.processes.lifecycle import stop_event_on_signals
 from app.reconciler.reconcile import reconcile_until
 from app.unreachable import NotAnswering
-
-__all__ = [  # the primitives are re-exported: the harness and tests import them from here
-    "ManagedProcess",
-    "_detach_and_die_with_parent",
-    "free_port",
-    "port_free",
-    "port_open",
-    "preferred_port",
-    "wait_for_port",
-]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +72,7 @@ def spawn(
             env=dict(env),
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
-            preexec_fn=_detach_and_die_with_parent,
+            preexec_fn=detach_and_die_with_parent,
         )
     finally:
         if out:
@@ -251,10 +240,7 @@ def dev_listen(settings: Settings) -> dict[str, object]:
 async def _serve_dev(
     settings: Settings, autoscale: bool, consumers: int, state_dir: Path | None = None
 ) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event_on_signals()
     env = child_env(settings)
     api = spawn("api", ["api"], env)
     pool = ConsumerProcesses(env)

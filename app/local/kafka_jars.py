@@ -1,6 +1,6 @@
 """Apache Kafka's jars (fetched by ``make kafka``), the ``java`` to run them, and its CLI tools.
 
-app/local_kafka.py starts broker nodes from these; ``run_tool`` runs one of the release's tools
+app/local/kafka.py starts broker nodes from these; ``run_tool`` runs one of the release's tools
 (``kafka-topics``, ``kafka-storage``...) as the tarball's scripts would, without the scripts.
 """
 
@@ -13,7 +13,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 KAFKA_MK = REPO / "mk" / "kafka.mk"
 TOOLS_LOG4J2 = REPO / "mk" / "kafka" / "log4j2-tools.xml"
 

@@ -28,14 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from app.local_kafka_jars import REPO, class_archive, java_command, new_cluster_id
-
-# The jars and tools live in local_kafka_jars.py; these names are importable from here too.
-from app.local_kafka_jars import KafkaToolFailed as KafkaToolFailed
-from app.local_kafka_jars import KafkaUnavailable as KafkaUnavailable
-from app.local_kafka_jars import run_tool as run_tool
-from app.local_kafka_metadata import Metadata, PartitionState, fetch_metadata
-from app.local_processes import ManagedProcess, _detach_and_die_with_parent, absolute, free_port
+from app.local.kafka_jars import (
+    REPO,
+    class_archive,
+    java_command,
+    new_cluster_id,
+    run_tool,
+)
+from app.local.kafka_metadata import Metadata, PartitionState, fetch_metadata
+from app.local.processes import ManagedProcess, absolute, detach_and_die_with_parent, free_port
 
 BROKER_LOG4J2 = REPO / "mk" / "kafka" / "log4j2-broker.xml"
 
@@ -164,7 +165,7 @@ class KafkaNode:
                 [*command, str(config)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_detach_and_die_with_parent,
+                preexec_fn=detach_and_die_with_parent,
             )
         self.process = ManagedProcess(f"kafka-{self.node_id}", popen)
 
