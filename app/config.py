@@ -77,8 +77,15 @@ class Settings(BaseSettings):
 
     # --- consumer -------------------------------------------------------------------------------
     batch_max: int = Field(1000, ge=1, description="Most messages taken in one poll")
-    max_attempts: int = Field(3, ge=1, description="Attempts before a message is dead-lettered")
-    retry_backoff_ms: int = Field(100, ge=0, description="First retry delay; doubles each attempt")
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="Attempts before a message is dead-lettered"
+    )
+    retry_backoff_ms: int = Field(
+        100,
+        ge=0,
+        le=5000,
+        description="First retry delay; doubles each attempt, with jitter, up to 5 s",
+    )
     db_pool_size: int = Field(4, ge=1, description="PostgreSQL pool size per process")
     db_statement_cache_size: int = Field(
         100,

@@ -125,7 +125,7 @@ class BatchHandler:
     async def _retry_alone(self, lane: Lane, failed: list[tuple[_Item, Exception]]) -> None:
         """Messages that failed alone get their remaining attempts in rounds, then the DLQ."""
         for attempt in range(2, self.max_attempts + 1):
-            await self.retry.pause(lane, self.retry.initial_s * 2 ** (attempt - 2))
+            await self.retry.pause(lane, self.retry.backoff_s(attempt - 1))
             still: list[tuple[_Item, Exception]] = []
             for item, _ in failed:
                 metrics.CONSUMER_RETRIES.labels("data").inc()

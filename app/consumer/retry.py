@@ -15,7 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from aiokafka import TopicPartition
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
@@ -48,17 +48,23 @@ class Lane:
 
 
 class InfrastructureRetry:
-    """Waits out infrastructure faults: backoff from ``initial_s`` doubling to ``max_s``."""
+    """Waits out infrastructure faults: backoff from ``initial_s`` doubling to ``max_s``.
+
+    The same schedule spaces a message's own attempts (``backoff_s``): one policy, capped.
+    """
 
     def __init__(self, stop: asyncio.Event, initial_s: float, max_s: float = MAX_BACKOFF_S) -> None:
         self._stop = stop
-        self._initial_s = max(initial_s, 0.01)
-        self._max_s = max_s
+        initial_s = max(initial_s, 0.01)
+        # Jitter up to one initial step: consumers that failed together do not retry in step.
+        self._backoff = wait_exponential_jitter(multiplier=initial_s, max=max_s, jitter=initial_s)
         self._stalls: Counter[Lane] = Counter()  # how many calls of each lane are waiting
 
-    @property
-    def initial_s(self) -> float:
-        return self._initial_s
+    def backoff_s(self, retry: int) -> float:
+        """The wait before retry number ``retry`` (1 = the first): never more than ``max_s``."""
+        state = RetryCallState(cast(Any, None), None, (), {})
+        state.attempt_number = retry
+        return float(self._backoff(state))
 
     def is_stalled(self, lane: Lane) -> bool:
         return self._stalls[lane] > 0
@@ -114,7 +120,7 @@ class InfrastructureRetry:
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(retryable),
-            wait=wait_exponential_jitter(multiplier=self._initial_s, max=self._max_s),
+            wait=self._backoff,
             sleep=sleep,
             before_sleep=before_sleep,
             reraise=True,

@@ -91,3 +91,11 @@ async def test_a_lane_stalled_by_an_outer_wait_stays_stalled_while_an_inner_call
     assert await retry.call(lane, outer, also=(Refused,)) == "done"
     assert inner_saw == [False, True]  # the second attempt runs inside the outer stall
     assert not retry.any_stalled
+
+
+def test_a_message_s_attempts_are_spaced_by_the_same_capped_schedule() -> None:
+    retry = InfrastructureRetry(asyncio.Event(), 0.1, max_s=2.0)
+    waits = [retry.backoff_s(n) for n in range(1, 30)]
+    assert 0.1 <= waits[0] <= 0.2  # the first step, plus at most one step of jitter
+    assert 0.4 <= waits[2] <= 0.5
+    assert max(waits) == 2.0 and all(w <= 2.0 for w in waits)  # capped, however many attempts
