@@ -22,14 +22,13 @@ import resource
 from dataclasses import dataclass
 from typing import Any, cast
 
-import orjson
 from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.api.errors import refusal
-from app.api.messages import DEFAULT_LANG, Lang, negotiate, text
+from app.api.errors import failure_payload, refusal
+from app.api.messages import DEFAULT_LANG, Lang, language_of, text
 from app.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -192,7 +191,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def _answer_408(self) -> None:
         lang = DEFAULT_LANG
         if self._phase == _BODY:
-            lang = negotiate(dict(self.headers).get(b"accept-language"))
+            lang = language_of(self.headers)
         body = _request_timeout_body(lang)
         head = [STATUS_LINE[408]]
         for name, value in self.server_state.default_headers:
@@ -206,14 +205,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
 @functools.lru_cache(maxsize=8)
 def _request_timeout_body(lang: Lang) -> bytes:
-    reason = "REQUEST_TIMEOUT"
-    return orjson.dumps({"success": False, "message": text(reason, lang), "reason": reason})
+    return failure_payload("REQUEST_TIMEOUT", text("REQUEST_TIMEOUT", lang))
 
 
 async def _over_the_cap(scope: Scope, receive: Receive, send: Send) -> None:
     metrics.API_REFUSED_REQUESTS.labels("connection_limit").inc()
-    lang = negotiate(dict(scope["headers"]).get(b"accept-language"))
-    response = refusal(503, "BUSY", lang)
+    response = refusal(503, "BUSY", language_of(scope["headers"]))
     response.headers["Retry-After"] = "1"
     response.headers["Connection"] = "close"
     await response(scope, receive, send)

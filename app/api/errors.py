@@ -44,8 +44,13 @@ def json_response(body: object, status: int) -> Response:
     return Response(payload, status_code=status, media_type="application/json")
 
 
+def failure_payload(reason: str, message: str) -> bytes:
+    """The one JSON body of every refusal and fault, whichever layer answers it."""
+    return orjson.dumps({"success": False, "message": message, "reason": reason})
+
+
 def failure(status: int, reason: str, message: str) -> Response:
-    return json_response({"success": False, "message": message, "reason": reason}, status)
+    return Response(failure_payload(reason, message), status, media_type="application/json")
 
 
 def refusal(

@@ -8,6 +8,7 @@ in Korean, as the Java service did.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Final
 
@@ -122,6 +123,14 @@ def negotiate(accept_language: bytes | str | None) -> Lang:
     if not accept_language:
         return DEFAULT_LANG
     return _negotiate(accept_language)
+
+
+def language_of(headers: Iterable[tuple[bytes, bytes]]) -> Lang:
+    """The answer's language for a request's raw ASGI headers (its Accept-Language)."""
+    for name, value in headers:
+        if name == b"accept-language":
+            return negotiate(value)
+    return DEFAULT_LANG
 
 
 @lru_cache(maxsize=512)

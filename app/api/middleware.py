@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import refusal
-from app.api.messages import negotiate, text
+from app.api.errors import failure_payload, refusal
+from app.api.messages import language_of, text
 from app.observability import metrics
 from app.observability.logs import new_trace_id, trace_id_var
 
@@ -58,7 +56,7 @@ class ObservedRequests:
             # an answer had begun (then the server closes the connection).
             log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
             if not answered:
-                lang = negotiate(dict(scope["headers"]).get(b"accept-language"))
+                lang = language_of(scope["headers"])
                 await refusal(500, "INTERNAL_ERROR", lang)(scope, receive, send_with_id)
         finally:
             metrics.API_IN_FLIGHT.dec()
@@ -119,9 +117,7 @@ class _BodyTooLarge(Exception):
 
 
 async def _reject(scope: Scope, send: Send, status: int, reason: str) -> None:
-    lang = negotiate(dict(scope["headers"]).get(b"accept-language"))
-    body: dict[str, Any] = {"success": False, "reason": reason, "message": text(reason, lang)}
-    payload = orjson.dumps(body)
+    payload = failure_payload(reason, text(reason, language_of(scope["headers"])))
     await send(
         {
             "type": "http.response.start",
