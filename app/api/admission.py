@@ -41,7 +41,7 @@ async def admit_press(
     queued = IssueRequest(coupon_id, user_id, new_request_id(), now)
     limit = svc.settings.rate_limit_per_user
     answer = await svc.gate.reserve(coupon_id, user_id, queued.request_id, now, limit)
-    if not answer.loaded and await svc.open_gate(coupon_id):
+    if not answer.loaded and await svc.loader.open_gate(coupon_id):
         answer = await svc.gate.reserve(coupon_id, user_id, queued.request_id, now, limit)
     outcome = answer.outcome or GateOutcome.NOT_FOUND
     status = GATE_ANSWERS[outcome]

@@ -23,6 +23,7 @@ from app.adapters.rate_limit import RateLimiter
 from app.adapters.redis_gate import RedisGate
 from app.api.errors import install_error_handlers, json_response, refusal
 from app.api.fast_path import IssueFastPath
+from app.api.gate_loader import GateLoader
 from app.api.messages import negotiate
 from app.api.middleware import BodyRules, ObservedRequests
 from app.api.routes import AdminAuthRequired, router
@@ -77,12 +78,15 @@ def create_app(settings: Settings | None = None, hot_paths: bool = True) -> Coup
             feed=feed,
             publisher=publisher,
             limiter=RateLimiter(redis, settings.redis_prefix),
+            loader=GateLoader(
+                pool, gate, settings.db_acquire_timeout_s, settings.gate_rebuild_wait_s
+            ),
         )
         app.state.services = svc
         if settings.admin_token is None:
             log.warning("COUPON_ADMIN_TOKEN is not set: the admin endpoints are open")
         try:
-            rebuilt = await svc.warm_active_gates()
+            rebuilt = await svc.loader.warm_active_gates()
             if rebuilt:
                 log.info("rebuilt %d coupon gate(s) from PostgreSQL", rebuilt)
         except Exception as exc:  # Redis away at start: gates are warmed lazily later

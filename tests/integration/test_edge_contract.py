@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from app.adapters.kafka import BrokerUnavailable, PublishUnconfirmed
 from app.api.app import CouponApi, create_app
 from app.api.services import Services
-from app.devstack import prepare
+from app.local.stack import prepare
 from tests.stack import isolated_settings
 
 TRACE = "contract-trace-1"
@@ -275,8 +275,8 @@ async def test_a_status_read_is_answered_alike_on_both_paths(
 @pytest.mark.parametrize(
     ("where", "fault", "status", "reason"),
     [
-        ("user_status", RedisConnectionError("gone"), 503, "UNAVAILABLE"),
-        ("user_status", RuntimeError("bug"), 500, "INTERNAL_ERROR"),
+        ("gate.user_view", RedisConnectionError("gone"), 503, "UNAVAILABLE"),
+        ("gate.user_view", RuntimeError("bug"), 500, "INTERNAL_ERROR"),
     ],
     ids=["Redis away", "a bug"],
 )

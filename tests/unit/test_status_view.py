@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from app.api import status_read
 from app.api.messages import Lang
 from app.api.schemas import IssueStatusView
 from app.api.status_read import read_status
@@ -30,13 +31,16 @@ CASES = [
 
 @pytest.mark.parametrize("zone", ["Asia/Seoul", "UTC"])
 @pytest.mark.parametrize("found", CASES, ids=lambda s: f"{s.status.value}-{s.reason}")
-async def test_the_status_body_is_what_the_model_writes(found: UserStatus, zone: str) -> None:
+async def test_the_status_body_is_what_the_model_writes(
+    found: UserStatus, zone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = Settings(default_timezone=zone)
 
     async def user_status(*_: Any) -> UserStatus:
         return found
 
-    svc: Any = SimpleNamespace(settings=settings, user_status=user_status)
+    monkeypatch.setattr(status_read, "wait_for_status", user_status)
+    svc: Any = SimpleNamespace(settings=settings)
     response = await read_status(svc, COUPON, "alice", 0, Lang.EN)
 
     issued = found.status is IssueStatus.ISSUED and found.at is not None
