@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -22,6 +21,7 @@ from bench.phases import RunContext, lag_reader
 from bench.progress import Bar
 from bench.sampling import Sampler
 from harness import create_covering, wait_until
+from harness.coupons import coupon_body
 
 # Seconds the sale's stack is metered idle (up, consumers polling, no presses) before the load:
 # the share of the per-press CPU that is paid whether presses come or not.
@@ -33,15 +33,7 @@ async def create_coupon(settings: Settings, stock: int, http: aiohttp.ClientSess
     url = f"http://127.0.0.1:{settings.api_port}/api/coupons"
     token = settings.admin_token
     headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
-    body = {
-        "name": "bench flash sale",
-        "discountType": "FIXED",
-        "discountValue": 1000,
-        "totalQuantity": stock,
-        "minOrderAmount": 0,
-        "expiresAt": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
-    }
-    async with http.post(url, json=body, headers=headers) as r:
+    async with http.post(url, json=coupon_body(stock, "bench flash sale"), headers=headers) as r:
         if r.status != 201:
             raise RuntimeError(f"creating a coupon failed: {r.status} {await r.text()}")
         return str((await r.json())["id"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from app.domain.coupon import Coupon, DiscountType
 
@@ -30,3 +31,17 @@ def sale_coupon(
         expires_at=now + expires_in,
         created_at=created_at or now,
     )
+
+
+def coupon_body(total: int, name: str = "test sale", **overrides: Any) -> dict[str, Any]:
+    """The JSON body of ``POST /api/coupons``: a fixed-discount sale of ``total``, expiring in an
+    hour (``overrides`` wins, in the API's camelCase)."""
+    return {
+        "name": name,
+        "discountType": "FIXED",
+        "discountValue": 1000,
+        "totalQuantity": total,
+        "minOrderAmount": 0,
+        "expiresAt": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        **overrides,
+    }

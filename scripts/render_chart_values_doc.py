@@ -9,7 +9,6 @@ defaults and writes one table row per key: key, type, default, description. Edit
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -23,6 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "coupon-issuer"
 VALUES = CHART / "values.yaml"
 DOC = CHART / "README.md"
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts.generated_doc import refresh  # noqa: E402
+
 START, END = "<!-- values-table:start -->", "<!-- values-table:end -->"
 
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_]+):(?:\s|$)")
@@ -129,20 +134,7 @@ def render(document: str, values_text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the README is stale")
-    args = parser.parse_args(argv)
-    current = DOC.read_text()
-    fresh = render(current, VALUES.read_text())
-    if args.check:
-        if fresh != current:
-            print(f"{DOC.relative_to(ROOT)} is stale: run `make docs`", file=sys.stderr)
-            return 1
-        return 0
-    if fresh != current:
-        DOC.write_text(fresh)
-        print(f"wrote {DOC.relative_to(ROOT)}")
-    return 0
+    return refresh(DOC, lambda current: render(current, VALUES.read_text()), argv, __doc__ or "")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ and ``tests/unit/test_docs_reference.py``) fails when the file differs from what
 
 from __future__ import annotations
 
-import argparse
 import sys
 import typing
 from pathlib import Path
@@ -26,6 +25,7 @@ from pydantic import SecretStr  # noqa: E402
 from pydantic.fields import FieldInfo  # noqa: E402
 
 from app.config import Settings  # noqa: E402
+from scripts.generated_doc import refresh  # noqa: E402
 
 
 def _type_name(annotation: Any) -> str:
@@ -89,20 +89,7 @@ def render(document: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the file is stale")
-    args = parser.parse_args(argv)
-    current = DOC.read_text()
-    fresh = render(current)
-    if args.check:
-        if fresh != current:
-            print(f"{DOC.relative_to(ROOT)} is stale: run `make docs`", file=sys.stderr)
-            return 1
-        return 0
-    if fresh != current:
-        DOC.write_text(fresh)
-        print(f"wrote {DOC.relative_to(ROOT)}")
-    return 0
+    return refresh(DOC, render, argv, __doc__ or "")
 
 
 if __name__ == "__main__":

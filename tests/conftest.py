@@ -13,7 +13,7 @@ import pytest_asyncio
 from app.local.kafka import KafkaNode
 from harness.redis_cluster import LoopbackRedisCluster
 from tests import servers
-from tests.stack import Stack, isolated_settings
+from tests.stack import Stack, isolated_settings, session_stack_fixture
 
 
 @pytest.fixture(scope="session")
@@ -28,15 +28,9 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     broker.stop()
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def shared_stack(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Stack]:
-    """An API and three consumers on their own topic/schema, shared by tests that use own coupons."""
-    settings = isolated_settings(kafka_bootstrap)
-    stack = await Stack(settings, Path(tmp_path_factory.mktemp("shared-stack"))).start(consumers=3)
-    yield stack
-    await stack.stop()
+shared_stack = session_stack_fixture(
+    "shared_stack", "An API and three consumers shared by tests that use coupons of their own."
+)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -9,18 +9,20 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
+import pytest_asyncio
 
 from app.adapters.postgres_setup import consumer_connection_name
 from app.config import Settings
 from app.local.kafka import KafkaNode
 from app.local.stack import prepare
 from harness import ServiceProcesses, create_covering, isolated, scrape, wait_until
+from harness.coupons import coupon_body
 from tests.servers import database_url, redis_url
 
 
@@ -75,15 +77,7 @@ class Stack(ServiceProcesses):
 
     async def create_coupon(self, total: int, **overrides: Any) -> str:
         assert self.http is not None
-        body = {
-            "name": "flash sale",
-            "discountType": "FIXED",
-            "discountValue": 1000,
-            "totalQuantity": total,
-            "minOrderAmount": 0,
-            "expiresAt": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
-            **overrides,
-        }
+        body = coupon_body(total, "flash sale", **overrides)
         r = await self.http.post("/api/coupons", json=body, headers=self.admin_headers())
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
@@ -138,6 +132,17 @@ async def stack_with_own_broker(
         broker.stop()
 
 
+def own_broker_fixture(name: str, consumers: int, **overrides: Any) -> Any:
+    """A test-scoped fixture ``name``: ``stack_with_own_broker`` in the test's tmp_path."""
+
+    @pytest_asyncio.fixture(name=name, loop_scope="session")
+    async def fixture(tmp_path: Path) -> AsyncIterator[tuple[Stack, KafkaNode]]:
+        async with stack_with_own_broker(tmp_path, consumers, **overrides) as pair:
+            yield pair
+
+    return fixture
+
+
 async def coupons_on_every_partition(stack: Stack, total: int) -> list[str]:
     """Create coupons of ``total`` stock until every partition of the topic holds one."""
     return await create_covering(lambda: stack.create_coupon(total), stack.settings.partitions)
@@ -183,3 +188,20 @@ async def refuse_poison_users(pool: asyncpg.Pool, schema: str) -> None:
           FOR EACH ROW EXECUTE FUNCTION "{schema}".refuse_poison();
         """
     )
+
+
+def session_stack_fixture(name: str, doc: str) -> Any:
+    """A session fixture ``name``: an API and three consumers on a topic, schema, Redis prefix
+    and group of their own, on the session's broker, stopped at the end of the session."""
+
+    @pytest_asyncio.fixture(name=name, scope="session", loop_scope="session")
+    async def fixture(
+        kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+    ) -> AsyncIterator[Stack]:
+        settings = isolated_settings(kafka_bootstrap)
+        stack = await Stack(settings, Path(tmp_path_factory.mktemp(name))).start(consumers=3)
+        yield stack
+        await stack.stop()
+
+    fixture.__doc__ = doc
+    return fixture

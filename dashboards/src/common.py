@@ -40,6 +40,11 @@ def query(expr: str, legend: str = "") -> prometheus.Dataquery:
     )
 
 
+def rate_by(metric: str, by: str, selector: str, legend: str = "") -> prometheus.Dataquery:
+    """A counter's per-second rate summed by one label; each series named by it by default."""
+    return query(f"sum by ({by}) (rate({metric}{{{selector}}}[{RATE}]))", legend or f"{{{{{by}}}}}")
+
+
 def quantiles(metric: str, selector: str, by: str = "") -> list[prometheus.Dataquery]:
     """p50, p95 and p99 of a histogram, summed over every series of ``selector``."""
     grouping = f"le{', ' + by if by else ''}"

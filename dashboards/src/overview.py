@@ -15,6 +15,7 @@ from dashboards.src.common import (
     new_dashboard,
     quantiles,
     query,
+    rate_by,
     stat_panel,
     timeseries_panel,
 )
@@ -77,12 +78,7 @@ def _api() -> list[Panel]:
             "Accepted vs rejected presses by reason (duplicate, sold_out, expired, not_found,"
             " broker_unavailable, rate_limited, unauthorized).",
             units.RequestsPerSecond,
-            [
-                query(
-                    f"sum by (outcome) (rate(coupon_api_issue_requests_total{{{NS}}}[{RATE}]))",
-                    "{{outcome}}",
-                )
-            ],
+            [rate_by("coupon_api_issue_requests_total", "outcome", NS)],
         ),
         timeseries_panel(
             "Issue API latency (p50 / p95 / p99)",
@@ -128,12 +124,7 @@ def _api() -> list[Panel]:
             " 408 or closed), connection_limit (answered 503 BUSY). The alert fires on a"
             " sustained connection_limit.",
             units.RequestsPerSecond,
-            [
-                query(
-                    f"sum by (reason) (rate(coupon_api_refused_requests_total{{{NS}}}[{RATE}]))",
-                    "{{reason}}",
-                )
-            ],
+            [rate_by("coupon_api_refused_requests_total", "reason", NS)],
             width=24,
         ),
     ]
@@ -146,12 +137,7 @@ def _consumers() -> list[Panel]:
             "Messages processed by outcome: issued, rejected_<reason>, duplicate_delivery,"
             " failed (attempts), dead_lettered.",
             units.OpsPerSecond,
-            [
-                query(
-                    f"sum by (outcome) (rate(coupon_consumer_messages_total{{{NS}}}[{RATE}]))",
-                    "{{outcome}}",
-                )
-            ],
+            [rate_by("coupon_consumer_messages_total", "outcome", NS)],
         ),
         timeseries_panel(
             "Failure ratio and dead letters/s",
@@ -196,10 +182,7 @@ def _consumers() -> list[Panel]:
                     f" / sum(rate(coupon_consumer_batch_size_count{{{NS}}}[{RATE}]))",
                     "messages per batch",
                 ),
-                query(
-                    f"sum by (kind) (rate(coupon_consumer_retries_total{{{NS}}}[{RATE}]))",
-                    "retries/s {{kind}}",
-                ),
+                rate_by("coupon_consumer_retries_total", "kind", NS, "retries/s {{kind}}"),
             ],
             width=8,
         ),

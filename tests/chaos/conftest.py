@@ -3,27 +3,20 @@ and the three-node Kafka cluster shared by the replication scenarios."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from app.local.kafka import KafkaCluster
 from tests import servers
 from tests.chaos.cluster import ClusterUnderTest
-from tests.stack import Stack, isolated_settings
+from tests.stack import session_stack_fixture
 
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def chaos_stack(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Stack]:
-    """Own topic, schema, Redis prefix and group; scenarios kill and replace its consumers."""
-    settings = isolated_settings(kafka_bootstrap)
-    stack = await Stack(settings, Path(tmp_path_factory.mktemp("chaos-stack"))).start(consumers=3)
-    yield stack
-    await stack.stop()
+chaos_stack = session_stack_fixture(
+    "chaos_stack",
+    "Own topic, schema, Redis prefix and group; scenarios kill and replace its consumers.",
+)
 
 
 @pytest.fixture(scope="session")

@@ -11,27 +11,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from app.local.kafka import KafkaNode
 from app.reconciler.reconcile import reconcile_once
 from harness import wait_until
 from tests.chaos.harness import Sale, record, run_verify, users
-from tests.stack import Stack, holding_coupon_rows, stack_with_own_broker
+from tests.stack import Stack, holding_coupon_rows, own_broker_fixture
 
 pytestmark = pytest.mark.slow
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def broker_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, KafkaNode]]:
-    async with stack_with_own_broker(
-        tmp_path, 2, publish_timeout_ms=1500, delivery_timeout_ms=1500, reconcile_min_age_s=2
-    ) as pair:
-        yield pair
+broker_stack = own_broker_fixture(
+    "broker_stack", 2, publish_timeout_ms=1500, delivery_timeout_ms=1500, reconcile_min_age_s=2
+)
 
 
 async def test_a_broker_killed_mid_sale_loses_no_acknowledged_press(

@@ -18,29 +18,23 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
-import pytest_asyncio
 
 from app.local.kafka import KafkaNode
 from app.reconciler.reconcile import reconcile_once
 from harness import wait_until
 from tests.chaos.harness import Sale, record, run_verify, topic_request_ids, users
-from tests.stack import Stack, stack_with_own_broker
+from tests.stack import Stack, own_broker_fixture
 
 pytestmark = pytest.mark.slow
 FINAL = {"ISSUED", "REJECTED", "FAILED"}
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def stall_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, KafkaNode]]:
-    async with stack_with_own_broker(
-        tmp_path, 2, publish_timeout_ms=1000, delivery_timeout_ms=2000, reconcile_min_age_s=3
-    ) as pair:
-        yield pair
+stall_stack = own_broker_fixture(
+    "stall_stack", 2, publish_timeout_ms=1000, delivery_timeout_ms=2000, reconcile_min_age_s=3
+)
 
 
 async def _status(stack: Stack, coupon: str, user: str) -> dict[str, str]:

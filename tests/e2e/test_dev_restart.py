@@ -18,6 +18,7 @@ from app.config import DEV_ENV_FILE
 from app.local.processes import free_port
 from app.local.servers import postgres_state_dir
 from harness import wait_until_blocking
+from harness.coupons import coupon_body
 from tests.integration.test_second_terminal import api_ready, dev_env_written
 
 STOCK, PRESSES = 40, 60
@@ -76,14 +77,7 @@ def test_presses_queued_at_ctrl_c_are_issued_after_the_next_start(tmp_path: Path
     try:
         created = httpx.post(
             f"{base}/api/coupons",
-            json={
-                "name": "restart",
-                "discountType": "FIXED",
-                "discountValue": 1,
-                "totalQuantity": STOCK,
-                "minOrderAmount": 0,
-                "expiresAt": "2099-01-01T00:00:00",
-            },
+            json=coupon_body(STOCK, "restart"),
         )
         assert created.status_code == 201, created.text
         coupon = created.json()["id"]

@@ -9,10 +9,7 @@ NOT_QUEUED, reservation released); the user may press again.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest_asyncio
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -23,15 +20,11 @@ from app.config import Settings
 from app.local.kafka import KafkaNode
 from app.reconciler.reconcile import reconcile_once
 from harness import partition_of, wait_until
-from tests.stack import Stack, stack_with_own_broker
+from tests.stack import Stack, own_broker_fixture
 
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def own_broker_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, KafkaNode]]:
-    async with stack_with_own_broker(
-        tmp_path, 0, publish_timeout_ms=1500, delivery_timeout_ms=1500, reconcile_min_age_s=2
-    ) as pair:
-        yield pair
+own_broker_stack = own_broker_fixture(
+    "own_broker_stack", 0, publish_timeout_ms=1500, delivery_timeout_ms=1500, reconcile_min_age_s=2
+)
 
 
 async def test_an_unacknowledged_press_keeps_its_reservation_until_settled(

@@ -26,6 +26,7 @@ from app.adapters.kafka import BrokerUnavailable, PublishUnconfirmed
 from app.api.app import CouponApi, create_app
 from app.api.services import Services
 from app.local.stack import prepare
+from harness.coupons import coupon_body
 from tests.stack import isolated_settings
 
 TRACE = "contract-trace-1"
@@ -45,14 +46,7 @@ class Edge:
     async def coupon(self, stock: int = 5) -> str:
         answer = await self.clients[FRAMEWORK].post(
             "/api/coupons",
-            json={
-                "name": "contract",
-                "discountType": "FIXED",
-                "discountValue": 1000,
-                "totalQuantity": stock,
-                "minOrderAmount": 0,
-                "expiresAt": "2099-01-01T00:00:00Z",
-            },
+            json=coupon_body(stock, "contract"),
         )
         assert answer.status_code == 201, answer.text
         coupon_id: str = answer.json()["id"]

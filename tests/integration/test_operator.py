@@ -8,8 +8,6 @@ lag is unknown" is read from the requests rather than inferred.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,10 +17,10 @@ import kmock
 import kopf
 import pytest
 
-from app.autoscaling.operator import operate
 from app.local.kafka import KafkaNode
 from harness import wait_until
 from tests.lag import new_topic, produce
+from tests.operator_threads import OperatorThreads
 
 NS, DEPLOYMENT, CAS = "shop", "consumer", "consumer-autoscaler"
 CAS_RES = "coupons.example.com/v1/consumerautoscalers"
@@ -88,27 +86,11 @@ def scale_patches(api: Any) -> int:
 def run_operator(kmock: Any) -> Iterator[Callable[[], None]]:
     """Start the operator against kmock once the test has declared its cluster.
 
-    kopf gets a thread and an event loop of its own, as when embedded: on exit it cancels every
-    task of its loop that it did not start, which in the tests' shared loop would be theirs.
+    kopf gets a thread and an event loop of its own, as when embedded (tests/operator_threads.py).
     """
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
-
-    def start() -> None:
-        connection = kopf.ConnectionInfo(server=str(kmock.url).rstrip("/"))
-        thread = threading.Thread(
-            target=asyncio.run,
-            args=(operate([NS], connection=connection, stop_flag=stop),),
-            name="operator",
-        )
-        thread.start()
-        threads.append(thread)
-
-    yield start
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=20)
-        assert not thread.is_alive(), "the operator did not stop"
+    runs = OperatorThreads()
+    yield lambda: runs.start(NS, kopf.ConnectionInfo(server=str(kmock.url).rstrip("/")))
+    runs.stop_all()
 
 
 async def test_broker_down_keeps_replicas_and_sets_a_condition_until_it_is_back(

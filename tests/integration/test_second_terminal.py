@@ -15,6 +15,7 @@ import httpx
 from app.config import DEV_ENV_FILE
 from app.local.processes import free_port
 from harness import wait_until_blocking
+from harness.coupons import coupon_body
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -79,14 +80,7 @@ def test_second_terminal_finds_the_dev_stack(tmp_path: Path) -> None:
         assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only, not 0.0.0.0
         created = httpx.post(
             f"http://127.0.0.1:{port}/api/coupons",
-            json={
-                "name": "second terminal",
-                "discountType": "FIXED",
-                "discountValue": 1,
-                "totalQuantity": 1,
-                "minOrderAmount": 0,
-                "expiresAt": "2099-01-01T00:00:00",
-            },
+            json=coupon_body(1, "second terminal"),
         )
         assert created.status_code == 201, created.text
 

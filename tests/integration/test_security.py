@@ -12,6 +12,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from harness.coupons import coupon_body
 from tests.stack import Stack, isolated_settings
 
 ADMIN = "admin-token-7f3a9c"
@@ -52,14 +53,7 @@ async def press(
 
 async def test_admin_writes_need_the_bearer_token(secured: Stack) -> None:
     assert secured.http is not None
-    body = {
-        "name": "vip",
-        "discountType": "FIXED",
-        "discountValue": 5,
-        "totalQuantity": 3,
-        "minOrderAmount": 0,
-        "expiresAt": "2099-01-01T00:00:00Z",
-    }
+    body = coupon_body(3, "vip")
     r = await secured.http.post("/api/coupons", json=body)
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     r = await secured.http.post(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,11 +19,11 @@ from typing import Any
 import kopf
 import pytest_asyncio
 
-from app.autoscaling.operator import operate
 from harness import wait_until
 from tests.k8s_helpers import ADMIN_TOKEN_ARGS, CHART
 from tests.kube.cluster import Cluster
 from tests.lag import commit_everything, new_topic, produce
+from tests.operator_threads import OperatorThreads
 
 RELEASE = "shop"
 CONSUMER, API, OPERATOR = (
@@ -98,26 +97,16 @@ def assert_can_only_do_its_job(cluster: Cluster, kubeconfig: Path, namespace: st
 @pytest_asyncio.fixture
 async def operator(cluster: Cluster) -> AsyncIterator[Callable[[str, str], None]]:
     """Start the operator for a namespace with a token; stopped at the end of the test."""
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
+    runs = OperatorThreads()
 
     def start(namespace: str, token: str) -> None:
         connection = kopf.ConnectionInfo(
             server=cluster.plane.url, ca_path=str(cluster.plane.ca), scheme="Bearer", token=token
         )
-        thread = threading.Thread(
-            target=asyncio.run,
-            args=(operate([namespace], connection=connection, stop_flag=stop),),
-            name="operator",
-        )
-        thread.start()
-        threads.append(thread)
+        runs.start(namespace, connection)
 
     yield start
-    stop.set()
-    for thread in threads:
-        await asyncio.to_thread(thread.join, 20)
-        assert not thread.is_alive(), "the operator did not stop"
+    await asyncio.to_thread(runs.stop_all)
 
 
 async def test_the_operator_scales_by_real_lag_as_its_service_account(
