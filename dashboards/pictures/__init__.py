@@ -1,0 +1,13 @@
+"""Pictures of the dashboards as Grafana would draw them, from a real Prometheus' answers.
+
+No Grafana server runs here (its licence and the registries we reach keep it out), so
+``make dashboards-render`` draws dashboards/*.json itself: ``grafana.py`` holds Grafana's rules
+(time intervals, template variables, legends, units, threshold colours), ``draw.py`` lays the
+panels out on Grafana's grid with matplotlib. Every panel's series come from its own queries,
+sent to Prometheus' ``query_range`` as Grafana would send them. Not part of the image.
+"""
+
+from dashboards.pictures.draw import EmptyPanelsError, PanelResult, render_dashboard
+from dashboards.pictures.grafana import Series, expand
+
+__all__ = ["EmptyPanelsError", "PanelResult", "Series", "expand", "render_dashboard"]
