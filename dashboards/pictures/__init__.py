@@ -6,8 +6,3 @@ No Grafana server runs here (its licence and the registries we reach keep it out
 panels out on Grafana's grid with matplotlib. Every panel's series come from its own queries,
 sent to Prometheus' ``query_range`` as Grafana would send them. Not part of the image.
 """
-
-from dashboards.pictures.draw import EmptyPanelsError, PanelResult, render_dashboard
-from dashboards.pictures.grafana import Series, expand
-
-__all__ = ["EmptyPanelsError", "PanelResult", "Series", "expand", "render_dashboard"]

@@ -298,6 +298,7 @@ def _style(ax: Axes, unit: str) -> None:
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.tick_params(colors=WEAK, labelsize=7, length=0)
+    ax.tick_params(axis="x", pad=7)  # clear of the y axis' lowest label
     ax.grid(color=GRID, linewidth=0.6)
     ax.yaxis.set_major_locator(MaxNLocator(nbins=4, min_n_ticks=2))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: format_value(v, unit)))

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from dashboards.pictures import EmptyPanelsError, Series, expand, render_dashboard
-from dashboards.pictures.draw import variable_values
+from dashboards.pictures.draw import EmptyPanelsError, render_dashboard, variable_values
 from dashboards.pictures.grafana import (
+    Series,
+    expand,
     format_value,
     interval_ms,
     legend,
