@@ -1,0 +1,196 @@
+"""Alert delivery test helpers: a real Alertmanager, the webhook it notifies, and the alert rules
+with their durations shortened for a test's wall clock."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from app.devstack import ManagedProcess, free_port, wait_for_port
+from harness import wait_until
+from tests.prometheus import ALERTS, tool
+
+_DURATION = re.compile(r"(\d+)([smhd])")
+_RANGE = re.compile(r"\[(\d+[smhd])\]")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_TEMPLATE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+_LABEL = re.compile(r"\{\{\s*\$labels\.(\w+)\s*\}\}")
+
+
+def seconds(duration: str) -> float:
+    """A Prometheus duration ("5m", "1h30m") in seconds."""
+    return float(sum(int(n) * _SECONDS[unit] for n, unit in _DURATION.findall(duration)))
+
+
+def _shortened(duration: str, speedup: int) -> str:
+    return f"{max(1, round(seconds(duration) / speedup))}s"
+
+
+def accelerated(rule: dict[str, Any], speedup: int) -> dict[str, Any]:
+    """``rule`` with its ``for:`` and each range selector (``[5m]``) divided by ``speedup``
+    (at least 1s); expression, thresholds, labels and annotations as they are."""
+    faster = dict(rule)
+    faster["expr"] = _RANGE.sub(lambda m: f"[{_shortened(m.group(1), speedup)}]", str(rule["expr"]))
+    if "for" in rule:
+        faster["for"] = _shortened(str(rule["for"]), speedup)
+    return faster
+
+
+def accelerated_rules(speedup: int, into: Path) -> Path:
+    """dashboards/alerts.yml with every rule :func:`accelerated`, written to ``into``: a real
+    Prometheus cannot run faster than the wall clock, and a 15-minute window takes 15 minutes
+    to empty (promtool's unit tests check the shipped durations)."""
+    document = yaml.safe_load(ALERTS.read_text())
+    for group in document["groups"]:
+        group["rules"] = [accelerated(rule, speedup) for rule in group["rules"]]
+    path = into / "alerts.yml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def rule_windows(rule: dict[str, Any]) -> tuple[float, float]:
+    """(longest range selector, ``for:``) of a rule, in seconds."""
+    ranges = [seconds(r) for r in _RANGE.findall(str(rule["expr"]))]
+    return max(ranges, default=0.0), seconds(str(rule.get("for", "0s")))
+
+
+def rendered_summary(template: str, labels: dict[str, str]) -> str:
+    """A summary template whose only variables are ``$labels.x``, as Prometheus renders it."""
+    return _LABEL.sub(lambda m: labels.get(m.group(1), ""), template)
+
+
+def matches_template(text: str, template: str) -> bool:
+    """``text`` is ``template`` with each ``{{ ... }}`` filled in by something."""
+    parts = [re.escape(p) for p in _TEMPLATE.split(template.strip())]
+    return re.fullmatch(".+?".join(parts), text.strip(), re.DOTALL) is not None
+
+
+@dataclass
+class Notification:
+    """One alert of one webhook call, and when it arrived (monotonic seconds)."""
+
+    received: float
+    status: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+
+@dataclass
+class WebhookReceiver:
+    """An HTTP endpoint on loopback recording what Alertmanager's webhook sends."""
+
+    notifications: list[Notification] = field(default_factory=list)
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/alerts"
+
+    async def start(self) -> WebhookReceiver:
+        app = web.Application()
+        app.router.add_post("/alerts", self._receive)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        self.port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        now = time.monotonic()
+        for alert in body["alerts"]:
+            self.notifications.append(
+                Notification(now, alert["status"], alert["labels"], alert["annotations"])
+            )
+        return web.Response(status=200)
+
+    def find(self, alertname: str, status: str, labels: dict[str, str]) -> Notification | None:
+        """The first ``status`` notification of ``alertname`` whose labels include ``labels``."""
+        for n in self.notifications:
+            if (
+                n.status == status
+                and n.labels.get("alertname") == alertname
+                and labels.items() <= n.labels.items()
+            ):
+                return n
+        return None
+
+    async def wait_for(
+        self, alertname: str, status: str, labels: dict[str, str], timeout: float
+    ) -> Notification:
+        """Wait until Alertmanager delivered ``alertname`` as ``status`` (firing / resolved)."""
+        return await wait_until(
+            lambda: self.find(alertname, status, labels),
+            timeout,
+            f"{alertname} {status} {labels} at the webhook",
+            interval=0.2,
+        )
+
+
+@dataclass
+class AlertmanagerServer:
+    """Debian's ``prometheus-alertmanager`` on a free loopback port (no cluster gossip), sending
+    every alert on its own (grouped by all labels) to one webhook, resolved ones included."""
+
+    webhook_url: str
+    workdir: Path
+    group_interval: str = "1s"
+    port: int = 0
+    process: ManagedProcess | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> AlertmanagerServer:
+        config = {
+            "route": {
+                "receiver": "test",
+                "group_by": ["..."],
+                "group_wait": "0s",
+                "group_interval": self.group_interval,
+                "repeat_interval": "1h",
+            },
+            "receivers": [
+                {
+                    "name": "test",
+                    "webhook_configs": [{"url": self.webhook_url, "send_resolved": True}],
+                }
+            ],
+        }
+        config_file = self.workdir / "alertmanager.yml"
+        config_file.write_text(yaml.safe_dump(config))
+        self.port = free_port()
+        log = (self.workdir / "alertmanager.log").open("wb")
+        popen = subprocess.Popen(
+            [
+                tool("prometheus-alertmanager"),
+                f"--config.file={config_file}",
+                f"--storage.path={self.workdir / 'data'}",
+                f"--web.listen-address={self.address}",
+                "--cluster.listen-address=",  # a single instance: no gossip port
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.process = ManagedProcess("alertmanager", popen)
+        wait_for_port("127.0.0.1", self.port, 30, "alertmanager")
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
