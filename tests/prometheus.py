@@ -280,17 +280,16 @@ def running_lag_exporter(
 
 def stack_jobs(
     stack: ServiceProcesses,
-    exporter_port: int,
+    exporter_port: int | None,
     prefix: str = "coupon",
     labels: dict[str, str] | None = None,
 ) -> list[ScrapeJob]:
-    """Scrape jobs for the API, the consumers started so far and the lag exporter (each series
-    with ``labels``, say the namespace a deployment would have)."""
+    """Scrape jobs for the API, the consumers started so far and the lag exporter if it runs
+    (each series with ``labels``, say the namespace a deployment would have)."""
     extra = labels or {}
-    jobs = [
-        ScrapeJob(f"{prefix}-api", [f"127.0.0.1:{stack.settings.api_port}"], extra),
-        ScrapeJob(f"{prefix}-lag-exporter", [f"127.0.0.1:{exporter_port}"], extra),
-    ]
+    jobs = [ScrapeJob(f"{prefix}-api", [f"127.0.0.1:{stack.settings.api_port}"], extra)]
+    if exporter_port is not None:
+        jobs.append(ScrapeJob(f"{prefix}-lag-exporter", [f"127.0.0.1:{exporter_port}"], extra))
     if stack.consumer_ports:
         consumers = [f"127.0.0.1:{p}" for p in stack.consumer_ports]
         jobs.append(ScrapeJob(f"{prefix}-consumer", consumers, extra))
