@@ -4,7 +4,6 @@ with their durations shortened for a test's wall clock."""
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +12,9 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from app.devstack import ManagedProcess, free_port, wait_for_port
+from app.devstack import ManagedProcess, free_port
 from harness import wait_until
-from tests.prometheus import ALERTS, tool
+from tests.prometheus import ALERTS, serve
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _RANGE = re.compile(r"\[(\d+[smhd])\]")
@@ -173,22 +172,18 @@ class AlertmanagerServer:
         config_file = self.workdir / "alertmanager.yml"
         config_file.write_text(yaml.safe_dump(config))
         self.port = free_port()
-        log = (self.workdir / "alertmanager.log").open("wb")
-        popen = subprocess.Popen(
+        self.process = serve(
+            "prometheus-alertmanager",
             [
-                tool("prometheus-alertmanager"),
                 f"--config.file={config_file}",
                 f"--storage.path={self.workdir / 'data'}",
                 f"--web.listen-address={self.address}",
                 "--cluster.listen-address=",  # a single instance: no gossip port
                 "--log.level=warn",
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            self.workdir,
+            self.port,
         )
-        log.close()
-        self.process = ManagedProcess("alertmanager", popen)
-        wait_for_port("127.0.0.1", self.port, 30, "alertmanager")
         return self
 
     def stop(self) -> None:

@@ -43,6 +43,19 @@ def tool(name: str) -> str:
     return found
 
 
+def serve(binary: str, args: list[str], workdir: Path, port: int) -> ManagedProcess:
+    """Start a Prometheus project's server (``binary``) logging to ``workdir/<binary>.log`` and
+    wait for its loopback ``port``."""
+    log = (workdir / f"{binary}.log").open("wb")
+    try:
+        popen = subprocess.Popen([tool(binary), *args], stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        log.close()
+    process = ManagedProcess(binary, popen)
+    wait_for_port("127.0.0.1", port, 30, binary)
+    return process
+
+
 def promtool(*args: str, stdin: str | None = None, cwd: Path | None = None) -> str:
     """Run promtool; fail the test with its output when it reports a problem."""
     done = subprocess.run(
@@ -194,10 +207,9 @@ class PrometheusServer:
         config_file = self.workdir / "prometheus.yml"
         config_file.write_text(yaml.safe_dump(config))
         self.port = free_port()
-        log = (self.workdir / "prometheus.log").open("wb")
-        popen = subprocess.Popen(
+        self.process = serve(
+            "prometheus",
             [
-                tool("prometheus"),
                 f"--config.file={config_file}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
@@ -205,12 +217,9 @@ class PrometheusServer:
                 "--log.level=warn",
                 "--rules.alert.resend-delay=1s",
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            self.workdir,
+            self.port,
         )
-        log.close()
-        self.process = ManagedProcess("prometheus", popen)
-        wait_for_port("127.0.0.1", self.port, 30, "prometheus")
         return self
 
     def stop(self) -> None:
