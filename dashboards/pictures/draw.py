@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
 
 from dashboards.pictures.grafana import (
     CLASSIC_PALETTE,
@@ -284,8 +284,16 @@ def _timeseries(
         if isinstance(limit, int | float) and limit <= top:
             ax.axhline(limit, color=threshold_colour(limit, steps), linestyle="--", linewidth=1)
     ax.set_ylim(0, top)
+    if unit == "s" and top > 60:  # durations tick at whole minutes or hours, as Grafana's do
+        ax.yaxis.set_major_locator(MultipleLocator(_time_step(top)))
     ax.set_xlim(_day(span[0]), _day(span[1]))
     _legend_table(canvas, named[:rows], (x + 8, y + h - legend_px, w - 16), unit, len(named))
+
+
+def _time_step(top_s: float) -> float:
+    """The smallest of 1, 2, 5, 10, 15, 30 minutes, 1, 2, 6 hours giving at most 5 ticks."""
+    steps = (60, 120, 300, 600, 900, 1800, 3600, 7200, 21600)
+    return next((s for s in steps if top_s / s <= 5), steps[-1])
 
 
 def _day(unix_s: float) -> float:
@@ -300,7 +308,7 @@ def _style(ax: Axes, unit: str) -> None:
     ax.tick_params(colors=WEAK, labelsize=7, length=0)
     ax.tick_params(axis="x", pad=7)  # clear of the y axis' lowest label
     ax.grid(color=GRID, linewidth=0.6)
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=4, min_n_ticks=2))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10], min_n_ticks=2))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: format_value(v, unit)))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=UTC))  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(MaxNLocator(nbins=6))

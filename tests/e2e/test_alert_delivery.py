@@ -134,12 +134,13 @@ class Delivered:
     resolved: Notification
     fired_after: float  # seconds from producing the condition
     resolved_after: float  # seconds from the recovery
+    resolve_bound: float
 
     def __str__(self) -> str:
         return (
             f"{self.alert}: firing after {self.fired_after:.1f}s (bound"
             f" {firing_bound(self.alert):.0f}s), resolved {self.resolved_after:.1f}s after the"
-            f" recovery (bound {resolved_bound(self.alert):.0f}s)"
+            f" recovery (bound {self.resolve_bound:.0f}s)"
         )
 
 
@@ -205,7 +206,7 @@ async def _drive(
         resolved = await d.delivered(a, "resolved", ended, bound, labels)
         fired_after = firing[a].received - started
         delivered.append(
-            Delivered(a, labels, firing[a], resolved, fired_after, resolved.received - ended)
+            Delivered(a, labels, firing[a], resolved, fired_after, resolved.received - ended, bound)
         )
     return delivered
 

@@ -6,7 +6,7 @@ second, a trigger that refuses users named ``poison...`` so that failures and de
 show):
 
 1. warm-up: a trickle of presses on a coupon of every partition, until issues show in Prometheus;
-2. burst: 1,200 users and 50 repeat presses at once on one coupon of 1,000 (the hot partition;
+2. burst: 1,000 users and 50 repeat presses at once on one coupon of 800 (the hot partition;
    accepted, sold out, duplicate), until all accepted are issued;
 3. stall: every consumer stopped (SIGSTOP) while presses keep coming on a second hot coupon,
    until the group has lost its members and the lag passed ``STALL_LAG``;
@@ -47,7 +47,7 @@ from tests.stack import Stack, coupons_on_every_partition, isolated_settings, re
 PICTURES_ENV = "COUPON_DASHBOARD_PICTURES"
 NAMESPACE = "coupon-sale"
 SCRAPE_MS = 1000  # tests/prometheus.py scrapes every second: the datasource's "scrape interval"
-HOT_STOCK, BURST_USERS, REPEATS = 1000, 1200, 50
+HOT_STOCK, BURST_USERS, REPEATS = 800, 1000, 50
 STALL_LAG = 300
 TICK_S = 0.25  # a load tick: the presses of one tick are sent together
 
