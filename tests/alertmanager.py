@@ -1,10 +1,12 @@
-"""Alert delivery test helpers: a real Alertmanager, the webhook it notifies, and the alert rules
-with their durations shortened for a test's wall clock."""
+"""Alert delivery test helpers: a real Alertmanager, the webhook it notifies, the alert rules
+with their durations shortened for a test's wall clock, and a deployment that drives an alert
+(produce its condition, wait for it firing, recover, wait for it resolved, each within a bound)."""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from aiohttp import web
 from app.devstack import ManagedProcess, free_port
 from harness import wait_until
 from tests.prometheus import ALERTS, serve
+from tests.stack import Stack
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _RANGE = re.compile(r"\[(\d+[smhd])\]")
@@ -189,3 +192,132 @@ class AlertmanagerServer:
     def stop(self) -> None:
         if self.process:
             self.process.stop()
+
+
+# --- driving an alert: produce its condition, wait for it firing, recover, wait for it resolved --
+
+# One scrape, one exporter poll, one rule evaluation and one Alertmanager flush (1 s each)
+# between a condition and its notification; SLACK_S for a CPU shared with other work.
+PIPELINE_S = 4.0
+SLACK_S = 20.0
+TICK_S = 0.2  # how often a condition is kept up and the webhook looked at
+
+
+def firing_bound(rule: dict[str, Any]) -> float:
+    """Latest a firing notification may arrive after its condition was produced."""
+    window, hold = rule_windows(rule)
+    return window + hold + PIPELINE_S + SLACK_S
+
+
+def resolved_bound(rule: dict[str, Any]) -> float:
+    """Latest a resolved notification may arrive after the condition ended."""
+    window, _ = rule_windows(rule)
+    return window + PIPELINE_S + SLACK_S
+
+
+@dataclass
+class Delivered:
+    """An alert as the webhook received it, firing then resolved, the labels expected and how
+    long each took (from producing the condition, from the recovery) against its bound."""
+
+    alert: str
+    expected: dict[str, str]
+    firing: Notification
+    resolved: Notification
+    fired_after: float
+    resolved_after: float
+    fire_bound: float
+    resolve_bound: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.alert}: firing after {self.fired_after:.1f}s (bound {self.fire_bound:.0f}s),"
+            f" resolved {self.resolved_after:.1f}s after the recovery"
+            f" (bound {self.resolve_bound:.0f}s)"
+        )
+
+    def check(self, rule: dict[str, Any]) -> None:
+        """The rule's labels and the expected ones; annotations rendered from the rule's."""
+        firing = self.firing
+        assert {**rule["labels"], **self.expected}.items() <= firing.labels.items(), firing
+        summary = rule["annotations"]["summary"]
+        assert firing.annotations["summary"] == rendered_summary(summary, firing.labels)
+        description = rule["annotations"]["description"]
+        assert matches_template(firing.annotations["description"], description), firing
+        assert self.resolved.labels == firing.labels
+        assert self.resolved.received >= firing.received
+        print(self)  # the timings, for the run's log (pytest -s)
+
+
+async def nothing() -> None:
+    return None
+
+
+@dataclass
+class Deployment:
+    """A stack whose metrics carry ``namespace``, the webhook, and the rules Prometheus runs."""
+
+    namespace: str
+    stack: Stack
+    receiver: WebhookReceiver
+    rules: dict[str, dict[str, Any]]
+
+    async def delivered(
+        self, alert: str, status: str, since: float, bound: float, labels: dict[str, str]
+    ) -> Notification:
+        """The notification, which must arrive within ``bound`` s of ``since`` (monotonic)."""
+        wanted = {"namespace": self.namespace, **labels}
+        remaining = max(0.0, since + bound - time.monotonic())
+        found = await self.receiver.wait_for(alert, status, wanted, remaining)
+        late = found.received - since
+        assert late <= bound, f"{alert} {status} after {late:.1f}s, above its bound {bound:.1f}s"
+        return found
+
+    async def drive(
+        self,
+        alerts: dict[str, dict[str, str]],
+        produce: Callable[[], Awaitable[None]],
+        recover: Callable[[], Awaitable[None]],
+        keep_up: Callable[[], Awaitable[None]] = nothing,
+        recovery_s: float = 0.0,
+    ) -> list[Delivered]:
+        """``produce`` the condition and ``keep_up`` it every TICK_S until every alert of
+        ``alerts`` (name -> labels expected) was delivered firing; then ``recover`` and wait for
+        each resolved. ``recovery_s``: how long the stack itself may take to show the recovery."""
+        started = time.monotonic()
+        await produce()
+
+        async def all_firing() -> bool:
+            await keep_up()
+            return all(
+                self.receiver.find(a, "firing", {"namespace": self.namespace, **labels})
+                for a, labels in alerts.items()
+            )
+
+        bound = max(firing_bound(self.rules[a]) for a in alerts)
+        await wait_until(all_firing, bound, f"{', '.join(alerts)} firing", TICK_S)
+        firing = {
+            a: await self.delivered(a, "firing", started, firing_bound(self.rules[a]), labels)
+            for a, labels in alerts.items()
+        }
+        await recover()
+        ended = time.monotonic()
+        delivered = []
+        for a, labels in alerts.items():
+            fire_bound = firing_bound(self.rules[a])
+            resolve_bound = resolved_bound(self.rules[a]) + recovery_s
+            resolved = await self.delivered(a, "resolved", ended, resolve_bound, labels)
+            fired_after, resolved_after = firing[a].received - started, resolved.received - ended
+            delivered.append(
+                Delivered(
+                    a,
+                    labels,
+                    firing[a],
+                    resolved,
+                    fired_after,
+                    resolved_after,
+                    fire_bound,
+                    resolve_bound,
+                )
+            )
+        return delivered

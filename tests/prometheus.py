@@ -18,7 +18,14 @@ import httpx
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
-from app.devstack import ManagedProcess, child_env, free_port, spawn, wait_for_port
+from app.devstack import (
+    ManagedProcess,
+    _detach_and_die_with_parent,
+    child_env,
+    free_port,
+    spawn,
+    wait_for_port,
+)
 from app.observability import metrics
 from dashboards.pictures.grafana import Series, expand
 from harness import ServiceProcesses, wait_until
@@ -45,10 +52,15 @@ def tool(name: str) -> str:
 
 def serve(binary: str, args: list[str], workdir: Path, port: int) -> ManagedProcess:
     """Start a Prometheus project's server (``binary``) logging to ``workdir/<binary>.log`` and
-    wait for its loopback ``port``."""
+    wait for its loopback ``port``; it dies with the test process, as the stack's do."""
     log = (workdir / f"{binary}.log").open("wb")
     try:
-        popen = subprocess.Popen([tool(binary), *args], stdout=log, stderr=subprocess.STDOUT)
+        popen = subprocess.Popen(
+            [tool(binary), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_detach_and_die_with_parent,
+        )
     finally:
         log.close()
     process = ManagedProcess(binary, popen)

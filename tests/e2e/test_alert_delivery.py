@@ -41,9 +41,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,17 +53,17 @@ import pytest_asyncio
 from app.adapters import redis_client
 from app.consumer.retry import MAX_BACKOFF_S
 from app.local_servers import RedisServer
-from harness import partition_of, wait_until
+from harness import partition_of
 from harness.stranded import seed_stranded
 from tests.alertmanager import (
     AlertmanagerServer,
-    Notification,
+    Delivered,
+    Deployment,
     WebhookReceiver,
     accelerated,
     accelerated_rules,
-    matches_template,
-    rendered_summary,
-    rule_windows,
+    firing_bound,
+    nothing,
 )
 from tests.prometheus import (
     PrometheusServer,
@@ -83,10 +82,6 @@ from tests.stack import (
 )
 
 SPEEDUP = 20
-# One scrape, one exporter poll, one rule evaluation and one Alertmanager flush (1 s each)
-# between a condition and its notification; SLACK_S for a CPU shared with other work.
-PIPELINE_S = 4.0
-SLACK_S = 20.0
 RULES = {rule["alert"]: accelerated(rule, SPEEDUP) for rule in alert_rules()}
 LAG_ALERTS = (
     "CouponConsumerLagGrowing",
@@ -109,106 +104,11 @@ NOT_PRODUCED = {
 PAUSE_MS = 150  # CLIENT PAUSE before each tick's presses: each waits up to this long
 CAP = 4  # COUPON_API_MAX_CONNECTIONS of the connection-cap scenario
 PRESSES_PER_TICK = 8  # every TICK_S on one coupon: ~40/s, above CouponPartitionHot's 10/s
-TICK_S = 0.2
-
-
-def firing_bound(alert: str) -> float:
-    """Latest a firing notification may arrive after its condition was produced."""
-    window, hold = rule_windows(RULES[alert])
-    return window + hold + PIPELINE_S + SLACK_S
-
-
-def resolved_bound(alert: str) -> float:
-    """Latest a resolved notification may arrive after the condition ended."""
-    window, _ = rule_windows(RULES[alert])
-    return window + PIPELINE_S + SLACK_S
-
-
-@dataclass
-class Delivered:
-    """An alert as the webhook received it, firing then resolved, and the labels expected."""
-
-    alert: str
-    expected: dict[str, str]
-    firing: Notification
-    resolved: Notification
-    fired_after: float  # seconds from producing the condition
-    resolved_after: float  # seconds from the recovery
-    resolve_bound: float
-
-    def __str__(self) -> str:
-        return (
-            f"{self.alert}: firing after {self.fired_after:.1f}s (bound"
-            f" {firing_bound(self.alert):.0f}s), resolved {self.resolved_after:.1f}s after the"
-            f" recovery (bound {self.resolve_bound:.0f}s)"
-        )
-
-
-@dataclass
-class Deployment:
-    namespace: str
-    stack: Stack
-    receiver: WebhookReceiver
-
-    async def delivered(
-        self, alert: str, status: str, since: float, bound: float, labels: dict[str, str]
-    ) -> Notification:
-        """The notification, which must arrive within ``bound`` s of ``since`` (monotonic)."""
-        wanted = {"namespace": self.namespace, **labels}
-        remaining = max(0.0, since + bound - time.monotonic())
-        found = await self.receiver.wait_for(alert, status, wanted, remaining)
-        late = found.received - since
-        assert late <= bound, f"{alert} {status} after {late:.1f}s, above its bound {bound:.1f}s"
-        return found
 
 
 @dataclass
 class Delivery:
     scenarios: dict[str, asyncio.Task[list[Delivered]]]
-
-
-async def _nothing() -> None:
-    return None
-
-
-async def _drive(
-    d: Deployment,
-    alerts: dict[str, dict[str, str]],
-    produce: Callable[[], Awaitable[None]],
-    recover: Callable[[], Awaitable[None]],
-    keep_up: Callable[[], Awaitable[None]] = _nothing,
-    recovery_s: float = 0.0,
-) -> list[Delivered]:
-    """``produce`` the condition and ``keep_up`` it every TICK_S until every alert of
-    ``alerts`` (name -> labels expected) was delivered firing; then ``recover`` and wait for each
-    resolved. ``recovery_s``: how long the stack itself may take to show the recovery."""
-    started = time.monotonic()
-    await produce()
-
-    async def all_firing() -> bool:
-        await keep_up()
-        return all(
-            d.receiver.find(a, "firing", {"namespace": d.namespace, **labels})
-            for a, labels in alerts.items()
-        )
-
-    bound = max(firing_bound(a) for a in alerts)
-    await wait_until(all_firing, bound, f"{', '.join(alerts)} firing", TICK_S)
-    firing = {
-        a: await d.delivered(a, "firing", started, firing_bound(a), labels)
-        for a, labels in alerts.items()
-    }
-    await recover()
-    ended = time.monotonic()
-    delivered = []
-    for a, labels in alerts.items():
-        bound = resolved_bound(a) + recovery_s
-        resolved = await d.delivered(a, "resolved", ended, bound, labels)
-        fired_after = firing[a].received - started
-        delivered.append(
-            Delivered(a, labels, firing[a], resolved, fired_after, resolved.received - ended, bound)
-        )
-    return delivered
 
 
 async def _consumers_stopped(d: Deployment) -> list[Delivered]:
@@ -231,7 +131,7 @@ async def _consumers_stopped(d: Deployment) -> list[Delivered]:
         stack.add_consumer()
         await stack.wait_processed(hot, accepted, timeout=60)
 
-    return await _drive(d, expected, _nothing, drain, keep_up=press)
+    return await d.drive(expected, nothing, drain, keep_up=press)
 
 
 async def _consumer_faults(d: Deployment) -> list[Delivered]:
@@ -257,7 +157,7 @@ async def _consumer_faults(d: Deployment) -> list[Delivered]:
 
     async def released_then_stalled() -> list[Delivered]:
         released = asyncio.create_task(
-            _drive(d, {"CouponStrandedReservationsReleased": {}}, seed, _nothing)
+            d.drive({"CouponStrandedReservationsReleased": {}}, seed, nothing)
         )
         # the stall once the release fired: the reconciler settles nothing on a partition
         # with lag, and the stall makes lag
@@ -265,11 +165,11 @@ async def _consumer_faults(d: Deployment) -> list[Delivered]:
             "CouponStrandedReservationsReleased",
             "firing",
             {"namespace": d.namespace},
-            firing_bound("CouponStrandedReservationsReleased"),
+            firing_bound(RULES["CouponStrandedReservationsReleased"]),
         )
         # a stalled lane retries at most MAX_BACKOFF_S apart: it may show its recovery that late
-        stalled = await _drive(
-            d, {"CouponConsumerStalled": {}}, stall, unstall, recovery_s=MAX_BACKOFF_S
+        stalled = await d.drive(
+            {"CouponConsumerStalled": {}}, stall, unstall, recovery_s=MAX_BACKOFF_S
         )
         return [*await released, *stalled]
 
@@ -279,7 +179,7 @@ async def _consumer_faults(d: Deployment) -> list[Delivered]:
         "CouponConsumerFailureRateHigh": {},
     }
     poison, settled = await asyncio.gather(
-        _drive(d, poison_alerts, _nothing, _nothing, keep_up=poison_press),
+        d.drive(poison_alerts, nothing, nothing, keep_up=poison_press),
         released_then_stalled(),
     )
     return [*poison, *settled]
@@ -299,7 +199,7 @@ async def _api_slowed_by_redis(d: Deployment) -> list[Delivered]:
 
     try:
         alerts: dict[str, dict[str, str]] = {"CouponApiLatencyP99High": {}}
-        return await _drive(d, alerts, _nothing, _nothing, keep_up=slow_presses)
+        return await d.drive(alerts, nothing, nothing, keep_up=slow_presses)
     finally:
         await client.aclose()
 
@@ -328,7 +228,7 @@ async def _api_at_its_connection_cap(d: Deployment) -> list[Delivered]:
             await writer.wait_closed()
 
     alerts: dict[str, dict[str, str]] = {"CouponApiConnectionLimitReached": {}}
-    return await _drive(d, alerts, hold, release, keep_up=refused_press)
+    return await d.drive(alerts, hold, release, keep_up=refused_press)
 
 
 @dataclass(frozen=True)
@@ -373,7 +273,7 @@ async def delivery(
                 overrides["redis_url"] = redis.url
             stack = Stack(isolated_settings(kafka_bootstrap, **overrides), workdir / name)
             cleanup.push_async_callback(stack.stop)
-            deployments[name] = Deployment(f"alerts-{name}", stack, receiver)
+            deployments[name] = Deployment(f"alerts-{name}", stack, receiver, RULES)
         await asyncio.gather(
             *(d.stack.start(SCENARIOS[n].consumers) for n, d in deployments.items())
         )
@@ -409,27 +309,13 @@ async def delivery(
             await asyncio.gather(*tasks.values(), return_exceptions=True)
 
 
-def _check(delivered: Delivered) -> None:
-    """Labels (the rule's and the expected ones) and annotations rendered from the rule's."""
-    rule = RULES[delivered.alert]
-    firing = delivered.firing
-    assert {**rule["labels"], **delivered.expected}.items() <= firing.labels.items(), firing
-    summary = rule["annotations"]["summary"]
-    assert firing.annotations["summary"] == rendered_summary(summary, firing.labels)
-    description = rule["annotations"]["description"]
-    assert matches_template(firing.annotations["description"], description), firing.annotations
-    assert delivered.resolved.labels == firing.labels
-    assert delivered.resolved.received >= firing.received
-    print(delivered)  # the timings, for the run's log (pytest -s)
-
-
 async def test_lag_alerts_fire_while_no_consumer_runs_and_resolve_once_drained(
     delivery: Delivery,
 ) -> None:
     delivered = await delivery.scenarios["consumers-stopped"]
     assert [d.alert for d in delivered] == list(LAG_ALERTS)
     for one in delivered:
-        _check(one)
+        one.check(RULES[one.alert])
 
 
 async def test_dead_letters_failures_releases_and_stalls_fire_and_resolve(
@@ -438,21 +324,21 @@ async def test_dead_letters_failures_releases_and_stalls_fire_and_resolve(
     delivered = await delivery.scenarios["consumer-faults"]
     assert sorted(d.alert for d in delivered) == sorted(FAULT_ALERTS)
     for one in delivered:
-        _check(one)
+        one.check(RULES[one.alert])
 
 
 async def test_a_slow_gate_fires_the_api_latency_alert_and_it_resolves(
     delivery: Delivery,
 ) -> None:
     (delivered,) = await delivery.scenarios["slow-redis"]
-    _check(delivered)
+    delivered.check(RULES[delivered.alert])
 
 
 async def test_an_api_at_its_connection_cap_fires_its_alert_and_it_resolves(
     delivery: Delivery,
 ) -> None:
     (delivered,) = await delivery.scenarios["connection-cap"]
-    _check(delivered)
+    delivered.check(RULES[delivered.alert])
 
 
 def test_every_rule_is_delivered_here_or_listed_with_its_reason() -> None:
