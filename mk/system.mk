@@ -2,13 +2,14 @@
 #   server-deps  PostgreSQL, Redis and Java (for Apache Kafka, whose jars `make kafka` fetches):
 #                `make run` starts throw-away servers from them when no COUPON_* URL answers;
 #                `make test` starts its own.
-#   system-deps  server-deps + Prometheus/promtool, PgBouncer (transaction pooling) and wrk (bench).
+#   system-deps  server-deps + Prometheus/promtool, Alertmanager (alert delivery tests), PgBouncer
+#                (transaction pooling) and wrk (bench).
 # Debian's packages start no service here (the servers are ours, on loopback, on free ports).
 # Without apt-get (or not root) they say in one line what is missing and what to set instead.
 SERVER_DEBS := postgresql redis-server redis-tools
 # Apache Kafka runs on Java 17+ and `make kafka` fetches its jars with Maven (both only if missing).
 JAVA_DEBS := openjdk-17-jre-headless maven
-SYSTEM_DEBS := $(SERVER_DEBS) prometheus pgbouncer wrk kcat
+SYSTEM_DEBS := $(SERVER_DEBS) prometheus prometheus-alertmanager pgbouncer wrk kcat
 
 # $(call apt-install,<packages>,<what to do instead>): install what is missing, or say why not.
 define apt-install
@@ -23,7 +24,7 @@ endef
 
 HAVE_JAVA = command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1
 HAVE_SERVERS = $(HAVE_JAVA) && test -x "$$(ls -d /usr/lib/postgresql/*/bin/postgres 2>/dev/null | tail -n1)" && command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1
-HAVE_SYSTEM = $(HAVE_SERVERS) && command -v promtool >/dev/null 2>&1 && test -x /usr/sbin/pgbouncer && command -v wrk >/dev/null 2>&1 && command -v kcat >/dev/null 2>&1
+HAVE_SYSTEM = $(HAVE_SERVERS) && command -v promtool >/dev/null 2>&1 && test -x /usr/bin/prometheus-alertmanager && test -x /usr/sbin/pgbouncer && command -v wrk >/dev/null 2>&1 && command -v kcat >/dev/null 2>&1
 
 .PHONY: server-deps system-deps
 server-deps: ## install Debian's PostgreSQL and Redis when missing (what make run starts)
@@ -31,7 +32,7 @@ server-deps: ## install Debian's PostgreSQL and Redis when missing (what make ru
 	  [ -n "$$COUPON_DATABASE_URL" ] && [ -n "$$COUPON_REDIS_URL" ] && \
 	  echo "using COUPON_DATABASE_URL and COUPON_REDIS_URL instead" >&2; }
 
-system-deps: ## install Debian packages the tests need (postgresql, redis, prometheus, pgbouncer, wrk)
+system-deps: ## install Debian packages the tests need (postgresql, redis, prometheus, alertmanager, pgbouncer, wrk)
 	@$(HAVE_SYSTEM) || $(MAKE) --no-print-directory _system-debs
 
 .PHONY: _server-debs _system-debs

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +18,16 @@ import httpx
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
-from app.local.processes import ManagedProcess, free_port, wait_for_port
+from app.local.processes import ManagedProcess, detach_and_die_with_parent, free_port, wait_for_port
+from app.local.stack import child_env, spawn
 from app.observability import metrics
+from dashboards.pictures.grafana import Series, expand
+from harness import ServiceProcesses, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
 ALERTS = DASHBOARDS / "alerts.yml"
 _METRIC_NAME = re.compile(r"\bcoupon_[a-z0-9_]+\b")
-_LABEL_VALUES = re.compile(r"^label_values\((?P<selector>.+),\s*(?P<label>\w+)\)$")
 # A comparison with a number: made a `bool` comparison, so the expression returns its series
 # (0 or 1) whether or not the alert would fire. `!=` and `=~` in label matchers are followed by a
 # quote, never by a digit, so they are left alone.
@@ -38,6 +42,24 @@ def tool(name: str) -> str:
     if found is None:
         raise AssertionError(f"{name} is not installed: run `make system-deps` (Debian prometheus)")
     return found
+
+
+def serve(binary: str, args: list[str], workdir: Path, port: int) -> ManagedProcess:
+    """Start a Prometheus project's server (``binary``) logging to ``workdir/<binary>.log`` and
+    wait for its loopback ``port``; it dies with the test process, as the stack's do."""
+    log = (workdir / f"{binary}.log").open("wb")
+    try:
+        popen = subprocess.Popen(
+            [tool(binary), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=detach_and_die_with_parent,
+        )
+    finally:
+        log.close()
+    process = ManagedProcess(binary, popen)
+    wait_for_port("127.0.0.1", port, 30, binary)
+    return process
 
 
 def promtool(*args: str, stdin: str | None = None, cwd: Path | None = None) -> str:
@@ -129,13 +151,7 @@ def exposed_names() -> set[str]:
 
 def for_prometheus(expression: str, variables: dict[str, str]) -> str:
     """What Grafana would send: variables replaced; ``label_values(s, l)`` as ``count by (l) (s)``."""
-    text = expression.strip()
-    for name, value in sorted(variables.items(), key=lambda kv: -len(kv[0])):
-        text = text.replace(f"${{{name}}}", value).replace(f"${name}", value)
-    match = _LABEL_VALUES.match(text)
-    if match:
-        return f"count by ({match['label']}) ({match['selector']})"
-    return text
+    return expand(expression, variables)
 
 
 def as_bool_comparisons(expression: str) -> str:
@@ -150,52 +166,66 @@ def as_bool_comparisons(expression: str) -> str:
 class ScrapeJob:
     name: str
     targets: list[str]
+    labels: dict[str, str] = field(default_factory=dict)  # on top of the server's labels
 
 
 @dataclass
 class PrometheusServer:
-    """``/usr/bin/prometheus`` on a free loopback port, scraping every second."""
+    """``/usr/bin/prometheus`` on a free loopback port, scraping every second; with
+    ``rule_files`` it evaluates them every ``evaluation_interval`` and sends alerts to the
+    ``alertmanagers`` (host:port) at once (resend delay 1 s)."""
 
     jobs: list[ScrapeJob]
     labels: dict[str, str]
     workdir: Path
     port: int = 0
     process: ManagedProcess | None = None
+    rule_files: list[Path] = field(default_factory=list)
+    alertmanagers: list[str] = field(default_factory=list)
+    evaluation_interval: str = "1s"
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> PrometheusServer:
-        config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "900ms"},
+        config: dict[str, Any] = {
+            "global": {
+                "scrape_interval": "1s",
+                "scrape_timeout": "900ms",
+                "evaluation_interval": self.evaluation_interval,
+            },
             "scrape_configs": [
                 {
                     "job_name": job.name,
-                    "static_configs": [{"targets": job.targets, "labels": self.labels}],
+                    "static_configs": [
+                        {"targets": job.targets, "labels": {**self.labels, **job.labels}}
+                    ],
                 }
                 for job in self.jobs
             ],
+            "rule_files": [str(path) for path in self.rule_files],
         }
+        if self.alertmanagers:
+            config["alerting"] = {
+                "alertmanagers": [{"static_configs": [{"targets": self.alertmanagers}]}]
+            }
         config_file = self.workdir / "prometheus.yml"
         config_file.write_text(yaml.safe_dump(config))
         self.port = free_port()
-        log = (self.workdir / "prometheus.log").open("wb")
-        popen = subprocess.Popen(
+        self.process = serve(
+            "prometheus",
             [
-                tool("prometheus"),
                 f"--config.file={config_file}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--storage.tsdb.retention.time=1h",
                 "--log.level=warn",
+                "--rules.alert.resend-delay=1s",
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            self.workdir,
+            self.port,
         )
-        log.close()
-        self.process = ManagedProcess("prometheus", popen)
-        wait_for_port("127.0.0.1", self.port, 30, "prometheus")
         return self
 
     def stop(self) -> None:
@@ -210,6 +240,24 @@ class PrometheusServer:
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
 
+    def query_range(self, expression: str, start: float, end: float, step: float) -> list[Series]:
+        """``/api/v1/query_range``, each series as a :class:`Series` (NaN for "NaN")."""
+        r = httpx.get(
+            f"{self.url}/api/v1/query_range",
+            params={"query": expression, "start": start, "end": end, "step": step},
+            timeout=30,
+        )
+        body = r.json()
+        assert body.get("status") == "success", f"{expression!r}: {body.get('error', body)}"
+        return [
+            Series(
+                dict(item["metric"]),
+                [float(t) for t, _ in item["values"]],
+                [float(v) for _, v in item["values"]],
+            )
+            for item in body["data"]["result"]
+        ]
+
     def targets_up(self) -> dict[str, bool]:
         r = httpx.get(f"{self.url}/api/v1/targets", timeout=10)
         return {t["scrapeUrl"]: t["health"] == "up" for t in r.json()["data"]["activeTargets"]}
@@ -221,3 +269,54 @@ def new_workdir(prefix: str) -> Path:
 
 def first_value(result: list[dict[str, Any]]) -> float:
     return float(result[0]["value"][1]) if result else float("nan")
+
+
+# --- what Prometheus scrapes: a stack and its lag exporter --------------------------------------
+
+
+@contextlib.contextmanager
+def running_lag_exporter(
+    stack: ServiceProcesses, env: dict[str, str] | None = None
+) -> Iterator[int]:
+    """``coupon-issuer lag-exporter`` (and its reconciler) for ``stack``'s settings on a free
+    port (yielded); it must stop cleanly on SIGTERM."""
+    port = free_port()
+    exporter = spawn(
+        "lag-exporter",
+        ["lag-exporter"],
+        child_env(stack.settings, {**(env or {}), "COUPON_LAG_EXPORTER_PORT": str(port)}),
+        stack.log_dir / "lag-exporter.log",
+    )
+    try:
+        yield port
+    finally:
+        assert exporter.stop() == 0, "the lag exporter did not stop cleanly on SIGTERM"
+
+
+def stack_jobs(
+    stack: ServiceProcesses,
+    exporter_port: int | None,
+    prefix: str = "coupon",
+    labels: dict[str, str] | None = None,
+) -> list[ScrapeJob]:
+    """Scrape jobs for the API, the consumers started so far and the lag exporter if it runs
+    (each series with ``labels``, say the namespace a deployment would have)."""
+    extra = labels or {}
+    jobs = [ScrapeJob(f"{prefix}-api", [f"127.0.0.1:{stack.settings.api_port}"], extra)]
+    if exporter_port is not None:
+        jobs.append(ScrapeJob(f"{prefix}-lag-exporter", [f"127.0.0.1:{exporter_port}"], extra))
+    if stack.consumer_ports:
+        consumers = [f"127.0.0.1:{p}" for p in stack.consumer_ports]
+        jobs.append(ScrapeJob(f"{prefix}-consumer", consumers, extra))
+    return jobs
+
+
+async def wait_scraping(server: PrometheusServer, timeout: float = 60) -> None:
+    """Wait until Prometheus scraped every target of its jobs successfully."""
+    targets = sum(len(job.targets) for job in server.jobs)
+
+    async def all_up() -> bool:
+        up = await asyncio.to_thread(server.targets_up)
+        return len(up) == targets and all(up.values())
+
+    await wait_until(all_up, timeout, "Prometheus to scrape every target", interval=0.5)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -177,15 +178,27 @@ async def holding_coupon_rows(stack: Stack, coupon_ids: Sequence[str]) -> AsyncI
 async def refuse_poison_users(pool: asyncpg.Pool, schema: str) -> None:
     """A real failure inside the issue transaction, for users named ``poison...`` only: a trigger
     that refuses their row (a message's own fault, not the database's)."""
+    await refuse_users(pool, schema, "poison")
+
+
+async def refuse_users(
+    pool: asyncpg.Pool, schema: str, prefix: str, sqlstate: str = "P0001"
+) -> None:
+    """A trigger refusing the rows of users named ``prefix...`` with ``sqlstate``: the default
+    (raise_exception) is the message's own fault; an infrastructure code (say 25006, read-only
+    as after a failover) stalls the partition until :func:`accept_users` drops the trigger."""
+    assert prefix.isalnum() and re.fullmatch(r"[0-9A-Z]{5}", sqlstate), (prefix, sqlstate)
     await pool.execute(
         f"""
-        CREATE OR REPLACE FUNCTION "{schema}".refuse_poison() RETURNS trigger AS $$
+        CREATE OR REPLACE FUNCTION "{schema}".refuse_{prefix}() RETURNS trigger AS $$
         BEGIN
-          IF NEW.user_id LIKE 'poison%' THEN RAISE EXCEPTION 'refused by test trigger'; END IF;
+          IF NEW.user_id LIKE '{prefix}%' THEN
+            RAISE EXCEPTION 'refused by test trigger' USING ERRCODE = '{sqlstate}';
+          END IF;
           RETURN NEW;
         END $$ LANGUAGE plpgsql;
-        CREATE TRIGGER refuse_poison BEFORE INSERT ON "{schema}".issue_requests
-          FOR EACH ROW EXECUTE FUNCTION "{schema}".refuse_poison();
+        CREATE TRIGGER refuse_{prefix} BEFORE INSERT ON "{schema}".issue_requests
+          FOR EACH ROW EXECUTE FUNCTION "{schema}".refuse_{prefix}();
         """
     )
 
@@ -205,3 +218,8 @@ def session_stack_fixture(name: str, doc: str) -> Any:
 
     fixture.__doc__ = doc
     return fixture
+
+
+async def accept_users(pool: asyncpg.Pool, schema: str, prefix: str) -> None:
+    """Drop :func:`refuse_users`' trigger: those users' rows are written again."""
+    await pool.execute(f'DROP TRIGGER refuse_{prefix} ON "{schema}".issue_requests')

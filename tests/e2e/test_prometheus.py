@@ -14,18 +14,18 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from app.local.processes import free_port
-from app.local.stack import child_env, spawn
 from harness import wait_until
 from tests.prometheus import (
     PrometheusServer,
-    ScrapeJob,
     all_expressions,
     as_bool_comparisons,
     check_metrics,
     first_value,
     for_prometheus,
     new_workdir,
+    running_lag_exporter,
+    stack_jobs,
+    wait_scraping,
 )
 from tests.stack import Stack
 
@@ -62,34 +62,16 @@ def prometheus_dir() -> Iterator[Path]:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def observed(shared_stack: Stack, prometheus_dir: Path) -> AsyncIterator[Observed]:
     stack = shared_stack
-    port = free_port()
-    exporter = spawn(
-        "lag-exporter",
-        ["lag-exporter"],
-        child_env(stack.settings, {"COUPON_LAG_EXPORTER_PORT": str(port)}),
-        stack.log_dir / "lag-exporter.log",
-    )
-    server = PrometheusServer(
-        jobs=[
-            ScrapeJob("coupon-api", [f"127.0.0.1:{stack.settings.api_port}"]),
-            ScrapeJob("coupon-consumer", [f"127.0.0.1:{p}" for p in stack.consumer_ports]),
-            ScrapeJob("coupon-lag-exporter", [f"127.0.0.1:{port}"]),
-        ],
-        labels={"namespace": NAMESPACE},
-        workdir=prometheus_dir,
-    )
-    try:
-        server.start()
-
-        async def all_up() -> bool:
-            up = await asyncio.to_thread(server.targets_up)
-            return len(up) == 2 + len(stack.consumer_ports) and all(up.values())
-
-        await wait_until(all_up, 60, "Prometheus to scrape every target", interval=0.5)
-        yield Observed(stack, server, port)
-    finally:
-        server.stop()
-        assert exporter.stop() == 0, "the lag exporter did not stop cleanly on SIGTERM"
+    with running_lag_exporter(stack) as port:
+        server = PrometheusServer(
+            jobs=stack_jobs(stack, port), labels={"namespace": NAMESPACE}, workdir=prometheus_dir
+        )
+        try:
+            server.start()
+            await wait_scraping(server)
+            yield Observed(stack, server, port)
+        finally:
+            server.stop()
 
 
 async def _small_sale(stack: Stack) -> str:
