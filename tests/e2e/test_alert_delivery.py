@@ -13,7 +13,7 @@ the shipped durations. Prometheus scrapes and evaluates every second, the lag ex
 every second, Alertmanager sends each alert on its own at once.
 
 Driven here, each on a stack of its own (own topic, group, schema, coupons; ``namespace`` label),
-all four at once:
+all five at once:
 
 - consumers stopped (the group has no member, presses keep arriving on one coupon):
   ``CouponConsumerLagGrowing``, ``CouponConsumerLagSecondsHigh``,
@@ -26,14 +26,15 @@ all four at once:
 - a slow gate: the API's own Redis pauses its clients (``CLIENT PAUSE``) before each press →
   ``CouponApiLatencyP99High``;
 - an API at its connection cap: idle connections hold it at ``COUPON_API_MAX_CONNECTIONS``, so
-  presses are answered 503 BUSY → ``CouponApiConnectionLimitReached``; they close and it stops.
+  presses are answered 503 BUSY → ``CouponApiConnectionLimitReached``; they close and it stops;
+- the API down: its process stops, every scrape of its job fails → ``CouponApiDown``; started
+  again, it answers.
 
 Not produced here (also in docs/observability.md):
 
 - ``CouponLagExporterStale``: it fires 120 s (a threshold of the expression, not a duration)
   after the lag exporter last read the broker, then holds for its ``for:``: a broker away for
-  about 2.5 minutes, longer than this whole module;
-- an API that is down: no rule alerts on it (none reads ``up``), so nothing can be delivered.
+  about 2.5 minutes, longer than this whole module.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ FAULT_ALERTS = (
     "CouponStrandedReservationsReleased",
     "CouponConsumerStalled",
 )
-API_ALERTS = ("CouponApiLatencyP99High", "CouponApiConnectionLimitReached")
+API_ALERTS = ("CouponApiLatencyP99High", "CouponApiConnectionLimitReached", "CouponApiDown")
 NOT_PRODUCED = {
     "CouponLagExporterStale": "fires 120 s (a threshold of the expression, not a duration)"
     " after the exporter's last broker read, then holds for its for: the broker away for about"
@@ -231,6 +232,23 @@ async def _api_at_its_connection_cap(d: Deployment) -> list[Delivered]:
     return await d.drive(alerts, hold, release, keep_up=refused_press)
 
 
+async def _api_down(d: Deployment) -> list[Delivered]:
+    """The API process stops (SIGTERM, as when its pods are gone): every scrape of its job
+    fails; started again, it answers and the alert resolves."""
+    stack = d.stack
+    job = f"{d.namespace.removeprefix('alerts-')}-api"  # stack_jobs names it after the scenario
+
+    async def stop() -> None:
+        assert stack.api is not None
+        await asyncio.to_thread(stack.api.stop)
+
+    async def start_again() -> None:
+        stack.start_api()
+        await stack.wait_api_ready()
+
+    return await d.drive({"CouponApiDown": {"job": job}}, stop, start_again)
+
+
 @dataclass(frozen=True)
 class Scenario:
     """How a scenario's stack is set up, and what drives it."""
@@ -246,6 +264,7 @@ SCENARIOS = {
     "consumers-stopped": Scenario(_consumers_stopped),
     "consumer-faults": Scenario(_consumer_faults, consumers=1),
     "slow-redis": Scenario(_api_slowed_by_redis, lag_exporter=False, own_redis=True),
+    "api-down": Scenario(_api_down, lag_exporter=False),
     "connection-cap": Scenario(
         _api_at_its_connection_cap,
         lag_exporter=False,
@@ -338,6 +357,13 @@ async def test_an_api_at_its_connection_cap_fires_its_alert_and_it_resolves(
     delivery: Delivery,
 ) -> None:
     (delivered,) = await delivery.scenarios["connection-cap"]
+    delivered.check(RULES[delivered.alert])
+
+
+async def test_an_api_that_is_down_fires_its_alert_and_it_resolves_once_it_answers(
+    delivery: Delivery,
+) -> None:
+    (delivered,) = await delivery.scenarios["api-down"]
     delivered.check(RULES[delivered.alert])
 
 
