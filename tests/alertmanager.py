@@ -172,20 +172,16 @@ class AlertmanagerServer:
                 }
             ],
         }
-        config_file = self.workdir / "alertmanager.yml"
-        config_file.write_text(yaml.safe_dump(config))
-        self.port = free_port()
-        self.process = serve(
+        self.process, self.port = serve(
             "prometheus-alertmanager",
-            [
-                f"--config.file={config_file}",
+            self.workdir,
+            config,
+            lambda port: [
                 f"--storage.path={self.workdir / 'data'}",
-                f"--web.listen-address={self.address}",
+                f"--web.listen-address=127.0.0.1:{port}",
                 "--cluster.listen-address=",  # a single instance: no gossip port
                 "--log.level=warn",
             ],
-            self.workdir,
-            self.port,
         )
         return self
 

@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,13 +44,19 @@ def tool(name: str) -> str:
     return found
 
 
-def serve(binary: str, args: list[str], workdir: Path, port: int) -> ManagedProcess:
-    """Start a Prometheus project's server (``binary``) logging to ``workdir/<binary>.log`` and
-    wait for its loopback ``port``; it dies with the test process, as the stack's do."""
+def serve(
+    binary: str, workdir: Path, config: dict[str, Any], args: Callable[[int], list[str]]
+) -> tuple[ManagedProcess, int]:
+    """Start a Prometheus project's server (``binary``) on a free loopback port with ``config``
+    (written to ``workdir/<binary>.yml``) and ``args(port)``, logging to ``workdir/<binary>.log``;
+    wait for the port. It dies with the test process, as the stack's do."""
+    config_file = workdir / f"{binary}.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    port = free_port()
     log = (workdir / f"{binary}.log").open("wb")
     try:
         popen = subprocess.Popen(
-            [tool(binary), *args],
+            [tool(binary), f"--config.file={config_file}", *args(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=detach_and_die_with_parent,
@@ -59,7 +65,7 @@ def serve(binary: str, args: list[str], workdir: Path, port: int) -> ManagedProc
         log.close()
     process = ManagedProcess(binary, popen)
     wait_for_port("127.0.0.1", port, 30, binary)
-    return process
+    return process, port
 
 
 def promtool(*args: str, stdin: str | None = None, cwd: Path | None = None) -> str:
@@ -210,21 +216,17 @@ class PrometheusServer:
             config["alerting"] = {
                 "alertmanagers": [{"static_configs": [{"targets": self.alertmanagers}]}]
             }
-        config_file = self.workdir / "prometheus.yml"
-        config_file.write_text(yaml.safe_dump(config))
-        self.port = free_port()
-        self.process = serve(
+        self.process, self.port = serve(
             "prometheus",
-            [
-                f"--config.file={config_file}",
+            self.workdir,
+            config,
+            lambda port: [
                 f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--web.listen-address=127.0.0.1:{port}",
                 "--storage.tsdb.retention.time=1h",
                 "--log.level=warn",
                 "--rules.alert.resend-delay=1s",
             ],
-            self.workdir,
-            self.port,
         )
         return self
 

@@ -346,24 +346,13 @@ async def test_dead_letters_failures_releases_and_stalls_fire_and_resolve(
         one.check(RULES[one.alert])
 
 
-async def test_a_slow_gate_fires_the_api_latency_alert_and_it_resolves(
-    delivery: Delivery,
-) -> None:
-    (delivered,) = await delivery.scenarios["slow-redis"]
-    delivered.check(RULES[delivered.alert])
-
-
-async def test_an_api_at_its_connection_cap_fires_its_alert_and_it_resolves(
-    delivery: Delivery,
-) -> None:
-    (delivered,) = await delivery.scenarios["connection-cap"]
-    delivered.check(RULES[delivered.alert])
-
-
-async def test_an_api_that_is_down_fires_its_alert_and_it_resolves_once_it_answers(
-    delivery: Delivery,
-) -> None:
-    (delivered,) = await delivery.scenarios["api-down"]
+@pytest.mark.parametrize(
+    "scenario",
+    ["slow-redis", "connection-cap", "api-down"],
+    ids=["a slow gate: p99 latency", "an API at its connection cap", "an API that is down"],
+)
+async def test_an_api_alert_fires_and_resolves(delivery: Delivery, scenario: str) -> None:
+    (delivered,) = await delivery.scenarios[scenario]
     delivered.check(RULES[delivered.alert])
 
 
