@@ -1,4 +1,5 @@
-"""Kafka topics with lag on demand, for the operator tests (kmock and the real API server)."""
+"""Kafka topics with lag on demand: the lag reader's tests and the operator's (kmock and the real
+API server)."""
 
 from __future__ import annotations
 

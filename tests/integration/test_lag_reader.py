@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.adapters.kafka_lag import (
     LagReader,
@@ -22,17 +21,7 @@ from app.adapters.kafka_lag import (
 )
 from app.local.kafka import KafkaNode
 from harness import wait_until
-
-
-async def make_topic(bootstrap: str, partitions: int = 3, name: str | None = None) -> str:
-    name = name or f"lag-{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
-    return name
+from tests.lag import new_topic
 
 
 async def produce(bootstrap: str, topic: str, per_partition: dict[int, int]) -> None:
@@ -75,7 +64,7 @@ async def reader(kafka_bootstrap: str) -> AsyncIterator[LagReader]:
 async def test_lag_counts_every_message_when_no_consumer_ever_ran(
     kafka_bootstrap: str, reader: LagReader
 ) -> None:
-    topic, group = await make_topic(kafka_bootstrap), f"g-{uuid.uuid4().hex[:8]}"
+    topic, group = await new_topic(kafka_bootstrap, 3), f"g-{uuid.uuid4().hex[:8]}"
     await produce(kafka_bootstrap, topic, {0: 40, 1: 25, 2: 7})
 
     snap = await reader.read(topic, group)
@@ -91,7 +80,7 @@ async def test_lag_counts_every_message_when_no_consumer_ever_ran(
 async def test_commits_lower_the_lag_by_exactly_what_was_committed(
     kafka_bootstrap: str, reader: LagReader
 ) -> None:
-    topic, group = await make_topic(kafka_bootstrap), f"g-{uuid.uuid4().hex[:8]}"
+    topic, group = await new_topic(kafka_bootstrap, 3), f"g-{uuid.uuid4().hex[:8]}"
     await produce(kafka_bootstrap, topic, {0: 30, 1: 30, 2: 30})
     before = await reader.read(topic, group)
 
@@ -112,7 +101,7 @@ async def test_commits_lower_the_lag_by_exactly_what_was_committed(
 async def test_reader_serves_concurrent_reads_of_different_topics(
     kafka_bootstrap: str, reader: LagReader
 ) -> None:
-    a, b = await make_topic(kafka_bootstrap, 2), await make_topic(kafka_bootstrap, 4)
+    a, b = await new_topic(kafka_bootstrap, 2), await new_topic(kafka_bootstrap, 4)
     await produce(kafka_bootstrap, a, {0: 3, 1: 4})
     await produce(kafka_bootstrap, b, {3: 9})
     snap_a, snap_b = await asyncio.gather(reader.read(a, "ga"), reader.read(b, "gb"))
@@ -121,7 +110,7 @@ async def test_reader_serves_concurrent_reads_of_different_topics(
 
 
 async def test_read_lag_convenience_and_missing_topic(kafka_bootstrap: str) -> None:
-    topic = await make_topic(kafka_bootstrap, 1)
+    topic = await new_topic(kafka_bootstrap, 1)
     await produce(kafka_bootstrap, topic, {0: 2})
     assert (await read_lag(kafka_bootstrap, topic, "g")).total_lag == 2
     with pytest.raises(TopicNotFound):
@@ -139,7 +128,7 @@ async def test_unreachable_broker_is_a_lag_read_error() -> None:
 async def test_members_of_a_running_group_are_counted(
     kafka_bootstrap: str, reader: LagReader
 ) -> None:
-    topic, group = await make_topic(kafka_bootstrap, 2), f"g-{uuid.uuid4().hex[:8]}"
+    topic, group = await new_topic(kafka_bootstrap, 2), f"g-{uuid.uuid4().hex[:8]}"
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
     )
@@ -163,7 +152,7 @@ async def test_reconnecting_reader_reads_again_once_a_restarted_broker_is_back(
     broker = KafkaNode(tmp_path / "kafka").start()
     lag = ReconnectingLagReader(broker.bootstrap, timeout_s=2)
     try:
-        topic = await make_topic(broker.bootstrap, 2)
+        topic = await new_topic(broker.bootstrap, 2)
         await produce(broker.bootstrap, topic, {0: 3, 1: 1})
         assert (await lag.read(topic, "g")).lag_per_partition == (3, 1)
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from app.adapters.redis_batch import ScriptBatcher
@@ -25,11 +26,16 @@ async def client() -> AsyncIterator[aioredis.Redis]:
     await c.aclose()
 
 
+@pytest_asyncio.fixture
+async def echo(client: aioredis.Redis) -> tuple[AsyncScript, ScriptBatcher]:
+    """A script answering its first argument (raising on "boom"), and a batcher on ``client``."""
+    return client.register_script(_ECHO), ScriptBatcher(client)
+
+
 async def test_one_tick_of_calls_is_one_pipeline_with_an_answer_each(
-    client: aioredis.Redis,
+    client: aioredis.Redis, echo: tuple[AsyncScript, ScriptBatcher]
 ) -> None:
-    script = client.register_script(_ECHO)
-    batcher = ScriptBatcher(client)
+    script, batcher = echo
     await script(keys=["k"], args=["warm"])  # loaded once
     sent: list[int] = []
     original = client.pipeline
@@ -46,9 +52,8 @@ async def test_one_tick_of_calls_is_one_pipeline_with_an_answer_each(
     assert len(sent) == 1  # fifty callers, one round trip
 
 
-async def test_an_error_reaches_only_its_caller(client: aioredis.Redis) -> None:
-    script = client.register_script(_ECHO)
-    batcher = ScriptBatcher(client)
+async def test_an_error_reaches_only_its_caller(echo: tuple[AsyncScript, ScriptBatcher]) -> None:
+    script, batcher = echo
     answers = await asyncio.gather(
         batcher.call(script, ["k"], ["a"]),
         batcher.call(script, ["k"], ["boom"]),
@@ -59,9 +64,10 @@ async def test_an_error_reaches_only_its_caller(client: aioredis.Redis) -> None:
     assert isinstance(answers[1], ResponseError) and "boom" in str(answers[1])
 
 
-async def test_a_flushed_script_cache_is_reloaded(client: aioredis.Redis) -> None:
-    script = client.register_script(_ECHO)
-    batcher = ScriptBatcher(client)
+async def test_a_flushed_script_cache_is_reloaded(
+    client: aioredis.Redis, echo: tuple[AsyncScript, ScriptBatcher]
+) -> None:
+    script, batcher = echo
     await script(keys=["k"], args=["warm"])
     await client.script_flush()  # as after a Redis restart
     answers = await asyncio.gather(*(batcher.call(script, ["k"], [str(i)]) for i in range(5)))
@@ -83,10 +89,9 @@ async def test_a_lost_connection_reaches_every_caller_of_the_batch() -> None:
 
 
 async def test_a_batch_that_cannot_be_built_fails_every_caller_instead_of_hanging(
-    client: aioredis.Redis,
+    client: aioredis.Redis, echo: tuple[AsyncScript, ScriptBatcher]
 ) -> None:
-    script = client.register_script(_ECHO)
-    batcher = ScriptBatcher(client)
+    script, batcher = echo
 
     def refusing_pipeline(transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
         raise RuntimeError("no pipeline here")
