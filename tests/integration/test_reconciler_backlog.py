@@ -48,9 +48,13 @@ def _settings(kafka_bootstrap: str) -> Settings:
     )
 
 
-async def _seeded_backlog(settings: Settings, coupons: int, per_coupon: int) -> list[Seeded]:
+async def _seeded_backlog(
+    settings: Settings, coupons: int, per_coupon: int
+) -> tuple[list[Seeded], list[uuid.UUID]]:
+    """Stranded reservations seeded on new coupons, and those coupons' ids (sorted)."""
     await asyncio.to_thread(prepare, settings)
-    return await seed_stranded(settings, coupons, per_coupon)
+    seeded = await seed_stranded(settings, coupons, per_coupon)
+    return seeded, sorted({s.coupon_id for s in seeded})
 
 
 async def _settling_started(settings: Settings, coupon_ids: list[uuid.UUID], total: int) -> int:
@@ -127,8 +131,7 @@ async def test_sigterm_stops_the_lag_exporter_promptly_mid_backlog(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     settings = _settings(kafka_bootstrap)
-    seeded = await _seeded_backlog(settings, BACKLOG_COUPONS, BACKLOG_PER_COUPON)
-    coupon_ids = sorted({s.coupon_id for s in seeded})
+    seeded, coupon_ids = await _seeded_backlog(settings, BACKLOG_COUPONS, BACKLOG_PER_COUPON)
     exporter = spawn(
         "lag-exporter", ["lag-exporter"], child_env(settings), tmp_path / "exporter.log"
     )
@@ -149,8 +152,7 @@ async def test_ctrl_c_stops_the_dev_stack_promptly_mid_backlog(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     settings = _settings(kafka_bootstrap)
-    seeded = await _seeded_backlog(settings, BACKLOG_COUPONS, BACKLOG_PER_COUPON)
-    coupon_ids = sorted({s.coupon_id for s in seeded})
+    seeded, coupon_ids = await _seeded_backlog(settings, BACKLOG_COUPONS, BACKLOG_PER_COUPON)
     dev = _start_dev(settings, tmp_path)
     try:
         left = await _settling_started(settings, coupon_ids, len(seeded))
@@ -171,8 +173,7 @@ async def test_a_backlog_is_settled_with_one_log_line_per_coupon(
 ) -> None:
     settings = _settings(kafka_bootstrap)
     coupons, per_coupon = 3, 2_000
-    seeded = await _seeded_backlog(settings, coupons, per_coupon)
-    coupon_ids = sorted({s.coupon_id for s in seeded})
+    seeded, coupon_ids = await _seeded_backlog(settings, coupons, per_coupon)
     released_before = metrics.RECONCILER_RELEASED._value.get()
     caplog.set_level(logging.INFO, logger="app")
     async with open_reconciler(settings) as reconciler:

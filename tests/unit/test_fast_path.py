@@ -13,6 +13,19 @@ from app.api.fast_path import IssueFastPath, _plain_press
 COUPON = str(uuid.uuid4())
 
 
+def press_scope(content_length: int) -> dict[str, Any]:
+    """An ASGI scope of a JSON press on COUPON declaring ``content_length`` body bytes."""
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": f"/api/coupons/{COUPON}/issue/queue",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(content_length).encode()),
+        ],
+    }
+
+
 @pytest.mark.parametrize(
     ("body", "plain"),
     [
@@ -51,12 +64,7 @@ async def test_anything_else_reaches_the_app_with_its_body() -> None:
         chunk = next(chunks)
         return {"type": "http.request", "body": chunk, "more_body": chunk.endswith(b" ")}
 
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": f"/api/coupons/{COUPON}/issue/queue",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"22")],
-    }
+    scope = press_scope(content_length=22)
     await IssueFastPath(app, no_services)(scope, receive, None)  # type: ignore[arg-type]
     assert seen["body"] == b'{"userId": "bad user"}'
 
@@ -81,10 +89,5 @@ async def test_a_body_cut_off_by_a_disconnect_is_never_a_press() -> None:
     async def receive() -> dict[str, Any]:
         return next(messages)
 
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": f"/api/coupons/{COUPON}/issue/queue",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"40")],
-    }
+    scope = press_scope(content_length=40)
     await IssueFastPath(app, no_services)(scope, receive, None)  # type: ignore[arg-type]
