@@ -13,7 +13,7 @@ import pytest_asyncio
 from app.local.kafka import KafkaNode
 from harness.redis_cluster import LoopbackRedisCluster
 from tests import servers
-from tests.stack import Stack, isolated_settings, session_stack_fixture
+from tests.stack import Stack, isolated_settings, stack_fixture
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +28,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     broker.stop()
 
 
-shared_stack = session_stack_fixture(
+shared_stack = stack_fixture(
     "shared_stack", "An API and three consumers shared by tests that use coupons of their own."
 )
 

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import httpx
@@ -203,16 +203,21 @@ async def refuse_users(
     )
 
 
-def session_stack_fixture(name: str, doc: str) -> Any:
-    """A session fixture ``name``: an API and three consumers on a topic, schema, Redis prefix
-    and group of their own, on the session's broker, stopped at the end of the session."""
+Scope = Literal["session", "module"]
 
-    @pytest_asyncio.fixture(name=name, scope="session", loop_scope="session")
+
+def stack_fixture(
+    name: str, doc: str, *, scope: Scope = "session", consumers: int = 3, **overrides: Any
+) -> Any:
+    """A fixture ``name`` of ``scope``: an API and ``consumers`` consumers on a topic, schema,
+    Redis prefix and group of their own (and ``overrides``), on the session's broker."""
+
+    @pytest_asyncio.fixture(name=name, scope=scope, loop_scope="session")
     async def fixture(
         kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
     ) -> AsyncIterator[Stack]:
-        settings = isolated_settings(kafka_bootstrap)
-        stack = await Stack(settings, Path(tmp_path_factory.mktemp(name))).start(consumers=3)
+        settings = isolated_settings(kafka_bootstrap, **overrides)
+        stack = await Stack(settings, Path(tmp_path_factory.mktemp(name))).start(consumers)
         yield stack
         await stack.stop()
 

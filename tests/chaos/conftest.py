@@ -11,9 +11,9 @@ import pytest
 from app.local.kafka import KafkaCluster
 from tests import servers
 from tests.chaos.cluster import ClusterUnderTest
-from tests.stack import session_stack_fixture
+from tests.stack import stack_fixture
 
-chaos_stack = session_stack_fixture(
+chaos_stack = stack_fixture(
     "chaos_stack",
     "Own topic, schema, Redis prefix and group; scenarios kill and replace its consumers.",
 )

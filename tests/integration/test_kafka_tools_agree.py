@@ -8,7 +8,8 @@ import subprocess
 
 from app.adapters.kafka_lag import LagReader
 from app.local.kafka_jars import run_tool
-from tests.integration.test_lag_reader import commit, make_topic, produce
+from tests.integration.test_lag_reader import commit, produce
+from tests.lag import new_topic
 
 
 def tool_lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
@@ -27,7 +28,7 @@ def tool_lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
 
 
 async def test_our_lag_equals_kafka_consumer_groups(kafka_bootstrap: str) -> None:
-    topic, group = await make_topic(kafka_bootstrap, 3), "g-tools"
+    topic, group = await new_topic(kafka_bootstrap, 3), "g-tools"
     await produce(kafka_bootstrap, topic, {0: 7, 1: 3, 2: 5})
     await commit(kafka_bootstrap, topic, group, {0: 2, 1: 3, 2: 1})
     async with LagReader(kafka_bootstrap, timeout_s=5) as reader:
@@ -40,7 +41,7 @@ async def test_our_lag_equals_kafka_consumer_groups(kafka_bootstrap: str) -> Non
 def test_kcat_reads_our_topic(kafka_bootstrap: str) -> None:
     kcat = shutil.which("kcat")
     assert kcat, "kcat is not installed: run `make system-deps`"
-    topic = asyncio.run(make_topic(kafka_bootstrap, 2))
+    topic = asyncio.run(new_topic(kafka_bootstrap, 2))
     asyncio.run(produce(kafka_bootstrap, topic, {0: 4, 1: 2}))
     done = subprocess.run(
         [kcat, "-b", kafka_bootstrap, "-t", topic, "-C", "-e", "-q", "-f", "%p %o\\n"],

@@ -55,6 +55,13 @@ async def commit(bootstrap: str, topic: str, group: str, offsets: dict[int, int]
         await consumer.stop()
 
 
+async def lagging(bootstrap: str, per_partition: dict[int, int]) -> tuple[str, str]:
+    """A new topic holding ``per_partition`` messages, and a group that never consumed it."""
+    topic = await new_topic(bootstrap, len(per_partition))
+    await produce(bootstrap, topic, per_partition)
+    return topic, f"g-{uuid.uuid4().hex[:8]}"
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def reader(kafka_bootstrap: str) -> AsyncIterator[LagReader]:
     async with LagReader(kafka_bootstrap, timeout_s=5) as lag_reader:
@@ -64,8 +71,7 @@ async def reader(kafka_bootstrap: str) -> AsyncIterator[LagReader]:
 async def test_lag_counts_every_message_when_no_consumer_ever_ran(
     kafka_bootstrap: str, reader: LagReader
 ) -> None:
-    topic, group = await new_topic(kafka_bootstrap, 3), f"g-{uuid.uuid4().hex[:8]}"
-    await produce(kafka_bootstrap, topic, {0: 40, 1: 25, 2: 7})
+    topic, group = await lagging(kafka_bootstrap, {0: 40, 1: 25, 2: 7})
 
     snap = await reader.read(topic, group)
 
@@ -80,8 +86,7 @@ async def test_lag_counts_every_message_when_no_consumer_ever_ran(
 async def test_commits_lower_the_lag_by_exactly_what_was_committed(
     kafka_bootstrap: str, reader: LagReader
 ) -> None:
-    topic, group = await new_topic(kafka_bootstrap, 3), f"g-{uuid.uuid4().hex[:8]}"
-    await produce(kafka_bootstrap, topic, {0: 30, 1: 30, 2: 30})
+    topic, group = await lagging(kafka_bootstrap, {0: 30, 1: 30, 2: 30})
     before = await reader.read(topic, group)
 
     await commit(kafka_bootstrap, topic, group, {0: 10, 2: 30})

@@ -4,36 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import jwt
 import orjson
-import pytest
-import pytest_asyncio
 
 from harness.coupons import coupon_body
-from tests.stack import Stack, isolated_settings
+from tests.stack import Stack, isolated_settings, stack_fixture
 
 ADMIN = "admin-token-7f3a9c"
 JWT_SECRET = "gateway-secret-b41d2e-0123456789abcdef"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def secured(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Stack]:
-    settings = isolated_settings(
-        kafka_bootstrap,
-        admin_token=ADMIN,
-        user_jwt_secret=JWT_SECRET,
-        rate_limit_per_user=3,
-        log_format="json",
-        log_level="DEBUG",
-    )
-    stack = await Stack(settings, Path(tmp_path_factory.mktemp("secured"))).start(consumers=0)
-    yield stack
-    await stack.stop()
+secured = stack_fixture(
+    "secured",
+    "Admin token, signed users, a per-user rate limit and JSON logs; no consumer.",
+    scope="module",
+    consumers=0,
+    admin_token=ADMIN,
+    user_jwt_secret=JWT_SECRET,
+    rate_limit_per_user=3,
+    log_format="json",
+    log_level="DEBUG",
+)
 
 
 def token_for(user: str, secret: str = JWT_SECRET, ttl: float = 60) -> str:

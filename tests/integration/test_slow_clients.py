@@ -6,17 +6,16 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
-import pytest_asyncio
 
 from harness import wait_until
-from tests.stack import Stack, isolated_settings
+from tests.stack import Stack, isolated_settings, stack_fixture
 
 BOUND_S = 5.0  # head and body timeout of the flooded API: long enough to open the whole flood
 CLOSE_SLACK_S = 10.0  # how late past the bound a close may come on a loaded 2-core box
@@ -35,20 +34,16 @@ def open_files() -> Iterator[None]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def flooded(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Stack]:
-    settings = isolated_settings(
-        kafka_bootstrap,
-        api_head_timeout_s=BOUND_S,
-        api_body_timeout_s=BOUND_S,
-        api_max_connections=4096,  # above the flood: here only the deadlines may close them
-        rate_limit_per_user=0,
-    )
-    stack = await Stack(settings, Path(tmp_path_factory.mktemp("slow"))).start(consumers=0)
-    yield stack
-    await stack.stop()
+flooded = stack_fixture(
+    "flooded",
+    "Short head and body deadlines; a cap above the flood, so only the deadlines close them.",
+    scope="module",
+    consumers=0,
+    api_head_timeout_s=BOUND_S,
+    api_body_timeout_s=BOUND_S,
+    api_max_connections=4096,
+    rate_limit_per_user=0,
+)
 
 
 @dataclass
