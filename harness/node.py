@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,79 @@ class KubeComponent(LocalServer):
         return command
 
 
+def corefile(kubeconfig: Path, health_port: int, ready_port: int) -> str:
+    """cluster.local from the API server, on the gateway; no `forward` (none is compiled in):
+    a name outside the cluster is answered SERVFAIL, never asked of another server."""
+    return f""".:53 {{
+    bind {GATEWAY}
+    errors
+    health 127.0.0.1:{health_port}
+    ready 127.0.0.1:{ready_port}
+    cache 5
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig}
+        ttl 5
+    }}
+}}
+"""
+
+
+# What CoreDNS's kubernetes plugin reads, granted to the user of its client certificate.
+COREDNS_RBAC: list[dict[str, Any]] = [
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "coupon-node:coredns"},
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["endpoints", "services", "pods", "namespaces"],
+                "verbs": ["list", "watch"],
+            },
+            {
+                "apiGroups": ["discovery.k8s.io"],
+                "resources": ["endpointslices"],
+                "verbs": ["list", "watch"],
+            },
+        ],
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "coupon-node:coredns"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "coupon-node:coredns",
+        },
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:coredns"}
+        ],
+    },
+]
+
+
+@dataclass
+class CoreDns(LocalServer):
+    """CoreDNS (tools/coredns) on the gateway's port 53; ``port`` is its ready endpoint."""
+
+    name: str = "coredns"
+    kubeconfig: Path | None = None
+
+    def _command(self) -> Sequence[str]:
+        assert self.directory is not None and self.kubeconfig is not None
+        conf = self.directory / "Corefile"
+        conf.write_text(corefile(self.kubeconfig, free_port(), self.port))
+        return [binary("coredns"), "-conf", str(conf)]
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+
 def kubelet_config(certs: Path, port: int, healthz_port: int) -> dict[str, Any]:
     """The KubeletConfiguration this machine needs: cgroupfs on cgroup v1, swap tolerated, no
     DNS (``resolvConf: ""``: pods resolve nothing outside), no image garbage collection (images
@@ -185,7 +259,8 @@ def kubelet_config(certs: Path, port: int, healthz_port: int) -> dict[str, Any]:
         "failSwapOn": False,
         "failCgroupV1": False,
         "clusterDomain": "cluster.local",
-        "resolvConf": "",
+        "clusterDNS": [GATEWAY],  # CoreDNS
+        "resolvConf": "",  # pods with dnsPolicy Default get no server at all
         "podLogsDir": str(RUN_DIR / "pod-logs"),
         "evictionHard": {
             "memory.available": "100Mi",
@@ -253,6 +328,7 @@ class Node:
         self.archives = [PAUSE_ARCHIVE, *archives]
         self.plane = ControlPlane(directory / "plane", address=GATEWAY)
         self.containerd = Containerd(directory=directory / "containerd")
+        self.coredns = CoreDns(directory=directory / "coredns")
         self.scheduler = KubeComponent(name="kube-scheduler", directory=directory / "scheduler")
         self.kubelet = KubeComponent(name="kubelet", directory=directory / "kubelet")
         self.kube_proxy = KubeComponent(name="kube-proxy", directory=directory / "kube-proxy")
@@ -264,7 +340,7 @@ class Node:
 
     @property
     def servers(self) -> tuple[LocalServer, ...]:
-        return (self.containerd, self.scheduler, self.kubelet, self.kube_proxy)
+        return (self.containerd, self.coredns, self.scheduler, self.kubelet, self.kube_proxy)
 
     def start(self, timeout: float = 180) -> Node:
         """Everything up, and return once the Node is Ready."""
@@ -315,6 +391,13 @@ class Node:
             *("--bind-address=127.0.0.1", f"--secure-port={self.scheduler.port}"),
         ]
         self.scheduler.start(timeout)
+        with self.plane.client() as api:
+            for obj in COREDNS_RBAC:
+                kind = "clusterroles" if obj["kind"] == "ClusterRole" else "clusterrolebindings"
+                api.post(f"/apis/rbac.authorization.k8s.io/v1/{kind}", json=obj).raise_for_status()
+        coredns = self._issue("coredns", "/CN=system:coredns", "clientAuth")
+        self.coredns.kubeconfig = coredns
+        self.coredns.start(timeout)
         kubelet_port = self.kubelet.port
         self.kubelet.port = free_port()
         self.kubelet.config = kubelet_config(certs, kubelet_port, self.kubelet.port)

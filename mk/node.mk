@@ -8,6 +8,8 @@
 NODE_STAMP    := $(KUBE_BIN)/.node-built-$(KUBE_RELEASE)
 NODE_CMDS     := k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler \
   k8s.io/kubernetes/cmd/kube-proxy
+# CoreDNS with only the plugins the node needs (no `forward`): tools/coredns pins it.
+COREDNS_DIR   := tools/coredns
 # Debian packages the node needs (iptables: the kubelet's and kube-proxy's rules; nftables: `nft
 # list ruleset` to check teardown left nothing).
 NODE_DEBS     ?= containerd runc containernetworking-plugins iptables nftables conntrack
@@ -29,14 +31,17 @@ node-deps: image-deps ## install containerd, runc, CNI plugins, iptables, nftabl
 	@if command -v systemctl >/dev/null 2>&1 && systemctl is-active -q containerd 2>/dev/null; then \
 	  systemctl disable --now containerd >/dev/null 2>&1 || true; fi
 
-node-build: $(NODE_STAMP) ## build kubelet, kube-scheduler, kube-proxy into .tools/kube/bin (cached)
+node-build: $(NODE_STAMP) ## build kubelet, kube-scheduler, kube-proxy and CoreDNS into .tools/kube/bin (cached)
 
-$(NODE_STAMP): $(KUBE_DIR)/go.mod $(KUBE_DIR)/go.sum mk/node.mk
+$(NODE_STAMP): $(KUBE_DIR)/go.mod $(KUBE_DIR)/go.sum $(COREDNS_DIR)/go.mod $(COREDNS_DIR)/go.sum \
+  $(COREDNS_DIR)/main.go mk/node.mk
 	@command -v go >/dev/null 2>&1 || { echo "make node-build needs Go 1.24+"; exit 1; }
-	@echo "building the node ($(KUBE_RELEASE)) into $(KUBE_BIN) ..."
+	@echo "building the node ($(KUBE_RELEASE)) and CoreDNS into $(KUBE_BIN) ..."
 	@mkdir -p $(KUBE_BIN)
 	cd $(KUBE_DIR) && CGO_ENABLED=0 GOFLAGS=-mod=readonly nice -n 10 go build -p $(KUBE_GO_JOBS) -trimpath \
 	  -ldflags '$(KUBE_LDFLAGS)' -o $(CURDIR)/$(KUBE_BIN)/ $(NODE_CMDS)
+	cd $(COREDNS_DIR) && CGO_ENABLED=0 GOFLAGS=-mod=readonly nice -n 10 go build -p $(KUBE_GO_JOBS) -trimpath \
+	  -ldflags '-s -w' -o $(CURDIR)/$(KUBE_BIN)/coredns .
 	@rm -f $(KUBE_BIN)/.node-built-* && touch $@
 
 node-pause: $(PAUSE_ARCHIVE) ## build the pause image (gcc -static of the kubelet module's pause.c, buildah from scratch)

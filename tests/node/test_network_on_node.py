@@ -28,8 +28,15 @@ def reach(host, port):
         return True
     except OSError:
         return False
+def resolve(name):
+    try:
+        return socket.gethostbyname(name)
+    except OSError:
+        return None
 outside = {h: reach(h, 443) for h in sys.argv[1].split(",")}
 print(json.dumps({"outside": outside, "gateway": reach(sys.argv[2], int(sys.argv[3])),
+                  "service": reach("kubernetes.default.svc", 443),
+                  "names": {n: resolve(n) for n in ("kubernetes.default.svc", "example.com")},
                   "resolv": open("/etc/resolv.conf").read()}))
 """
 
@@ -97,9 +104,11 @@ def test_a_pod_cannot_leave_the_machine(node: Node, cluster: Cluster) -> None:
         cluster.delete_namespace(namespace)
     assert report["gateway"] is True, report  # the API server, on the bridge's gateway
     assert not any(report["outside"].values()), report
-    # No DNS server to forward anything: the runtime's default points at the pod's own loopback.
+    # CoreDNS on the gateway knows the cluster's names and forwards nothing.
     servers = [
         line.split()[1] for line in report["resolv"].splitlines() if line.startswith("nameserver")
     ]
-    assert all(s.startswith("127.") for s in servers), report
+    assert servers == [GATEWAY], report
+    assert report["names"] == {"kubernetes.default.svc": "10.96.0.1", "example.com": None}, report
+    assert report["service"] is True, report  # the API server through its Service (kube-proxy)
     assert forward_drops() > dropped_before, "our FORWARD DROP saw none of the pod's attempts"
