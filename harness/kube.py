@@ -11,8 +11,8 @@ service-account tokens signed by the API server (the TokenRequest API), an audit
 request made by a service account outside kube-system (what a workload such as the operator did,
 under its own identity), and the controllers (Deployments get ReplicaSets and Pods, the garbage
 collector cleans up, Jobs count their pods). There is no kubelet and no scheduler: Pods stay
-Pending, which is what the chart tests need. ``python -m harness.kube`` (``make kube-up``) runs
-one for a person and prints its KUBECONFIG.
+Pending, which is what the chart tests need; harness/node.py adds a real node to one. ``python -m
+harness.kube`` (``KUBE_NODE=0 make kube-up``) runs one for a person and prints its KUBECONFIG.
 """
 
 from __future__ import annotations

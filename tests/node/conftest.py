@@ -67,6 +67,7 @@ def app_archive() -> Path:
 def node(app_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """The control plane and a Ready node; stopped at the end, and the machine checked clean."""
     node = Node(Path(tmp_path_factory.mktemp("node")), [app_archive]).start()
+    print("node up, s after start:", {k: round(v, 1) for k, v in node.timings.items()})
     watched = servers.session_servers()
     watched.watch("node", node.describe_exit)
     try:
