@@ -26,6 +26,12 @@ PARTITIONS = 3
 CONSUMERS = 2
 # Events a healthy rollout never has.
 BAD_EVENTS = ("FailedCreate", "BackOff", "Failed", "FailedScheduling", "FailedMount", "Evicted")
+# The one kubelet failure tolerated (seen once in four runs, on the hook Job's pod): helm creates
+# the hook's Secret moments before its pod, the Node authorizer lets the kubelet read a Secret
+# only once its graph links it to a pod on the node, and the kubelet's secret cache gave up
+# waiting first. It retries the pod and the Job completes (helm waited for that); the chart
+# cannot order it otherwise.
+KUBELET_RACE = "failed to sync secret cache: timed out waiting for the condition"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -62,6 +68,7 @@ async def test_no_failure_events(release: Release) -> None:
         f"{e['involvedObject']['name']}: {e['reason']}: {e.get('message', '')}"
         for e in events
         if e["reason"] in BAD_EVENTS
+        and not (e["reason"] == "Failed" and KUBELET_RACE in e.get("message", ""))
     ]
     assert bad == []
     # A startup or readiness probe may fail while its pod starts (the API waits for its
