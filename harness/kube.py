@@ -11,8 +11,8 @@ service-account tokens signed by the API server (the TokenRequest API), an audit
 request made by a service account outside kube-system (what a workload such as the operator did,
 under its own identity), and the controllers (Deployments get ReplicaSets and Pods, the garbage
 collector cleans up, Jobs count their pods). There is no kubelet and no scheduler: Pods stay
-Pending, which is what the chart tests need. ``python -m harness.kube`` (``make kube-up``) runs
-one for a person and prints its KUBECONFIG.
+Pending, which is what the chart tests need; harness/node.py adds a real node to one. ``python -m
+harness.kube`` (``KUBE_NODE=0 make kube-up``) runs one for a person and prints its KUBECONFIG.
 """
 
 from __future__ import annotations
@@ -69,10 +69,12 @@ def openssl(*args: str, cwd: Path) -> None:
 
 @dataclass(frozen=True)
 class Certificates:
-    """Files under ``directory``: ca, apiserver (serving), admin and controller-manager (clients),
-    sa (the service-account token signing key pair). P-256 keys: fast to make, 1 day valid."""
+    """Files under ``directory``: ca, apiserver (serving), admin, controller-manager and
+    kubelet-client (clients), sa (the service-account token signing key pair). P-256 keys: fast
+    to make. harness/node.py issues the node's own certificates with ``issue``."""
 
     directory: Path
+    address: str = "127.0.0.1"  # the API server's address, in its certificate
 
     def path(self, name: str) -> Path:
         return self.directory / name
@@ -89,9 +91,15 @@ class Certificates:
             cwd=d,
         )
         sans = "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:127.0.0.1,IP:10.96.0.1"
+        if self.address != "127.0.0.1":
+            sans += f",IP:{self.address}"
         self.issue("apiserver", "/CN=kube-apiserver", "serverAuth", sans)
         self.issue("admin", "/O=system:masters/CN=coupon-issuer-admin", "clientAuth")
         self.issue("controller-manager", "/CN=system:kube-controller-manager", "clientAuth")
+        # The API server's identity towards kubelets (logs, exec, port-forward).
+        self.issue(
+            "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", "clientAuth"
+        )
         openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key", cwd=d)
         openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
         return self
@@ -172,6 +180,11 @@ class ApiServer(LocalServer):
     name: str = "kube-apiserver"
     etcd_url: str = ""
     certs: Certificates | None = None
+    address: str = "127.0.0.1"  # with a node: the bridge's gateway, which pods reach
+
+    @property
+    def host(self) -> str:
+        return self.address
 
     @property
     def url(self) -> str:
@@ -192,14 +205,21 @@ class ApiServer(LocalServer):
                 f"--tls-private-key-file={c('apiserver.key')}",
             ),
             f"--client-ca-file={c('ca.crt')}",
-            "--authorization-mode=RBAC",
-            "--enable-admission-plugins=PodSecurity",  # on by default; named so it stays on
+            # Node: a kubelet may read and write only what its own pods need; NodeRestriction
+            # keeps it to its own Node and pods (harness/node.py runs one).
+            "--authorization-mode=Node,RBAC",
+            # PodSecurity is on by default; named so it stays on.
+            "--enable-admission-plugins=PodSecurity,NodeRestriction",
+            f"--kubelet-client-certificate={c('kubelet-client.crt')}",
+            f"--kubelet-client-key={c('kubelet-client.key')}",
+            "--kubelet-preferred-address-types=InternalIP",
             f"--service-account-issuer={ISSUER}",
             f"--service-account-key-file={c('sa.pub')}",
             f"--service-account-signing-key-file={c('sa.key')}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # The "kubernetes" Service would point at 127.0.0.1, which Endpoints refuse.
-            "--endpoint-reconciler-type=none",
+            # On loopback the "kubernetes" Service would point at 127.0.0.1, which Endpoints
+            # refuse; with a node it points at the gateway, where pods reach the API server.
+            f"--endpoint-reconciler-type={'none' if self.address == '127.0.0.1' else 'lease'}",
             f"--audit-policy-file={policy}",
             f"--audit-log-path={self.audit_log}",
             f"--cert-dir={self.directory / 'serving'}",
@@ -250,11 +270,13 @@ class ControllerManager(LocalServer):
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager in ``directory``; ``start``, ``stop``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, address: str = "127.0.0.1") -> None:
         self.directory = directory
-        self.certs = Certificates(directory / "pki")
+        self.certs = Certificates(directory / "pki", address)
         self.etcd = Etcd(directory=directory / "etcd")
-        self.apiserver = ApiServer(directory=directory / "apiserver", certs=self.certs)
+        self.apiserver = ApiServer(
+            directory=directory / "apiserver", certs=self.certs, address=address
+        )
         self.controller_manager = ControllerManager(
             directory=directory / "controller-manager", certs=self.certs
         )
@@ -293,6 +315,10 @@ class ControlPlane:
             self.stop()
             raise
         return self
+
+    def client_kubeconfig(self, who: str) -> str:
+        """A kubeconfig for the client certificate ``who`` (a node's components)."""
+        return self._kubeconfig(who)
 
     def _kubeconfig(self, who: str) -> str:
         c = self.certs.path

@@ -1,7 +1,7 @@
 # A real Kubernetes control plane for the tests and for a person: etcd, kube-apiserver and
 # kube-controller-manager built from the Go module proxy (tools/kube/go.mod pins the release) into
-# .tools/kube/bin, started on loopback by harness/kube.py. No kubelet, no scheduler: pods stay
-# Pending. Included by the main Makefile.
+# .tools/kube/bin, started on loopback by harness/kube.py. The node (kubelet, kube-scheduler,
+# kube-proxy, containerd) is mk/node.mk's. Included by the main Makefile.
 #
 # The first build compiles Kubernetes (~7 min on 2 cores); after that the Go build cache
 # (~/.cache/go-build) and the stamp make `kube-build` a no-op. One build at a time (-p), niced, so
@@ -31,8 +31,15 @@ $(KUBE_STAMP): $(KUBE_DIR)/go.mod $(KUBE_DIR)/go.sum $(wildcard $(KUBE_DIR)/cmd/
 	  -ldflags '$(KUBE_LDFLAGS)' -o $(CURDIR)/$(KUBE_BIN)/ $(KUBE_CMDS)
 	@rm -f $(KUBE_BIN)/.built-* && touch $@
 
-kube-up: $(STAMP) tools kube-build ## start a local control plane (etcd + apiserver + controller-manager) and print its KUBECONFIG; Ctrl-C stops it
+# With a node (mk/node.mk, harness/node.py: containerd, kubelet, kube-scheduler, kube-proxy; root,
+# Debian) unless KUBE_NODE=0, which starts the control plane alone (Pods stay Pending).
+KUBE_NODE ?= 1
+kube-up: $(STAMP) tools kube-build $(if $(filter 1,$(KUBE_NODE)),node-build node-deps node-pause) ## start a control plane and a real node (KUBE_NODE=0: control plane only), print KUBECONFIG; Ctrl-C stops and cleans up
+ifeq ($(KUBE_NODE),1)
+	$(PY) -m harness.node up $(wildcard .tools/node/images/app-*.tar)
+else
 	$(PY) -m harness.kube
+endif
 
 # Third-party CRDs from their own Go API types, by controller-gen (tools/crds pins it and the
 # Prometheus Operator; tools/keda pins KEDA): `make crds` rewrites tests/schemas/crds/, `make
