@@ -250,12 +250,13 @@ async def save_partition_watches(
 
 async def undecided_requests(conn: Connection, request_ids: Sequence[UUID]) -> set[UUID]:
     """Which of these request ids have no issue decision (no row in issue_requests)."""
+    # The decided ones by primary key (an index probe each, whatever the cached plan), the rest
+    # here: an anti-join's generic plan, cached while the table was small, scanned it whole.
     rows = await conn.fetch(
-        "SELECT h.id FROM unnest($1::uuid[]) AS h(id)"
-        " WHERE NOT EXISTS (SELECT 1 FROM issue_requests r WHERE r.request_id = h.id)",
+        "SELECT request_id FROM issue_requests WHERE request_id = ANY($1::uuid[])",
         list(request_ids),
     )
-    return {r["id"] for r in rows}
+    return set(request_ids) - {r["request_id"] for r in rows}
 
 
 async def probe_writes(pool: Pool) -> None:
@@ -317,11 +318,13 @@ async def holders_among(
     conn: Connection, pairs: Sequence[tuple[UUID, str]]
 ) -> list[tuple[UUID, str]]:
     """Which of these (coupon, user) pairs already hold the coupon."""
+    # One index probe per pair, whatever the plan: a join here let the generic plan cached while
+    # the table was small hash ALL issued rows on every batch once it had grown (a full scan per
+    # batch: most of PostgreSQL's CPU in a sale on a fresh table; docs/performance.md).
     rows = await conn.fetch(
-        "SELECT r.coupon_id, r.user_id FROM issue_requests r"
-        " JOIN unnest($1::uuid[], $2::text[]) AS p(coupon_id, user_id)"
-        "   ON r.coupon_id = p.coupon_id AND r.user_id = p.user_id"
-        " WHERE r.status = 'ISSUED'",
+        "SELECT p.coupon_id, p.user_id FROM unnest($1::uuid[], $2::text[]) AS p(coupon_id, user_id)"
+        " CROSS JOIN LATERAL (SELECT 1 FROM issue_requests r WHERE r.coupon_id = p.coupon_id"
+        "   AND r.user_id = p.user_id AND r.status = 'ISSUED' LIMIT 1) AS held",
         [p[0] for p in pairs],
         [p[1] for p in pairs],
     )
