@@ -236,6 +236,11 @@ def whole_system_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"before {_fmt(base['issued_per_s'])},"
                 f" now/before {_fmt(ratio.get('issued_per_s'), 'x', 2)}",
             ),
+            (
+                "end-to-end ms p50 / p99 (sale runs' mean)",
+                _e2e(cur),
+                f"before {_e2e(base)}",
+            ),
         ]
     else:
         out += [
@@ -245,6 +250,11 @@ def whole_system_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     if whole.get("baseline_note"):
         out.append(("sale before", "-", str(whole["baseline_note"])))
     return out
+
+
+def _e2e(variant: dict[str, Any]) -> str:
+    e2e = variant.get("end_to_end_ms") or {}
+    return " / ".join(_fmt(e2e.get(k), "", 1) for k in ("p50", "p99"))
 
 
 def api_rows(api: dict[str, Any]) -> list[tuple[str, str, str]]:

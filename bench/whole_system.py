@@ -54,8 +54,13 @@ def variant_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     component was not metered), the issue rate, and whether every run was correct."""
     per = [r["cpu_ms_per_issued_coupon"] for r in runs]
     ms = {k: _mean([p[k] for p in per if p.get(k) is not None]) for k in (*COMPONENTS, "sum")}
+    e2e = [r["end_to_end_ms"] for r in runs if r.get("end_to_end_ms")]
+    batches = [r["profile"]["batches"] for r in runs if r.get("profile")]
     return {
         "cpu_ms_per_issued_coupon": ms,
+        # what fuller batches cost in latency: accepted press to its row, mean of the runs
+        "end_to_end_ms": {k: _mean([e[k] for e in e2e]) for k in ("p50", "p99")} if e2e else {},
+        "batches": batches,  # batch transactions per run (with --profile)
         "outside_api_ms": (ms["sum"] or 0.0) - (ms["api"] or 0.0),
         "issued_per_s": _mean([r["issued_per_s"] for r in runs]),
         "accepted_per_s": _mean([r["accepted_per_s"] for r in runs]),
