@@ -316,12 +316,6 @@ def coupon_partition(coupon_id: UUID, pinned: int | None, partitions: int) -> in
     return pinned if pinned is not None else partition_for(str(coupon_id).encode(), partitions)
 
 
-# How long a consumer's fetch may wait on the broker for a fuller batch, and how full (about 250
-# presses' records); see make_consumer.
-FETCH_MAX_WAIT_MS = 50
-FETCH_MIN_BYTES = 64 * 1024
-
-
 def make_consumer(bootstrap: str, group: str, max_records: int) -> AIOKafkaConsumer:
     """A group member with manual commits; starts from the earliest offset the first time."""
     return AIOKafkaConsumer(
@@ -330,14 +324,6 @@ def make_consumer(bootstrap: str, group: str, max_records: int) -> AIOKafkaConsu
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=max_records,
-        # A partition's next batch waits up to FETCH_MAX_WAIT_MS for FETCH_MIN_BYTES on the
-        # broker instead of leaving with the few presses that came meanwhile: below the
-        # consumers' capacity a batch (a transaction, its lookups, the outcomes' Redis calls, the
-        # offset commit, the fetch itself) costs about the same for 8 presses as for 30, so
-        # fuller batches cost the whole system less per coupon (docs/performance.md). At a
-        # burst the bytes are there at once and nothing waits.
-        fetch_min_bytes=FETCH_MIN_BYTES,
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
         # Batches are committed to PostgreSQL in well under this; a stuck DB shows as lag.
