@@ -25,7 +25,7 @@ from app.config import Settings
 from app.local.processes import ManagedProcess, free_port
 from app.local.stack import prepare
 from bench import db, wrk
-from bench.cpu import BROKER, CpuMeter, ms_per, process_tree
+from bench.cpu import BROKER, CpuMeter, ms_per
 from bench.flash_sale import create_coupon
 from bench.phases import RunContext
 from harness import ServiceProcesses, wait_until
@@ -48,7 +48,7 @@ class Variant:
     runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def api_pids(self) -> list[int]:
-        return process_tree(self.procs.api.popen.pid) if self.procs.api else []
+        return [self.procs.api.popen.pid] if self.procs.api else []  # metered with its tree
 
     def groups(self, broker: list[int] | None) -> dict[str, list[int]]:
         """What one wrk run meters: the API, the variant's consumer and, if ours, the broker."""

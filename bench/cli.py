@@ -16,8 +16,8 @@ from typing import Any
 from app.adapters import redis_client
 from app.config import Settings
 from app.local.stack import local_systems
-from bench import api_limits, db, flash_sale, phases, report, wrk
-from bench.cpu import broker_pids
+from bench import api_limits, db, phases, report, whole_system, wrk
+from bench.cpu import broker_pids, server_groups
 from bench.options import BenchOptions, add_bench_arguments, cores, options_from
 from bench.progress import Bar
 
@@ -40,8 +40,10 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _correct(result: dict[str, Any]) -> bool:
-    """The sale's correctness check and the wrk phases' row check (True when not run)."""
+    """The sales' correctness checks and the wrk phases' row check (True when not run)."""
     ok = bool(result.get("sale", {}).get("correctness", {}).get("ok", True))
+    sales = result.get("whole_system", {})
+    ok = ok and all(sales[v]["correct"] for v in ("current", "baseline") if v in sales)
     api = result.get("api", {})
     return ok and all(api[v]["outcomes"]["ok"] for v in ("current", "baseline") if v in api)
 
@@ -55,7 +57,7 @@ def bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     started = time.monotonic()
     with local_systems(settings) as (resolved, started_procs), Bar(opts.progress) as bar:
         broker = broker_pids(started_procs)
-        extra = {p.name: [p.popen.pid] for p in started_procs if p.popen.pid not in (broker or [])}
+        extra = server_groups(started_procs)
         ctx = phases.RunContext(
             resolved, opts, log_dir, bar, n, extra_pids=extra, broker_pids=broker
         )
@@ -94,7 +96,7 @@ async def _phases(ctx: phases.RunContext) -> dict[str, Any]:
     if ctx.opts.baseline:
         out["baseline"] = await phases.naive_baseline(ctx)
     if ctx.opts.flash_sale:
-        out["sale"] = await flash_sale.flash_sale(ctx)
+        out.update(await whole_system.sales(ctx))
     if ctx.opts.api_limits:
         if wrk.available():
             out["api"] = await api_limits.api_limits(ctx)

@@ -48,14 +48,6 @@ async def drop_schemas(dsn: str, schemas: Sequence[str]) -> None:
         await conn.close()
 
 
-async def backend_pids(conn: asyncpg.Connection, application_name: str) -> list[int]:
-    """Server processes of the connections that named themselves ``application_name``."""
-    rows = await conn.fetch(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = $1", application_name
-    )
-    return [int(r["pid"]) for r in rows]
-
-
 async def processed_count(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM issue_requests"))
 

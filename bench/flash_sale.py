@@ -4,28 +4,45 @@ PostgreSQL, on a schema / topic / group / Redis prefix of its own."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
 
 from app.config import Settings
-from app.local.stack import prepare
-from bench import db, loadgen
-from bench.cpu import BROKER, EXTERNAL_BROKER, CpuMeter, ms_per, process_groups
+from app.local.processes import ManagedProcess, detach_and_die_with_parent
+from app.local.stack import child_env, prepare
+from bench import db, loadgen, profile
+from bench.cpu import (
+    AUTOSCALER,
+    BROKER,
+    COMPONENTS,
+    EXTERNAL_BROKER,
+    LAG_EXPORTER,
+    POSTGRES,
+    CpuMeter,
+    local_postmaster,
+    per_component,
+    process_groups,
+)
 from bench.options import BenchOptions
 from bench.phases import RunContext, lag_reader
 from bench.progress import Bar
 from bench.sampling import Sampler
-from harness import create_covering, wait_until
+from harness import ServiceProcesses, create_covering, wait_until
 from harness.coupons import coupon_body
 
 # Seconds the sale's stack is metered idle (up, consumers polling, no presses) before the load:
 # the share of the per-press CPU that is paid whether presses come or not.
 IDLE_WINDOW_S = 5.0
+_ROOT = Path(__file__).resolve().parent.parent  # the checkout: bench/ is run from here
 
 
 async def create_coupon(settings: Settings, stock: int, http: aiohttp.ClientSession) -> str:
@@ -54,21 +71,32 @@ def default_stock(opts: BenchOptions, coupons: int) -> int:
     return opts.stock or max(1, int(0.9 * distinct / coupons))
 
 
-async def flash_sale(ctx: RunContext) -> dict[str, Any]:
-    """The real path: generators -> API (gate + produce) -> consumers -> PostgreSQL."""
+async def flash_sale(
+    ctx: RunContext, variant: str = "current", env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The real path: generators -> API (gate + produce) -> consumers -> PostgreSQL, with the lag
+    exporter (and its reconciler) and the local autoscaler running as they would in production.
+
+    ``env`` is added to every process of the stack (a baseline revision's ``PYTHONPATH``).
+    """
     opts = ctx.opts
-    settings = ctx.isolated("sale", api_workers=opts.api_workers)
-    ctx.bar.phase("sale: start stack", 1)
+    label = "sale" if variant == "current" else f"sale_{variant}"
+    settings = ctx.isolated(label, api_workers=opts.api_workers)
+    ctx.bar.phase(f"{label}: start stack", 1)
     await asyncio.to_thread(prepare, settings)
     procs = ctx.processes(settings)
+    procs.process_env.update(env or {})
     fleet: loadgen.GeneratorFleet | None = None
     sampler: Sampler | None = None
+    scaler: ManagedProcess | None = None
     conn = await db.connect(settings.database_url, settings.db_schema)
     reader = await lag_reader(settings.kafka_bootstrap)
     try:
         procs.start_api()  # COUPON_API_WORKERS comes from the settings
         for _ in range(opts.consumers):
             procs.add_consumer()
+        procs.start_lag_exporter()
+        scaler = start_autoscaler(procs, opts.consumers)
         await procs.wait_api_ready()
         await procs.wait_for_assignment()
         n_coupons = opts.partitions * opts.coupons_per_partition
@@ -79,12 +107,18 @@ async def flash_sale(ctx: RunContext) -> dict[str, Any]:
             plan, settings.api_port, opts.generators, opts.concurrency, opts.max_load_seconds
         )
         await wait_until(fleet.all_ready, 60, "the load generators to start", 0.05)
-        groups = {"generators": fleet.pids(), **process_groups(procs), **ctx.server_groups()}
-        meter = CpuMeter(groups)  # the load: shares of the machine while presses are sent
-        # the whole work of the presses: until the last accepted one is a row
-        per_press = CpuMeter({k: groups[k] for k in ("api", "consumers", BROKER) if k in groups})
-        idle = CpuMeter(per_press.groups)
-        ctx.bar.phase(f"sale: {IDLE_WINDOW_S:.0f} s idle", 1)
+        system = system_groups(procs, scaler, ctx)
+        if opts.profile and POSTGRES not in system:
+            # a profile's own server (with pg_stat_statements), when it runs on this machine
+            postmaster = local_postmaster(conn.get_server_pid())
+            system.update({POSTGRES: [postmaster]} if postmaster else {})
+        # the bench's own connection (row counts, the checks) is not the system's work
+        ours = {conn.get_server_pid()}
+        meter = CpuMeter({"generators": fleet.pids(), **system}, ours)  # shares during the load
+        # the whole work of the presses: from the load's start until the last accepted is a row
+        whole = CpuMeter(system, ours)
+        idle = CpuMeter(system, ours)
+        ctx.bar.phase(f"{label}: {IDLE_WINDOW_S:.0f} s idle", 1)
         idle.start()
         await asyncio.sleep(IDLE_WINDOW_S)  # a measuring window, not a wait for a condition
         idle.stop()
@@ -96,23 +130,26 @@ async def flash_sale(ctx: RunContext) -> dict[str, Any]:
             lambda: len(procs.live_consumers()),
             fleet.answered,
         )
-        ctx.bar.phase(f"sale: {opts.requests:,} presses", len(plan))
+        ctx.bar.phase(f"{label}: {opts.requests:,} presses", len(plan))
+        profiled = await profile.start(settings, conn) if opts.profile else None
         await sampler.__aenter__()
         meter.start()
-        per_press.start()
+        whole.start()
         sampler.restart_clock()
         fleet.release()
         # generators stop sending after max_load_seconds; the margin is for their last answers
         results = await _run_load(fleet, sampler, ctx.bar, opts.max_load_seconds + 120)
         meter.stop()
         load = summarize_load(plan, results, stock)
-        ctx.bar.phase("sale: drain", load["accepted"])
+        ctx.bar.phase(f"{label}: drain", load["accepted"])
         drained_at = await _wait_drained(sampler, load["accepted"], opts.drain_timeout_s, ctx.bar)
-        per_press.stop()
+        whole.stop()
+        servers = None if profiled is None else await profile.read(settings, conn, profiled)
         correctness = await db.check(conn, load.pop("expected_per_coupon"), load.pop("request_ids"))
         e2e = await db.end_to_end_ms(conn)
         processed_span = await db.processed_span_s(conn)
         return {
+            "variant": variant,
             "coupons": len(coupon_ids),
             "stock_per_coupon": stock,
             "api_workers": opts.api_workers,
@@ -132,18 +169,19 @@ async def flash_sale(ctx: RunContext) -> dict[str, Any]:
             "cpu_seconds": meter.used,
             "cpu_share": meter.shares(ctx.cores),
             "load_wall_s": meter.wall,
-            # from the first press to the last accepted press's row, over the accepted presses
-            "cpu_ms_per_accepted_press": {
-                BROKER: None,  # unless measured, below
-                **ms_per(per_press.used, load["accepted"]),
-            },
-            "broker_cpu": "measured" if BROKER in per_press.groups else EXTERNAL_BROKER,
-            "per_press_wall_s": per_press.wall,
+            # from the load's start until the last accepted press is a row, per issued coupon
+            "cpu_ms_per_issued_coupon": per_component(whole.used, correctness.issued),
+            "system_cpu_seconds": whole.used,
+            "system_wall_s": whole.wall,
+            # coupons issued per second over that window: the load and the drain
+            "issued_per_s": correctness.issued / whole.wall if whole.wall > 0 else 0.0,
+            "broker_cpu": "measured" if BROKER in whole.groups else EXTERNAL_BROKER,
             "idle_cpu_ms_per_s": {
-                BROKER: None,
+                **{k: None for k in COMPONENTS},
                 **{k: 1000 * used / max(idle.wall, 1e-9) for k, used in idle.used.items()},
                 "seconds": idle.wall,
             },
+            "profile": servers,
             "timeseries": sampler.as_dicts(),
         }
     finally:
@@ -151,10 +189,44 @@ async def flash_sale(ctx: RunContext) -> dict[str, Any]:
             await sampler.__aexit__()
         if fleet is not None:
             fleet.stop()
+        if scaler is not None:
+            await asyncio.to_thread(scaler.stop)
         await asyncio.to_thread(procs.terminate)
         if reader:
             await reader.stop()
         await conn.close()
+
+
+def system_groups(
+    procs: ServiceProcesses, scaler: ManagedProcess, ctx: RunContext
+) -> dict[str, list[int]]:
+    """Every component of the system the run can meter, by its report name (bench/cpu.py)."""
+    exporter = [procs.lag_exporter.popen.pid] if procs.lag_exporter else []
+    return {
+        **process_groups(procs),
+        LAG_EXPORTER: exporter,
+        AUTOSCALER: [scaler.popen.pid],
+        **ctx.server_groups(),
+    }
+
+
+def start_autoscaler(procs: ServiceProcesses, consumers: int) -> ManagedProcess:
+    """``python -m bench.autoscaler`` with the stack's settings and ``process_env`` (a baseline's
+    ``PYTHONPATH`` comes first, so its app/ is the one imported; this checkout's bench/ after)."""
+    env = child_env(procs.settings, procs.process_env)
+    env["BENCH_CONSUMERS"] = str(consumers)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(_ROOT)) if p)
+    procs.log_dir.mkdir(parents=True, exist_ok=True)
+    with (procs.log_dir / "autoscaler.log").open("ab") as log:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "bench.autoscaler"],
+            env=env,
+            cwd=_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=detach_and_die_with_parent,
+        )
+    return ManagedProcess("autoscaler", popen)
 
 
 async def _run_load(

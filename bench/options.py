@@ -42,6 +42,9 @@ class BenchOptions:
     api_seconds: float = 8.0  # per wrk run
     api_rounds: int = 2  # interleaved rounds of every variant
     baseline_ref: str | None = None  # a git revision to measure the API phases against
+    sale_baseline_ref: str | None = None  # a git revision to run the whole-system sale against
+    sale_rounds: int = 1  # sale runs of each variant, alternating who goes first
+    profile: bool = False  # the sale's Redis commands and PostgreSQL statements (bench/profile.py)
     progress: bool = True
     keep: bool = False
     seed: int = 6
@@ -83,6 +86,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="REF",
         help="git revision whose API the wrk phases also measure, side by side (the 'before')",
     )
+    add(
+        "--sale-baseline",
+        default=None,
+        metavar="REF",
+        help="git revision whose whole stack the flash sale also runs, one after the other",
+    )
+    add("--sale-rounds", type=int, default=d.sale_rounds, help="sale runs of each variant")
+    add("--profile", action="store_true", help="the sale's Redis commands and SQL statements")
     add("--no-progress", action="store_true", help="no progress bar")
     add("--keep", action="store_true", help="keep the bench schemas (for inspection)")
     add("--seed", type=int, default=d.seed)
@@ -117,6 +128,9 @@ def options_from(args: argparse.Namespace, default_partitions: int) -> BenchOpti
         api_seconds=args.api_seconds,
         api_rounds=max(1, args.api_rounds),
         baseline_ref=args.baseline or None,
+        sale_baseline_ref=args.sale_baseline or None,
+        sale_rounds=max(1, args.sale_rounds),
+        profile=args.profile,
         progress=not args.no_progress,
         keep=args.keep,
         seed=args.seed,

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.adapters import postgres_setup
 from app.adapters.kafka_lag import LagReader
 from app.config import Settings
 from app.local.stack import prepare
@@ -33,7 +32,7 @@ class RunContext:
     log_dir: Path
     bar: Bar
     cores: int
-    extra_pids: dict[str, list[int]] = field(default_factory=dict)  # Redis, PostgreSQL we started
+    extra_pids: dict[str, list[int]] = field(default_factory=dict)  # postgres, redis we started
     broker_pids: list[int] | None = None  # the Kafka JVMs we started; None: an external broker
     schemas: list[str] = field(default_factory=list)
     redis_prefixes: list[str] = field(default_factory=list)
@@ -167,7 +166,8 @@ async def _drain(
         started = time.monotonic()
         for _ in range(consumers):
             procs.add_consumer(extra_env)
-        meter = CpuMeter({**process_groups(procs), **ctx.server_groups()})
+        # the bench's own connection (row counts) is not the system's work
+        meter = CpuMeter({**process_groups(procs), **ctx.server_groups()}, {conn.get_server_pid()})
         meter.start()
         first: tuple[float, int] | None = None
         last = await sampler.sample()
@@ -185,9 +185,6 @@ async def _drain(
         timeout = started + ctx.opts.drain_timeout_s + 30 - time.monotonic()
         with contextlib.suppress(TimeoutError):  # the report says how far it got
             await wait_until(drained_or_measured, timeout, "the drain")
-        meter.groups["postgres"] = await db.backend_pids(
-            conn, postgres_setup.consumer_connection_name(settings.consumer_group)
-        )
         meter.stop()
         span = (last.t - first[0]) if first else 0.0
         sampled_rate = (last.processed - first[1]) / span if first and span > 0 else 0.0

@@ -10,7 +10,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.cpu import BROKER, EXTERNAL_BROKER
+from bench.cpu import (
+    AUTOSCALER,
+    BROKER,
+    COMPONENTS,
+    EXTERNAL_BROKER,
+    LAG_EXPORTER,
+    NOT_MEASURED,
+    POSTGRES,
+    REDIS,
+)
 
 # The old (Java) system's own claimed rate, for the "x the old design" column.
 OLD_KAFKA_3_PARTITIONS_PER_S = 100.0
@@ -116,16 +125,12 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "of all cores, during the load",
             ),
             (
-                "CPU ms per accepted press api/consumers/broker",
-                cpu_per_press(g("sale", "cpu_ms_per_accepted_press"), ("api", "consumers", BROKER)),
-                "first press to last row",
-            ),
-            (
-                "idle CPU ms/s api/consumers/broker",
-                cpu_per_press(g("sale", "idle_cpu_ms_per_s"), ("api", "consumers", BROKER), 0),
+                "idle CPU ms/s " + "/".join(COMPONENTS),
+                cpu_per_press(g("sale", "idle_cpu_ms_per_s"), COMPONENTS, 0),
                 "stack up, consumers polling, no presses",
             ),
         ]
+    out += whole_system_rows(report)
     if g("drain"):
         out += [
             (
@@ -177,6 +182,79 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         )
     out += api_rows(report.get("api") or {})
     return out
+
+
+_COMPONENT_NOTES = {
+    "api": "uvicorn workers (gate + publish)",
+    "consumers": "issue batches",
+    BROKER: "Kafka JVM",
+    POSTGRES: "postmaster + backends, live and reaped",
+    REDIS: "redis-server",
+    LAG_EXPORTER: "exporter + reconciler",
+    AUTOSCALER: "local autoscaler's reads",
+    "sum": "the whole system",
+}
+
+
+def _ms(value: float | None, name: str) -> str:
+    if value is None:
+        return EXTERNAL_BROKER if name == BROKER else NOT_MEASURED
+    return f"{value:.4f}"
+
+
+def whole_system_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """CPU ms per issued coupon by component, from the load's start until the last accepted
+    press is issued: the current code, and against the baseline when one ran."""
+    whole = report.get("whole_system") or {}
+    cur = whole.get("current")
+    if not cur:
+        return []
+    base = whole.get("baseline")
+    ratio = whole.get("after_vs_before") or {}
+    ref = whole.get("baseline_ref")
+    out: list[tuple[str, str, str]] = []
+    for name in (*COMPONENTS, "sum"):
+        note = _COMPONENT_NOTES[name]
+        if base:
+            b = base["cpu_ms_per_issued_coupon"].get(name)
+            note = f"before ({ref}) {_ms(b, name)}, now/before {_fmt(ratio.get(name), 'x', 2)}"
+        value = _ms(cur["cpu_ms_per_issued_coupon"].get(name), name)
+        out.append((f"CPU ms per issued coupon: {name}", value, note))
+    outside = f"{cur['outside_api_ms']:.4f}"
+    issued = _fmt(cur["issued_per_s"])
+    if base:
+        out += [
+            (
+                "CPU ms per issued coupon outside the API",
+                outside,
+                f"before {base['outside_api_ms']:.4f},"
+                f" now/before {_fmt(ratio.get('outside_api'), 'x', 2)}",
+            ),
+            (
+                "coupons issued/s, load + drain",
+                issued,
+                f"before {_fmt(base['issued_per_s'])},"
+                f" now/before {_fmt(ratio.get('issued_per_s'), 'x', 2)}",
+            ),
+            (
+                "end-to-end ms p50 / p99 (sale runs' mean)",
+                _e2e(cur),
+                f"before {_e2e(base)}",
+            ),
+        ]
+    else:
+        out += [
+            ("CPU ms per issued coupon outside the API", outside, ""),
+            ("coupons issued/s, load + drain", issued, "load's start to last row"),
+        ]
+    if whole.get("baseline_note"):
+        out.append(("sale before", "-", str(whole["baseline_note"])))
+    return out
+
+
+def _e2e(variant: dict[str, Any]) -> str:
+    e2e = variant.get("end_to_end_ms") or {}
+    return " / ".join(_fmt(e2e.get(k), "", 1) for k in ("p50", "p99"))
 
 
 def api_rows(api: dict[str, Any]) -> list[tuple[str, str, str]]:

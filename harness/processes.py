@@ -60,6 +60,7 @@ class ServiceProcesses:
     log_dir: Path
     api: ManagedProcess | None = None
     consumers: list[ManagedProcess] = field(default_factory=list)
+    lag_exporter: ManagedProcess | None = None
     consumer_ports: list[int] = field(default_factory=list)
     process_env: dict[str, str] = field(default_factory=dict)  # extra env of every process
     consumer_env: dict[str, str] = field(default_factory=dict)  # extra env of the consumers only
@@ -85,6 +86,13 @@ class ServiceProcesses:
         self.consumers.append(proc)
         self.consumer_ports.append(port)
         return proc
+
+    def start_lag_exporter(self, extra_env: Mapping[str, str] | None = None) -> ManagedProcess:
+        """``coupon-issuer lag-exporter`` (the exporter and the reconciler, as the chart runs
+        them), on a port of its own."""
+        env = {"COUPON_LAG_EXPORTER_PORT": str(free_port()), **(extra_env or {})}
+        self.lag_exporter = self._spawn("lag-exporter", ["lag-exporter"], env)
+        return self.lag_exporter
 
     def live_consumers(self) -> list[int]:
         """Indexes of the consumers still running."""
@@ -143,7 +151,8 @@ class ServiceProcesses:
         await wait_until(balanced, timeout, f"{members} consumers to share the partitions")
 
     def terminate(self) -> None:
-        """Stop consumers first (they finish their batch, commit and leave), then the API."""
+        """Stop consumers first (they finish their batch, commit and leave), then the API, then
+        the lag exporter."""
         for proc in self.consumers:
             if proc.popen.poll() is None:
                 proc.popen.send_signal(signal.SIGTERM)
@@ -151,3 +160,5 @@ class ServiceProcesses:
             proc.stop()
         if self.api:
             self.api.stop()
+        if self.lag_exporter:
+            self.lag_exporter.stop()

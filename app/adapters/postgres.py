@@ -21,6 +21,13 @@ _COUPON_COLUMNS = (
     " min_order_amount, expires_at, created_at, partition"
 )
 
+# Lookups by a list of keys probe an index per key whatever the plan: a LATERAL subquery with a
+# LIMIT is never flattened, so the index is its only sensible plan. A join or `= ANY` let the
+# generic plan PostgreSQL caches after five executions, made while issue_requests was small,
+# hash or scan every row on each batch once the table had grown (most of PostgreSQL's CPU in a
+# sale on a fresh table; docs/performance.md).
+_PROBE_IDS = "unnest($1::uuid[]) AS p(id) CROSS JOIN LATERAL"
+
 
 async def insert_coupon(conn: Connection, coupon: Coupon) -> None:
     await conn.execute(
@@ -250,12 +257,14 @@ async def save_partition_watches(
 
 async def undecided_requests(conn: Connection, request_ids: Sequence[UUID]) -> set[UUID]:
     """Which of these request ids have no issue decision (no row in issue_requests)."""
+    # The decided ones by an index probe each (see _PROBE_IDS), the rest here: an anti-join's
+    # generic plan, cached while the table was small, scanned it whole on every pass.
     rows = await conn.fetch(
-        "SELECT h.id FROM unnest($1::uuid[]) AS h(id)"
-        " WHERE NOT EXISTS (SELECT 1 FROM issue_requests r WHERE r.request_id = h.id)",
+        f"SELECT p.id FROM {_PROBE_IDS} (SELECT 1 FROM issue_requests r"
+        "   WHERE r.request_id = p.id LIMIT 1) AS decided",
         list(request_ids),
     )
-    return {r["id"] for r in rows}
+    return set(request_ids) - {r["id"] for r in rows}
 
 
 async def probe_writes(pool: Pool) -> None:
@@ -304,13 +313,14 @@ async def processed_request_ids(conn: Connection, request_ids: Sequence[UUID]) -
     was told FAILED and its reservation given back, so it is skipped like a redelivery. A dead
     letter is not final here: a replay may still issue it."""
     rows = await conn.fetch(
-        "SELECT request_id FROM issue_requests WHERE request_id = ANY($1::uuid[])"
-        " UNION SELECT request_id FROM failed_requests"
-        " WHERE request_id = ANY($1::uuid[]) AND reason <> $2",
+        f"SELECT p.id FROM {_PROBE_IDS} (SELECT 1 FROM issue_requests r"
+        "   WHERE r.request_id = p.id LIMIT 1) AS decided"
+        f" UNION SELECT p.id FROM {_PROBE_IDS} (SELECT 1 FROM failed_requests f"
+        "   WHERE f.request_id = p.id AND f.reason <> $2 LIMIT 1) AS settled",
         request_ids,
         FailReason.DEAD_LETTERED.value,
     )
-    return [r["request_id"] for r in rows]
+    return [r["id"] for r in rows]
 
 
 async def holders_among(
@@ -318,10 +328,9 @@ async def holders_among(
 ) -> list[tuple[UUID, str]]:
     """Which of these (coupon, user) pairs already hold the coupon."""
     rows = await conn.fetch(
-        "SELECT r.coupon_id, r.user_id FROM issue_requests r"
-        " JOIN unnest($1::uuid[], $2::text[]) AS p(coupon_id, user_id)"
-        "   ON r.coupon_id = p.coupon_id AND r.user_id = p.user_id"
-        " WHERE r.status = 'ISSUED'",
+        "SELECT p.coupon_id, p.user_id FROM unnest($1::uuid[], $2::text[]) AS p(coupon_id, user_id)"
+        " CROSS JOIN LATERAL (SELECT 1 FROM issue_requests r WHERE r.coupon_id = p.coupon_id"
+        "   AND r.user_id = p.user_id AND r.status = 'ISSUED' LIMIT 1) AS held",
         [p[0] for p in pairs],
         [p[1] for p in pairs],
     )

@@ -43,6 +43,7 @@ def test_a_small_bench_run_reports_correct_results(kafka_bootstrap: str, tmp_pat
         api_seconds=1,
         api_rounds=1,
         baseline_ref="HEAD",  # the wrk phases against the committed code, side by side
+        sale_baseline_ref="HEAD",  # and the whole stack's sale
     )
 
     report = bench(settings, opts)
@@ -60,6 +61,17 @@ def test_a_small_bench_run_reports_correct_results(kafka_bootstrap: str, tmp_pat
     assert correctness["accepted_without_outcome"] == 0
     assert set(sale["end_to_end_ms"]) == {"p50", "p95", "p99", "max"}
     assert sale["cpu_share"]["generators"] > 0 and sale["cpu_share"]["api"] > 0
+    # the whole system, per issued coupon: every component this run started is metered
+    per = sale["cpu_ms_per_issued_coupon"]
+    assert per["api"] > 0 and per["consumers"] > 0, per
+    # a run this short may meet neither's poll: metered (a number), not necessarily busy
+    assert per["lag_exporter"] is not None and per["autoscaler"] is not None, per
+    assert per["sum"] >= sum(v for k, v in per.items() if k != "sum" and v is not None) * 0.999
+    assert sale["issued_per_s"] > 0
+    whole = report["whole_system"]
+    assert whole["current"]["correct"] and whole["baseline"]["correct"]
+    assert whole["after_vs_before"]["sum"] is not None
+    assert whole["after_vs_before"]["issued_per_s"] is not None
 
     assert report["drain"]["drained"] and report["drain"]["processed"] == 3000
     assert report["drain"]["issues_per_s"] > 0 and report["drain"]["broker_produce_per_s"] > 0

@@ -1,5 +1,6 @@
-"""The bench's CPU accounting (bench/cpu.py) read from a real process's /proc figures, and how the
-report names a broker it could not meter."""
+"""The bench's CPU accounting (bench/cpu.py) read from real processes' /proc figures (a process, a
+process tree whose child is reaped meanwhile), and how the report names a component it could not
+meter."""
 
 from __future__ import annotations
 
@@ -11,7 +12,22 @@ from typing import cast
 import pytest
 
 from app.local.processes import ManagedProcess
-from bench.cpu import BROKER, EXTERNAL_BROKER, CpuMeter, broker_pids, cpu_seconds, ms_per
+from bench.cpu import (
+    BROKER,
+    COMPONENTS,
+    EXTERNAL_BROKER,
+    NOT_MEASURED,
+    POSTGRES,
+    REDIS,
+    CpuMeter,
+    broker_pids,
+    children,
+    cpu_seconds,
+    ms_per,
+    per_component,
+    server_groups,
+    tree_cpu_seconds,
+)
 from bench.report import rows
 
 # Burns CPU until its own CPU clock passes each mark, says so on stdout and waits, idle, for a line
@@ -97,15 +113,92 @@ def test_only_a_broker_the_run_started_is_metered(burner: subprocess.Popen[str])
     assert broker_pids([]) is None
 
 
-def test_the_report_names_an_external_broker_instead_of_a_number() -> None:
-    def cpu_row(broker_ms: float | None) -> str:
+def test_the_report_names_a_component_it_did_not_meter_instead_of_a_number() -> None:
+    def cpu_rows(broker_ms: float | None) -> dict[str, str]:
+        per = {"api": 0.2, "consumers": 0.05, BROKER: broker_ms, POSTGRES: 0.1, "sum": 0.35}
         report = {
-            "sale": {
-                "cpu_ms_per_accepted_press": {"api": 0.2, "consumers": 0.05, BROKER: broker_ms}
+            "whole_system": {
+                "current": {
+                    "cpu_ms_per_issued_coupon": per,
+                    "outside_api_ms": 0.15,
+                    "issued_per_s": 900.0,
+                }
             }
         }
-        (row,) = [r for r in rows(report) if r[0].startswith("CPU ms per accepted press")]
-        return row[1]
+        prefix = "CPU ms per issued coupon: "
+        return {r[0][len(prefix) :]: r[1] for r in rows(report) if r[0].startswith(prefix)}
 
-    assert cpu_row(None) == f"0.200 / 0.050 / {EXTERNAL_BROKER}"
-    assert cpu_row(0.125) == "0.200 / 0.050 / 0.125"
+    measured = cpu_rows(0.125)
+    assert measured["api"] == "0.2000" and measured[BROKER] == "0.1250"
+    assert measured[REDIS] == NOT_MEASURED  # a Redis the run did not start
+    assert cpu_rows(None)[BROKER] == EXTERNAL_BROKER
+
+
+# A parent that starts a burning child, says the child's pid and that it has burnt 0.2 CPU-s,
+# then on a line from the test ends and reaps the child (its CPU moves into the parent's cutime).
+_PARENT = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], "0.2"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+print(child.pid, flush=True)
+print(child.stdout.readline().strip(), flush=True)
+sys.stdin.readline()
+child.stdin.close()
+child.wait()
+print("reaped", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.fixture
+def parent() -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, _BURNER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(10)
+
+
+def test_a_tree_counts_live_children_and_reaped_ones_once(
+    parent: subprocess.Popen[str],
+) -> None:
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    assert float(parent.stdout.readline()) == 0.2  # the child burnt 0.2 CPU-s and idles, alive
+    assert children(parent.pid) == [child]
+    alive = tree_cpu_seconds(parent.pid)
+    assert alive >= 0.2 - _TICKS
+    # excluding the child leaves the parent's own (and nothing it reaped yet)
+    assert tree_cpu_seconds(parent.pid, {child}) == pytest.approx(cpu_seconds(parent.pid))
+    assert alive - tree_cpu_seconds(parent.pid, {child}) >= 0.2 - _TICKS
+
+    meter = CpuMeter({POSTGRES: [parent.pid]})
+    meter.start()
+    _go_on(parent)  # the parent ends the child and reaps it
+    assert parent.stdout.readline().strip() == "reaped"
+    meter.stop()
+    assert children(parent.pid) == []
+    assert cpu_seconds(parent.pid) >= alive - _TICKS  # the child's CPU is in the parent's cutime
+    assert meter.used[POSTGRES] < 0.1  # reaping moved the child's 0.2 s, it did not add them
+
+
+def test_components_per_issued_coupon_sum_what_was_metered() -> None:
+    per = per_component({"api": 0.2, "consumers": 0.1, POSTGRES: 0.1}, 1000)
+    assert per["api"] == pytest.approx(0.2) and per[POSTGRES] == pytest.approx(0.1)
+    assert per[REDIS] is None and per[BROKER] is None  # not metered: named, not zero
+    assert per["sum"] == pytest.approx(0.4)
+    assert set(per) == {*COMPONENTS, "sum"}
+
+
+def test_only_servers_the_run_started_are_metered(burner: subprocess.Popen[str]) -> None:
+    popen = cast("subprocess.Popen[bytes]", burner)
+    started = [ManagedProcess("PostgreSQL", popen), ManagedProcess("kafka-1", popen)]
+    assert server_groups(started) == {POSTGRES: [burner.pid]}
+    assert server_groups([]) == {}
