@@ -28,6 +28,7 @@ CONSUMERS = 2
 # leaving one sleeps in preStop until kube-proxy has dropped it); a connection caught at the
 # moment the endpoint goes is allowed, at most this share of all presses.
 ERROR_BOUND = 0.01
+MAX_USERS = 20_000  # rounds of the sale (a press per coupon each) at most, if the faults hang
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -53,11 +54,12 @@ def ready_pods(release: Release, component: str) -> list[str]:
 
 
 async def test_faults_mid_sale_lose_and_double_nothing(release: Release, node: Node) -> None:
-    stock, users = 1000, 1000
+    stock = 100_000  # never sold out: every press of a new user is accepted unless it fails
     at_fault: dict[str, int] = {}  # presses answered when each fault struck
     coupons = await coupons_on_every_partition(release.stack, stock)
     codes: Counter[str] = Counter()
     limit = asyncio.Semaphore(10)
+    faults_over = asyncio.Event()
 
     async def press(coupon_id: str, user: str) -> None:
         async with limit:
@@ -67,53 +69,66 @@ async def test_faults_mid_sale_lose_and_double_nothing(release: Release, node: N
             except httpx.TransportError as exc:
                 codes[type(exc).__name__] += 1
 
-    sale = asyncio.gather(*(press(c, f"u{i}") for i in range(users) for c in coupons))
-    await wait_until(lambda: codes.total() > 100, 60, "the sale under way")
+    async def sell() -> None:
+        """A press of a new user on every coupon each round until the faults are over (at most
+        MAX_USERS rounds): however fast the node recovers, the sale outlasts it."""
+        for i in range(MAX_USERS):
+            if faults_over.is_set():
+                return
+            await asyncio.gather(*(press(c, f"u{i}") for c in coupons))
 
-    # 1. A consumer pod deleted: SIGTERM, it finishes its batch, commits, leaves the group.
-    victim = ready_pods(release, "consumer")[0]
-    at_fault["consumer pod deleted"] = codes.total()
-    release.kubectl("delete", "pod", victim, "--wait=false")
-    await wait_until(
-        lambda: (
-            victim not in ready_pods(release, "consumer")
-            and len(ready_pods(release, "consumer")) == CONSUMERS
-        ),
-        120,
-        "a replacement consumer Ready",
-        interval=0.5,
-    )
-    # 2. A consumer container SIGKILLed on the node: the kubelet restarts it in place.
-    pod = release.cluster.get(
-        f"/api/v1/namespaces/{release.namespace}/pods/{ready_pods(release, 'consumer')[0]}"
-    )
-    assert pod is not None
-    container_id = pod["status"]["containerStatuses"][0]["containerID"].split("://")[1]
-    at_fault["consumer SIGKILLed"] = codes.total()
-    node.containerd.ctr("tasks", "kill", "--signal", "SIGKILL", container_id)
+    sale = asyncio.create_task(sell())
+    try:
+        await wait_until(lambda: codes.total() > 100, 60, "the sale under way")
 
-    def restarted() -> bool:
-        again = release.cluster.get(
-            f"/api/v1/namespaces/{release.namespace}/pods/{pod['metadata']['name']}"
+        # 1. A consumer pod deleted: SIGTERM, it finishes its batch, commits, leaves the group.
+        victim = ready_pods(release, "consumer")[0]
+        at_fault["consumer pod deleted"] = codes.total()
+        release.kubectl("delete", "pod", victim, "--wait=false")
+        await wait_until(
+            lambda: (
+                victim not in ready_pods(release, "consumer")
+                and len(ready_pods(release, "consumer")) == CONSUMERS
+            ),
+            120,
+            "a replacement consumer Ready",
+            interval=0.5,
         )
-        status = (again or {}).get("status", {}).get("containerStatuses", [{}])[0]
-        return bool(status.get("restartCount", 0) >= 1 and status.get("ready"))
+        # 2. A consumer container SIGKILLed on the node: the kubelet restarts it in place.
+        pod = release.cluster.get(
+            f"/api/v1/namespaces/{release.namespace}/pods/{ready_pods(release, 'consumer')[0]}"
+        )
+        assert pod is not None
+        container_id = pod["status"]["containerStatuses"][0]["containerID"].split("://")[1]
+        at_fault["consumer SIGKILLed"] = codes.total()
+        node.containerd.ctr("tasks", "kill", "--signal", "SIGKILL", container_id)
 
-    await wait_until(restarted, 120, "the killed consumer restarted and Ready", interval=0.5)
-    # 3. An API pod deleted behind its Service while presses keep coming.
-    api_victim = ready_pods(release, "api")[0]
-    at_fault["API pod deleted"] = codes.total()
-    release.kubectl("delete", "pod", api_victim, "--wait=false")
-    await wait_until(
-        lambda: (
-            api_victim not in [p["metadata"]["name"] for p in release.pods("api")]
-            and len(ready_pods(release, "api")) == 2
-        ),
-        120,
-        "the API pod replaced",
-        interval=0.5,
-    )
-    await sale
+        def restarted() -> bool:
+            again = release.cluster.get(
+                f"/api/v1/namespaces/{release.namespace}/pods/{pod['metadata']['name']}"
+            )
+            status = (again or {}).get("status", {}).get("containerStatuses", [{}])[0]
+            return bool(status.get("restartCount", 0) >= 1 and status.get("ready"))
+
+        await wait_until(restarted, 120, "the killed consumer restarted and Ready", interval=0.5)
+        # 3. An API pod deleted behind its Service while presses keep coming.
+        api_victim = ready_pods(release, "api")[0]
+        at_fault["API pod deleted"] = codes.total()
+        release.kubectl("delete", "pod", api_victim, "--wait=false")
+        await wait_until(
+            lambda: (
+                api_victim not in [p["metadata"]["name"] for p in release.pods("api")]
+                and len(ready_pods(release, "api")) == 2
+            ),
+            120,
+            "the API pod replaced",
+            interval=0.5,
+        )
+        replaced = codes.total()
+        await wait_until(lambda: codes.total() > replaced + 100, 60, "presses after the last fault")
+    finally:
+        faults_over.set()  # also when a fault's recovery failed: the sale stops
+        await sale
     total = codes.total()
     failed = total - codes["202"] - codes["409"] - codes["410"]
     (release.home / "codes.json").write_text(json.dumps(codes))
