@@ -105,6 +105,15 @@ def baseline_tree(ref: str, into: Path) -> Path | None:
     return into
 
 
+async def baseline_env(ref: str, into: Path) -> tuple[dict[str, str] | None, str | None]:
+    """The environment that runs revision ``ref``'s ``app`` (extracted into ``into``), or None
+    and why not."""
+    tree = await asyncio.to_thread(baseline_tree, ref, into)
+    if tree is None:
+        return None, f"revision {ref!r} is not in this clone"
+    return {"PYTHONPATH": str(tree), "PYTHONSAFEPATH": "1"}, None
+
+
 def _packages(lock: Path) -> set[str]:
     names = set()
     for line in lock.read_text().splitlines():
@@ -180,13 +189,8 @@ async def api_limits(ctx: RunContext) -> dict[str, Any]:
         ctx.bar.phase("api: start", 1)
         variants.append(await _start_variant(ctx, "current", {}))
         if opts.baseline_ref:
-            tree = await asyncio.to_thread(
-                baseline_tree, opts.baseline_ref, ctx.log_dir / "baseline-src"
-            )
-            if tree is None:
-                baseline_note = f"revision {opts.baseline_ref!r} is not in this clone"
-            else:
-                env = {"PYTHONPATH": str(tree), "PYTHONSAFEPATH": "1"}
+            env, baseline_note = await baseline_env(opts.baseline_ref, ctx.log_dir / "baseline-src")
+            if env is not None:
                 variants.append(await _start_variant(ctx, "baseline", env))
         ceiling, port = _start_ceiling(ctx.log_dir)
         await _wait_port(port)

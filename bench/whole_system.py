@@ -8,11 +8,10 @@ issue rate, and the ratios current / baseline.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from bench import flash_sale
-from bench.api_limits import baseline_tree
+from bench.api_limits import baseline_env
 from bench.cpu import COMPONENTS
 from bench.phases import RunContext
 
@@ -26,13 +25,10 @@ async def sales(ctx: RunContext) -> dict[str, Any]:
     variants: dict[str, dict[str, str]] = {CURRENT: {}}
     note = None
     if opts.sale_baseline_ref:
-        tree = await asyncio.to_thread(
-            baseline_tree, opts.sale_baseline_ref, ctx.log_dir / "sale-baseline-src"
-        )
-        if tree is None:
-            note = f"revision {opts.sale_baseline_ref!r} is not in this clone"
-        else:
-            variants[BASELINE] = {"PYTHONPATH": str(tree), "PYTHONSAFEPATH": "1"}
+        into = ctx.log_dir / "sale-baseline-src"
+        env, note = await baseline_env(opts.sale_baseline_ref, into)
+        if env is not None:
+            variants[BASELINE] = env
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     names = list(variants)
     for round_no in range(opts.sale_rounds):

@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -373,6 +373,29 @@ class ControlPlane:
             server.stop()
 
 
+class Running(Protocol):
+    """Servers started for a person: tell when one exits, stop them all."""
+
+    def describe_exit(self) -> str | None: ...
+
+    def stop(self) -> None: ...
+
+
+def run_until_stopped(running: Running) -> int:
+    """Until Ctrl-C or SIGTERM (0) or until one of its processes exits (1, its log's last lines
+    printed); then stop everything."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while (dead := running.describe_exit()) is None:
+            time.sleep(1)
+        print(dead, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        running.stop()
+
+
 def main() -> int:
     """``make kube-up``: one control plane in .tools/kube/up until Ctrl-C."""
     directory = ROOT / ".tools" / "kube" / "up"
@@ -382,16 +405,7 @@ def main() -> int:
     print(f"control plane up in {time.monotonic() - started:.1f}s: {plane.url}", file=sys.stderr)
     print(f"export KUBECONFIG={plane.kubeconfig}")
     print(f"(no nodes: Pods stay Pending; logs and the audit log in {directory}; Ctrl-C stops)")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        while (dead := plane.describe_exit()) is None:
-            time.sleep(1)
-        print(dead, file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        plane.stop()
+    return run_until_stopped(plane)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ from typing import Any
 from app.local.processes import free_port
 from app.local.servers import LocalServer
 from harness import node_machine as machine
-from harness.kube import ROOT, ControlPlane, binary
+from harness.kube import ROOT, ControlPlane, binary, run_until_stopped
 from harness.node_machine import BRIDGE, GATEWAY, POD_CIDR, RUN_DIR
 
 NODE_NAME = "coupon-node"
@@ -480,16 +479,9 @@ def up(archives: Sequence[Path]) -> int:
     print(f"node Ready: {json.dumps({k: round(v, 1) for k, v in node.timings.items()})}")
     print(f"export KUBECONFIG={node.plane.kubeconfig}")
     print(f"(pods on {POD_CIDR}, bridge {BRIDGE}; logs in {directory}; Ctrl-C stops and cleans up)")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        while (dead := node.describe_exit()) is None:
-            time.sleep(1)
-        print(dead, file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
+        return run_until_stopped(node)
     finally:
-        node.stop()
         print(f"stopped; left on the machine: {node.leftovers or 'nothing'}", file=sys.stderr)
 
 

@@ -56,15 +56,19 @@ class Stack(ServiceProcesses):
             limits=httpx.Limits(max_connections=100, keepalive_expiry=2),
         )
         await self.wait_api_ready()
+        await self.open_pool()
+        if consumers:
+            await self.wait_for_assignment(consumers)
+        return self
+
+    async def open_pool(self) -> None:
+        """The test's own small pool on the stack's schema (``pool``)."""
         self._pool = await asyncpg.create_pool(
             self.settings.database_url,
             min_size=1,
             max_size=4,
             server_settings={"search_path": self.settings.db_schema},
         )
-        if consumers:
-            await self.wait_for_assignment(consumers)
-        return self
 
     async def api_metrics(self) -> dict[str, float]:
         """The API process's /metrics, flattened (see ``scrape``)."""

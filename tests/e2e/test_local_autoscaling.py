@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from app.adapters.kafka_lag import ReconnectingLagReader
-from app.autoscaling.policy import ScalingSpec
 from app.local.scaler import LocalScaler
-from app.local.stack import ConsumerProcesses, child_env
+from app.local.stack import ConsumerProcesses, child_env, dev_scaling_spec
 from harness import wait_until
 from tests.stack import (
     Stack,
@@ -33,13 +32,13 @@ async def test_burst_scales_consumers_up_to_partitions_and_back_without_loss(
     settings = stack.settings
     pool = ConsumerProcesses(child_env(settings), tmp_path)
     lag = ReconnectingLagReader(settings.kafka_bootstrap)
-    spec = ScalingSpec(
-        min_replicas=1,
-        max_replicas=settings.partitions,
-        target_drain_seconds=2,
-        lag_per_replica=50,
-        poll_seconds=1,
-        scale_down_stabilization_seconds=6,
+    # make run's spec, quicker: this burst is small
+    spec = dev_scaling_spec(settings).model_copy(
+        update={
+            "target_drain_seconds": 2,
+            "lag_per_replica": 50,
+            "scale_down_stabilization_seconds": 6,
+        }
     )
     read = functools.partial(lag.read, settings.topic, settings.consumer_group)
     scaler = LocalScaler(read, pool, spec)

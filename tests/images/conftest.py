@@ -27,6 +27,7 @@ from harness import wait_until
 from tests.images import pods
 from tests.images.podman import INSTANCE, TAG, TARGETS, build, ensure_base, podman
 from tests.k8s_helpers import CHART, helm_template, load_docs
+from tests.markers import run_only_when_asked
 from tests.servers import database_url_as
 from tests.stack import Stack, isolated_settings
 
@@ -42,13 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect these tests unless the run asks for them (``-m images``)."""
-    if "images" in (config.option.markexpr or ""):
-        return
-    ours = [i for i in items if HERE in Path(str(i.path)).parents]
-    if ours:
-        config.hook.pytest_deselected(items=ours)
-        items[:] = [i for i in items if i not in ours]
+    run_only_when_asked(config, items, "images", HERE)
 
 
 @dataclass
@@ -192,12 +187,7 @@ async def release(
         stack.http = httpx.AsyncClient(
             base_url=stack.base_url, timeout=30, limits=httpx.Limits(max_connections=50)
         )
-        stack._pool = await asyncpg.create_pool(
-            settings.database_url,
-            min_size=1,
-            max_size=4,
-            server_settings={"search_path": settings.db_schema},
-        )
+        await stack.open_pool()
         yield rel
     finally:
         for name in (

@@ -25,6 +25,7 @@ from harness.node_machine import GATEWAY, POD_CIDR
 from tests import servers
 from tests.images.podman import TAG, TARGETS, build, ensure_base, image_name
 from tests.k8s_helpers import ROOT
+from tests.markers import run_only_when_asked
 
 HERE = Path(__file__).resolve().parent
 IMAGES = ROOT / ".tools" / "node" / "images"
@@ -35,13 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect these tests unless the run asks for them (``-m node``)."""
-    if "node" in (config.option.markexpr or ""):
-        return
-    ours = [i for i in items if HERE in Path(str(i.path)).parents]
-    if ours:
-        config.hook.pytest_deselected(items=ours)
-        items[:] = [i for i in items if i not in ours]
+    run_only_when_asked(config, items, "node", HERE)
 
 
 @pytest.fixture(scope="session")

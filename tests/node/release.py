@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 
 from app.config import Settings
@@ -129,12 +128,7 @@ async def installed(
             stack.http = httpx.AsyncClient(
                 base_url=stack.base_url, timeout=30, limits=httpx.Limits(max_connections=50)
             )
-            stack._pool = await asyncpg.create_pool(
-                settings.database_url,
-                min_size=1,
-                max_size=4,
-                server_settings={"search_path": settings.db_schema},
-            )
+            await stack.open_pool()
             yield Release(cluster, namespace, settings, stack, home)
         finally:
             logs = cluster.kubectl(

@@ -4,6 +4,7 @@ meter."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -44,13 +45,11 @@ for mark in sys.argv[1:]:
 _TICKS = 0.02
 
 
-@pytest.fixture
-def burner() -> Iterator[subprocess.Popen[str]]:
+@contextlib.contextmanager
+def python_child(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``python -c <args>``, talked to over stdin/stdout; closing stdin ends it."""
     child = subprocess.Popen(
-        [sys.executable, "-c", _BURNER, "0.1", "0.2", "0.3"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-c", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
         yield child
@@ -58,6 +57,12 @@ def burner() -> Iterator[subprocess.Popen[str]]:
         assert child.stdin is not None
         child.stdin.close()
         child.wait(10)
+
+
+@pytest.fixture
+def burner() -> Iterator[subprocess.Popen[str]]:
+    with python_child(_BURNER, "0.1", "0.2", "0.3") as child:
+        yield child
 
 
 def _reached(child: subprocess.Popen[str]) -> float:
@@ -152,18 +157,8 @@ sys.stdin.readline()
 
 @pytest.fixture
 def parent() -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _PARENT, _BURNER],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with python_child(_PARENT, _BURNER) as proc:
         yield proc
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(10)
 
 
 def test_a_tree_counts_live_children_and_reaped_ones_once(
