@@ -55,6 +55,7 @@ class Deployed:
     seconds: dict[str, float]
     smoke_output: str
     pods: list[dict[str, Any]]  # as kind-smoke left them (before the consumers scale back in)
+    ready_since: dict[str, str]  # pod -> when it became Ready, after kind-deploy or kind-smoke
 
     def kubectl(self, *args: str) -> str:
         return self.cluster.kubectl("-n", NAMESPACE, *args).stdout
@@ -85,6 +86,15 @@ def ready(pod: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
+def ready_since(pods: list[dict[str, Any]]) -> dict[str, str]:
+    return {
+        p["metadata"]["name"]: c["lastTransitionTime"]
+        for p in pods
+        for c in p["status"]["conditions"]
+        if c["type"] == "Ready"
+    }
+
+
 def settled_pods(cluster: Cluster) -> list[dict[str, Any]] | None:
     """The namespace's pods once every one not being deleted is Ready (the operator may still be
     starting a consumer it asked for during the sale, or stopping one after it)."""
@@ -102,13 +112,18 @@ def deployed(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
         try:
             _, seconds["node-dev-images"] = make(cluster, "node-dev-images", 1800)
             _, seconds["kind-deploy"] = make(cluster, "kind-deploy", 900)
+            # The first consumer pod is gone after the sale (scaled to zero before it): when
+            # each pod became Ready is taken after each step.
+            after_deploy = wait_until_blocking(
+                lambda: settled_pods(cluster), 120, "every pod kind-deploy made to be Ready"
+            )
             smoke, seconds["kind-smoke"] = make(cluster, "kind-smoke", 600, PORT=str(free_port()))
             pods = wait_until_blocking(
                 lambda: settled_pods(cluster), 120, "every pod kind-smoke left to be Ready"
             )
             print(smoke)
             print("kind steps on the node, s:", {k: round(v, 1) for k, v in seconds.items()})
-            yield Deployed(cluster, seconds, smoke, pods)
+            yield Deployed(cluster, seconds, smoke, pods, ready_since(after_deploy + pods))
         finally:
             logs = cluster.kubectl(
                 *("-n", NAMESPACE, "logs", "--all-containers", "--prefix", "--tail=200"),
@@ -192,12 +207,7 @@ def test_no_failure_events(deployed: Deployed) -> None:
     # A startup or readiness probe may fail while its pod starts (Kafka's port opens seconds
     # after its JVM, the API waits for its dependencies): that is their job. After a pod is
     # Ready none may fail, and a liveness probe never.
-    ready_since = {
-        p["metadata"]["name"]: next(
-            c["lastTransitionTime"] for c in p["status"]["conditions"] if c["type"] == "Ready"
-        )
-        for p in deployed.pods
-    }
+    ready_since = deployed.ready_since
     unhealthy = [
         f"{e['involvedObject']['name']} {e.get('lastTimestamp')}: {e.get('message', '')}"
         for e in events
