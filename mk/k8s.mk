@@ -11,6 +11,13 @@ IMAGE_REPO ?= coupon-issuer
 IMAGE_TAG ?= dev
 KIND_CLUSTER ?= coupons
 K8S_NAMESPACE ?= coupons
+# What kind-deploy installs: the dev dependencies' kustomization (k8s/dev pulls the public images;
+# k8s/dev-node selects the ones `make node-dev-images` builds) and the chart's values profile.
+# IMAGE_REPO/IMAGE_TAG name the app images as the cluster has them: `make images` + kind-load
+# (coupon-issuer:dev), or a node's localhost/coupon-issuer:check-... from make image-check.
+DEV_KUSTOMIZE ?= k8s/dev
+KIND_VALUES ?= $(CHART)/ci/kind-values.yaml
+COUPON_ADMIN_TOKEN ?= kind-admin-token
 
 .PHONY: tools chart-sync k8s-manifests chart-lint chart-check images kind-load kind-deploy kind-smoke
 
@@ -44,14 +51,19 @@ kind-load: ## load the three images into the kind cluster $(KIND_CLUSTER)
 	kind load docker-image --name $(KIND_CLUSTER) \
 	  $(IMAGE_REPO):$(IMAGE_TAG) $(IMAGE_REPO)-api:$(IMAGE_TAG) $(IMAGE_REPO)-consumer:$(IMAGE_TAG)
 
-kind-deploy: tools ## dev dependencies (k8s/dev) + the chart with ci/kind-values.yaml into the current context
+kind-deploy: tools ## dev dependencies ($(DEV_KUSTOMIZE)) + the chart with ci/kind-values.yaml, restricted PodSecurity
 	$(KUBECTL) create namespace $(K8S_NAMESPACE) --dry-run=client -o yaml | $(KUBECTL) apply -f -
-	$(KUBECTL) apply -n $(K8S_NAMESPACE) -k k8s/dev
+	$(KUBECTL) label --overwrite namespace $(K8S_NAMESPACE) \
+	  pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/enforce-version=latest \
+	  pod-security.kubernetes.io/warn=restricted
+	$(KUBECTL) apply -n $(K8S_NAMESPACE) -k $(DEV_KUSTOMIZE)
 	$(KUBECTL) -n $(K8S_NAMESPACE) wait --for=condition=Available --timeout=300s \
 	  deploy/kafka deploy/redis deploy/postgres
-	$(HELM) upgrade --install coupon-issuer $(CHART) -n $(K8S_NAMESPACE) \
-	  -f $(CHART)/ci/kind-values.yaml --set image.tag=$(IMAGE_TAG) \
-	  --set auth.adminToken="$${COUPON_ADMIN_TOKEN:-kind-admin-token}" --wait --timeout 10m
+	$(HELM) upgrade --install coupon-issuer $(CHART) -n $(K8S_NAMESPACE) -f $(KIND_VALUES) \
+	  --set-string image.repository=$(IMAGE_REPO) --set-string image.tag=$(IMAGE_TAG) \
+	  --set-string api.image.repository=$(IMAGE_REPO)-api \
+	  --set-string consumer.image.repository=$(IMAGE_REPO)-consumer \
+	  --set-string auth.adminToken="$(COUPON_ADMIN_TOKEN)" --wait --timeout 10m
 
 kind-smoke: tools ## a small sale against the deployed API; checks the consumers scaled up and issued
-	KUBECTL=$(KUBECTL) NAMESPACE=$(K8S_NAMESPACE) scripts/kind_smoke.sh
+	KUBECTL=$(KUBECTL) NAMESPACE=$(K8S_NAMESPACE) COUPON_ADMIN_TOKEN="$(COUPON_ADMIN_TOKEN)" scripts/kind_smoke.sh

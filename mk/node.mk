@@ -18,8 +18,11 @@ NODE_IMAGES   := .tools/node/images
 # The sandbox ("pause") image the kubelet v1.33 asks for, built from the kubelet module's source.
 PAUSE_IMAGE   := registry.k8s.io/pause:3.10
 PAUSE_ARCHIVE := $(NODE_IMAGES)/pause-3.10.tar
+# k8s/dev's Kafka, PostgreSQL and Redis built from Debian packages (k8s/dev/images), the names
+# k8s/dev-node selects: `make kind-deploy DEV_KUSTOMIZE=k8s/dev-node` on a node.
+DEV_ARCHIVE   := $(NODE_IMAGES)/dev-images.tar
 
-.PHONY: node-deps node-build node-pause node-load node-clean node-test
+.PHONY: node-deps node-build node-pause node-load node-dev-images node-clean node-test
 
 node-deps: image-deps ## install containerd, runc, CNI plugins, iptables, nftables (Debian; idempotent)
 	@missing=""; for t in $(NODE_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
@@ -61,7 +64,11 @@ node-load: $(STAMP) node-deps node-pause ## export make image-check's images for
 	@set -- $(NODE_APP_IMAGES); tag=$$1; shift; \
 	for i in "$$@"; do podman image exists $$i || { echo "$$i is missing: run make image-check first"; exit 1; }; done; \
 	rm -f $(NODE_IMAGES)/app-*.tar; podman save -q -m --format docker-archive -o $(NODE_IMAGES)/app-$$tag.tar "$$@"
-	$(PY) -m harness.node load $(PAUSE_ARCHIVE) $(NODE_IMAGES)/app-*.tar
+	$(PY) -m harness.node load $(PAUSE_ARCHIVE) $(NODE_IMAGES)/app-*.tar $(wildcard $(DEV_ARCHIVE))
+
+node-dev-images: $(STAMP) node-deps kafka ## build k8s/dev's Kafka, PostgreSQL, Redis from Debian packages for the node (imported now if one runs)
+	nice -n 10 $(PY) -m tests.node.dev_images $(DEV_ARCHIVE)
+	$(PY) -m harness.node load $(DEV_ARCHIVE)
 
 node-clean: $(STAMP) ## remove whatever a killed node left (processes, mounts, bridge, rules, sysctls)
 	$(PY) -m harness.node clean

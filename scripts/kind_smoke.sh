@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Smoke sale against a deployed coupon-issuer (used by .github/workflows/kind.yml via `make kind-smoke`):
-# create a coupon of QUANTITY, press "issue" REQUESTS times with distinct users, then wait until the
-# consumers -- scaled up from zero by the autoscaler -- have issued exactly QUANTITY coupons.
+# wait until the autoscaler has scaled the idle consumers to zero (ci/kind-values.yaml: minReplicas
+# 0; FROM_ZERO=0 skips this for other values), create a coupon of QUANTITY, press "issue" REQUESTS
+# times with distinct users through the API's Service, then wait until the consumers -- scaled up
+# from zero by the autoscaler -- have issued exactly QUANTITY coupons.
 set -euo pipefail
 
 KUBECTL=${KUBECTL:-kubectl}
@@ -12,6 +14,7 @@ QUANTITY=${QUANTITY:-50}
 REQUESTS=${REQUESTS:-80}
 PORT=${PORT:-18080}
 DEADLINE_SECONDS=${DEADLINE_SECONDS:-240}
+FROM_ZERO=${FROM_ZERO:-1}
 BASE="http://127.0.0.1:${PORT}"
 CONSUMER="${RELEASE}-consumer"
 
@@ -28,7 +31,20 @@ until curl -fsS "${BASE}/readyz" >/dev/null 2>&1; do
   if ((SECONDS > deadline)); then log "API never became ready"; cat /tmp/coupon-port-forward.log; exit 1; fi
   sleep 1
 done
-log "API ready; consumer replicas before the sale: $(k get deploy "$CONSUMER" -o jsonpath='{.spec.replicas}')"
+log "API ready; consumer replicas: $(k get deploy "$CONSUMER" -o jsonpath='{.spec.replicas}')"
+
+# The Deployment starts with one replica (the chart leaves .spec.replicas to the autoscaler); an
+# idle autoscaler takes it to zero after its scale-down window. Only from zero does the sale below
+# show the autoscaler starting consumers.
+if ((FROM_ZERO)); then
+  deadline=$((SECONDS + DEADLINE_SECONDS))
+  until [[ "$(k get deploy "$CONSUMER" -o jsonpath='{.status.replicas}')" =~ ^0?$ &&
+           "$(k get deploy "$CONSUMER" -o jsonpath='{.spec.replicas}')" == 0 ]]; do
+    if ((SECONDS > deadline)); then log "the idle consumers were never scaled to zero"; exit 1; fi
+    sleep 2
+  done
+  log "idle consumers scaled to zero after ${SECONDS}s"
+fi
 
 expires=$(python3 -c 'import datetime as d; print((d.datetime.now(d.timezone.utc)+d.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))')
 coupon=$(curl -fsS -X POST "${BASE}/api/coupons" \

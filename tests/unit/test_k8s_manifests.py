@@ -177,3 +177,52 @@ def test_skaffold_builds_dockerfile_targets_and_sets_chart_values() -> None:
     dev = next(p for p in config["profiles"] if p["name"] == "dev")
     for path in dev["manifests"]["kustomize"]["paths"]:
         assert (ROOT / path / "kustomization.yaml").is_file()
+
+
+def test_dev_kafka_is_the_version_we_test(dev_docs: list[dict[str, Any]]) -> None:
+    from app.local.kafka_jars import kafka_version
+
+    pod = one(dev_docs, "Deployment", "kafka")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == f"apache/kafka:{kafka_version()}"
+
+
+def test_dev_node_overlay_changes_only_the_images(dev_docs: list[dict[str, Any]]) -> None:
+    """k8s/dev-node is k8s/dev with the images k8s/dev/images builds (one target each)."""
+    from tests.node.dev_images import overlay_images
+
+    ours = overlay_images()
+    recipe = (K8S / "dev" / "images" / "Containerfile").read_text()
+    assert set(ours) <= set(re.findall(r"^FROM \S+ AS (\S+)", recipe, flags=re.M)), ours
+    expected = yaml.safe_load(yaml.safe_dump(dev_docs))
+    for d in by_kind(expected, "Deployment"):
+        container = d["spec"]["template"]["spec"]["containers"][0]
+        container["image"] = ours[container["image"].split(":")[0].rsplit("/", 1)[-1]]
+    assert kustomize("k8s/dev-node") == expected
+
+
+def _dev_image_module(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, K8S / "dev" / "images" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dev_kafka_image_reads_env_as_apache_kafkas_image_does() -> None:
+    entrypoint = _dev_image_module("kafka-entrypoint")
+    env = {
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT",
+        "KAFKA_LOG_DIRS": "/var/lib/kafka/data",
+        "KAFKA_SOME__UNDERSCORED___DASHED": "x",
+        "KAFKA_HEAP_OPTS": "-Xmx512m",  # the JVM's, not the broker's
+        "CLUSTER_ID": "abc",
+        "PATH": "/usr/bin",
+    }
+    assert entrypoint.server_properties(env) == {
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT",
+        "log.dirs": "/var/lib/kafka/data",
+        "some_underscored-dashed": "x",
+    }
+    # Without any, apache/kafka's single-node KRaft defaults.
+    defaults = entrypoint.server_properties({"KAFKA_HEAP_OPTS": "-Xmx512m"})
+    assert defaults["process.roles"] == "broker,controller"

@@ -156,3 +156,15 @@ def test_makefile_includes_mk_fragments() -> None:
     assert re.search(r"^-?include\s+mk/\*\.mk", makefile.read_text(), flags=re.M), (
         "Makefile must include mk/*.mk"
     )
+
+
+def test_kind_deploy_enforces_restricted_and_takes_the_images_as_given() -> None:
+    """One recipe for kind (public dev images, coupon-issuer:ci) and a node (k8s/dev-node,
+    localhost/coupon-issuer:check-...): everything that differs is a make variable."""
+    recipe = k8s_mk_recipes()["kind-deploy"]
+    assert "pod-security.kubernetes.io/enforce=restricted" in recipe
+    assert "-k $(DEV_KUSTOMIZE)" in recipe and "-f $(KIND_VALUES)" in recipe
+    repositories = {"image": "", "api.image": "-api", "consumer.image": "-consumer"}
+    for key, suffix in repositories.items():
+        assert f"{key}.repository=$(IMAGE_REPO){suffix}" in recipe, key
+    assert "image.tag=$(IMAGE_TAG)" in recipe
