@@ -248,6 +248,33 @@ class RedisGate:
         for coupon_id, args in by_coupon.items() if announce else ():
             await self._redis.publish(self.outcomes_channel(coupon_id), "\n".join(args[::2]))
 
+    async def record_batch(
+        self,
+        processed_per_coupon: Mapping[UUID, int],
+        issued: Sequence[tuple[UUID, str, UUID]],
+        outcomes: Sequence[tuple[UUID, str, RecordedOutcome]],
+    ) -> None:
+        """After a batch's DB commit: :meth:`record_processed` then :meth:`record_outcomes`, in
+        one round trip on one Redis (a pipeline runs its commands in order, so every outcome is
+        written before the first announcement). On a Redis Cluster, the two calls as they are."""
+        if isinstance(self._redis, RedisCluster):
+            await self.record_processed(processed_per_coupon, issued)
+            await self.record_outcomes(outcomes)
+            return
+        by_coupon: dict[UUID, list[str]] = {}
+        for coupon_id, user_id, outcome in outcomes:
+            by_coupon.setdefault(coupon_id, []).extend((user_id, encode_outcome(outcome)))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for coupon_id, n in processed_per_coupon.items():
+                pipe.incrby(self.keys(coupon_id)[2], n)
+            for coupon_id, user_id, request_id in issued:
+                pipe.hsetnx(self.keys(coupon_id)[1], user_id, str(request_id))
+            for coupon_id, args in by_coupon.items():
+                await self._outcomes(keys=[self.outcomes_key(coupon_id)], args=args, client=pipe)
+            for coupon_id, args in by_coupon.items():
+                pipe.publish(self.outcomes_channel(coupon_id), "\n".join(args[::2]))
+            await pipe.execute()
+
     async def settle(self, settlements: Sequence[tuple[UUID, str, RecordedOutcome]]) -> list[bool]:
         """The reconciler's Redis half of settling a chunk, after PostgreSQL recorded the
         failures: each reservation's outcome is written and the reservation given back, in one
