@@ -43,6 +43,7 @@ async def run_consumer(settings: Settings) -> None:
         batch_max=settings.batch_max,
         max_attempts=settings.max_attempts,
         retry_backoff_s=settings.retry_backoff_ms / 1000,
+        batch_interval_s=settings.batch_interval_ms / 1000,
     )
 
     async def ready() -> bool:
