@@ -44,6 +44,9 @@ class BenchOptions:
     baseline_ref: str | None = None  # a git revision to measure the API phases against
     sale_baseline_ref: str | None = None  # a git revision to run the whole-system sale against
     sale_rounds: int = 1  # sale runs of each variant, alternating who goes first
+    # presses of an unrecorded sale before the compared ones (0: none): the broker's JVM the run
+    # started compiles its hot paths during its first sale, which would charge the first variant
+    sale_warmup: int = 10_000
     profile: bool = False  # the sale's Redis commands and PostgreSQL statements (bench/profile.py)
     progress: bool = True
     keep: bool = False
@@ -93,6 +96,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="git revision whose whole stack the flash sale also runs, one after the other",
     )
     add("--sale-rounds", type=int, default=d.sale_rounds, help="sale runs of each variant")
+    add(
+        "--sale-warmup",
+        type=int,
+        default=d.sale_warmup,
+        help="presses of an unrecorded sale before compared ones (warms the broker's JIT; 0: none)",
+    )
     add("--profile", action="store_true", help="the sale's Redis commands and SQL statements")
     add("--no-progress", action="store_true", help="no progress bar")
     add("--keep", action="store_true", help="keep the bench schemas (for inspection)")
@@ -130,6 +139,7 @@ def options_from(args: argparse.Namespace, default_partitions: int) -> BenchOpti
         baseline_ref=args.baseline or None,
         sale_baseline_ref=args.sale_baseline or None,
         sale_rounds=max(1, args.sale_rounds),
+        sale_warmup=max(0, args.sale_warmup),
         profile=args.profile,
         progress=not args.no_progress,
         keep=args.keep,

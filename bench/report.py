@@ -303,6 +303,12 @@ def api_rows(api: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f" {100 * (v['burst_vs_press'] or 0):.0f}% of {conns}-conn rate (target >= 90%)",
             ),
             (
+                f"{label}: {burst} conns, wait p50 / p99 ms",
+                f"{surge.get('p50_ms', 0):.0f} / {surge['p99_ms']:.0f}",
+                f"inside the API p99 <= {_bound(surge.get('in_app_p99_ms_le'))} ms (its histogram);"
+                " the rest waits outside it (socket queues, the loop's turn, wrk)",
+            ),
+            (
                 f"{label}: every 202 has its row",
                 _fmt(v["outcomes"]["ok"]),
                 f"{v['outcomes']['accepted']:,} 202s, {v['outcomes']['rows']:,} rows"
@@ -322,6 +328,10 @@ def api_rows(api: dict[str, Any]) -> list[tuple[str, str, str]]:
         if ratio.get(key):
             out.append((label, _fmt(ratio[key], "x", 2), "same run, interleaved rounds"))
     return out
+
+
+def _bound(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms:g}"
 
 
 def print_table(report: dict[str, Any], console: Console | None = None) -> None:
