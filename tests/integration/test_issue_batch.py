@@ -6,7 +6,8 @@ before deciding and what it writes, each in one statement, and the Redis updates
 - a batch that would over-issue writes nothing (the rows and the count are one statement);
 - the consumer's pool does not reset a connection it gets back, but a transaction left open on
   it is still rolled back;
-- the batch's Redis updates: counters, holders, outcomes, then one announcement per coupon.
+- the batch's Redis updates: counters, holders, outcomes, then one announcement per coupon, also
+  when Redis has lost its scripts.
 """
 
 from __future__ import annotations
@@ -145,7 +146,10 @@ async def test_a_transaction_left_open_is_rolled_back_without_a_session_reset(
     assert await _issued_quantity(pool, coupon_id) == 0
 
 
-async def test_the_batchs_redis_updates_are_written_then_announced(settings: Settings) -> None:
+@pytest.mark.parametrize("script_cache", ["kept", "flushed"])
+async def test_the_batchs_redis_updates_are_written_then_announced(
+    settings: Settings, script_cache: str
+) -> None:
     client = redis_client.connect(settings)
     listener = redis_client.connect(settings)
     gate = RedisGate(client, settings.redis_prefix)
@@ -156,6 +160,10 @@ async def test_the_batchs_redis_updates_are_written_then_announced(settings: Set
     pubsub = listener.pubsub()
     await pubsub.subscribe(*(gate.outcomes_channel(c) for c in coupons))
     try:
+        if (
+            script_cache == "flushed"
+        ):  # as after a Redis restart: the outcomes script is loaded again
+            await client.script_flush()
         await gate.record_batch({coupons[0]: 1, coupons[1]: 1}, issued, outcomes)
 
         heard: dict[str, str] = {}
