@@ -196,6 +196,13 @@ _COMPONENT_NOTES = {
 }
 
 
+def _runs(variant: dict[str, Any]) -> str:
+    """Each sale of a variant in the order run: how far apart they are on a noisy machine."""
+    return ", ".join(
+        f"{r['sum_ms']:.2f}@{r['issued_per_s']:,.0f}" for r in variant.get("per_run", [])
+    )
+
+
 def _ms(value: float | None, name: str) -> str:
     if value is None:
         return EXTERNAL_BROKER if name == BROKER else NOT_MEASURED
@@ -241,7 +248,10 @@ def whole_system_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                 _e2e(cur),
                 f"before {_e2e(base)}",
             ),
+            ("each sale: CPU ms per coupon @ issued/s", _runs(cur), f"before {_runs(base)}"),
         ]
+        if whole.get("current_env"):
+            out.append(("current code's sale settings", str(whole["current_env"]), "env"))
     else:
         out += [
             ("CPU ms per issued coupon outside the API", outside, ""),

@@ -23,7 +23,7 @@ async def sales(ctx: RunContext) -> dict[str, Any]:
     """The sale runs: ``sale`` (the current code's first run, the detailed report), and
     ``whole_system`` (every run, the means and the ratios)."""
     opts = ctx.opts
-    variants: dict[str, dict[str, str]] = {CURRENT: {}}
+    variants: dict[str, dict[str, str]] = {CURRENT: dict(opts.sale_env)}
     note = None
     if opts.sale_baseline_ref:
         into = ctx.log_dir / "sale-baseline-src"
@@ -43,7 +43,10 @@ async def sales(ctx: RunContext) -> dict[str, Any]:
             runs[name].append(await flash_sale.flash_sale(ctx, name, variants[name]))
     return {
         "sale": runs[CURRENT][0],
-        "whole_system": summarize(runs, opts.sale_baseline_ref, note),
+        "whole_system": {
+            **summarize(runs, opts.sale_baseline_ref, note),
+            "current_env": dict(opts.sale_env),
+        },
     }
 
 
