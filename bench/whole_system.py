@@ -77,6 +77,7 @@ def variant_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             {
                 "sum_ms": r["cpu_ms_per_issued_coupon"].get("sum"),
                 "api_ms": r["cpu_ms_per_issued_coupon"].get("api"),
+                "cpu_ms_per_issued_coupon": r["cpu_ms_per_issued_coupon"],
                 "issued_per_s": r["issued_per_s"],
                 "batches": r["profile"]["batches"] if r.get("profile") else None,
             }
