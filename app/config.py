@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     # --- consumer -------------------------------------------------------------------------------
     batch_max: int = Field(1000, ge=1, description="Most messages taken in one poll")
     batch_interval_ms: int = Field(
-        50,
+        100,
         ge=0,
         le=1000,
         description="A partition whose batch was not full waits until this long after that batch"
