@@ -160,9 +160,7 @@ async def test_the_batchs_redis_updates_are_written_then_announced(
     pubsub = listener.pubsub()
     await pubsub.subscribe(*(gate.outcomes_channel(c) for c in coupons))
     try:
-        if (
-            script_cache == "flushed"
-        ):  # as after a Redis restart: the outcomes script is loaded again
+        if script_cache == "flushed":  # as after a Redis restart: the script is loaded again
             await client.script_flush()
         await gate.record_batch({coupons[0]: 1, coupons[1]: 1}, issued, outcomes)
 
@@ -179,12 +177,12 @@ async def test_the_batchs_redis_updates_are_written_then_announced(
         for coupon_id, user, request_id in issued:
             assert heard[gate.outcomes_channel(coupon_id)] == user
             entry = await client.hget(gate.outcomes_key(coupon_id), user)
-            assert entry is not None
+            assert isinstance(entry, bytes)
             assert decode_outcome(entry.decode()).request_id == request_id
             assert await client.hget(gate.keys(coupon_id)[1], user) == str(request_id).encode()
             assert await client.get(gate.keys(coupon_id)[2]) == b"1"
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
         keys = [k for c in coupons for k in (*gate.keys(c), gate.outcomes_key(c))]
         await client.delete(*keys)
         await asyncio.gather(client.aclose(), listener.aclose())
