@@ -77,6 +77,14 @@ class Settings(BaseSettings):
 
     # --- consumer -------------------------------------------------------------------------------
     batch_max: int = Field(1000, ge=1, description="Most messages taken in one poll")
+    batch_interval_ms: int = Field(
+        100,
+        ge=0,
+        le=1000,
+        description="A partition whose batch was not full waits until this long after that batch"
+        " began, so the next one gathers more presses (fewer transactions per coupon, at most this"
+        " much more latency); a full batch goes on at once",
+    )
     max_attempts: int = Field(
         3, ge=1, le=10, description="Attempts before a message is dead-lettered"
     )

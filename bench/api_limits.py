@@ -24,7 +24,7 @@ import aiohttp
 from app.config import Settings
 from app.local.processes import ManagedProcess, free_port
 from app.local.stack import prepare
-from bench import db, wrk
+from bench import db, server_latency, wrk
 from bench.cpu import BROKER, CpuMeter, ms_per
 from bench.flash_sale import create_coupon
 from bench.phases import RunContext
@@ -272,6 +272,7 @@ def _run_phase(
         _record(v, phase, result, cpu, result.count(200))
         return
     users = press_users if phase == "press" else f"r{round_no}b"
+    before = server_latency.scrape(v.procs.base_url)
     result, cpu = _measure(
         groups,
         lambda: wrk.run(
@@ -283,10 +284,13 @@ def _run_phase(
             user_prefix=users,
         ),
     )
+    # inside the API against wrk's whole wait: which side of the socket the tail is on
+    in_app = server_latency.summary(before, server_latency.scrape(v.procs.base_url))
     accepted = result.count(202)
     v.accepted += accepted
     v.cut_off += connections
     _record(v, phase, result, cpu, accepted)
+    v.runs[phase][-1].update(in_app)
     v.runs[phase][-1]["thread_accepted"] = result.thread_codes[0].get(202, 0)
 
 
@@ -330,6 +334,12 @@ def _phase_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "per_s": _mean(runs, "per_s"),
         "p99_ms": max((r["p99_ms"] for r in runs), default=0.0),
+        "p50_ms": _mean(runs, "p50_ms"),
+        # inside the API (its histogram, a bucket bound), against wrk's p99 above
+        "in_app_p99_ms_le": max(
+            (r["in_app_p99_ms_le"] for r in runs if r.get("in_app_p99_ms_le") is not None),
+            default=None,
+        ),
         "cpu_ms_per": _mean(runs, "cpu_ms_per"),
         "cpu_ms_per_process": {k: _mean(per_process, k) for k in (per_process or [{}])[0]},
         "codes": codes,

@@ -44,6 +44,11 @@ class BenchOptions:
     baseline_ref: str | None = None  # a git revision to measure the API phases against
     sale_baseline_ref: str | None = None  # a git revision to run the whole-system sale against
     sale_rounds: int = 1  # sale runs of each variant, alternating who goes first
+    # presses of an unrecorded sale before the compared ones (0: none): the broker's JVM the run
+    # started compiles its hot paths during its first sale, which would charge the first variant
+    sale_warmup: int = 10_000
+    # settings (COUPON_* variables) of the current code's sale only: a knob against the baseline
+    sale_env: tuple[tuple[str, str], ...] = ()
     profile: bool = False  # the sale's Redis commands and PostgreSQL statements (bench/profile.py)
     progress: bool = True
     keep: bool = False
@@ -93,6 +98,20 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="git revision whose whole stack the flash sale also runs, one after the other",
     )
     add("--sale-rounds", type=int, default=d.sale_rounds, help="sale runs of each variant")
+    add(
+        "--sale-warmup",
+        type=int,
+        default=d.sale_warmup,
+        help="presses of an unrecorded sale before compared ones (warms the broker's JIT; 0: none)",
+    )
+    add(
+        "--sale-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable of the current code's sale only (a setting against the"
+        " baseline: --sale-baseline HEAD --sale-env COUPON_BATCH_INTERVAL_MS=100)",
+    )
     add("--profile", action="store_true", help="the sale's Redis commands and SQL statements")
     add("--no-progress", action="store_true", help="no progress bar")
     add("--keep", action="store_true", help="keep the bench schemas (for inspection)")
@@ -130,6 +149,8 @@ def options_from(args: argparse.Namespace, default_partitions: int) -> BenchOpti
         baseline_ref=args.baseline or None,
         sale_baseline_ref=args.sale_baseline or None,
         sale_rounds=max(1, args.sale_rounds),
+        sale_warmup=max(0, args.sale_warmup),
+        sale_env=tuple(_name_value(item) for item in args.sale_env),
         profile=args.profile,
         progress=not args.no_progress,
         keep=args.keep,
@@ -138,3 +159,10 @@ def options_from(args: argparse.Namespace, default_partitions: int) -> BenchOpti
         plot_path=args.plot,
         log_dir=args.log_dir,
     )
+
+
+def _name_value(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--sale-env wants NAME=VALUE, not {item!r}")
+    return name, value

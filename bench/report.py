@@ -196,6 +196,13 @@ _COMPONENT_NOTES = {
 }
 
 
+def _runs(variant: dict[str, Any]) -> str:
+    """Each sale of a variant in the order run: how far apart they are on a noisy machine."""
+    return ", ".join(
+        f"{r['sum_ms']:.2f}@{r['issued_per_s']:,.0f}" for r in variant.get("per_run", [])
+    )
+
+
 def _ms(value: float | None, name: str) -> str:
     if value is None:
         return EXTERNAL_BROKER if name == BROKER else NOT_MEASURED
@@ -241,7 +248,10 @@ def whole_system_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                 _e2e(cur),
                 f"before {_e2e(base)}",
             ),
+            ("each sale: CPU ms per coupon @ issued/s", _runs(cur), f"before {_runs(base)}"),
         ]
+        if whole.get("current_env"):
+            out.append(("current code's sale settings", str(whole["current_env"]), "env"))
     else:
         out += [
             ("CPU ms per issued coupon outside the API", outside, ""),
@@ -303,6 +313,12 @@ def api_rows(api: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f" {100 * (v['burst_vs_press'] or 0):.0f}% of {conns}-conn rate (target >= 90%)",
             ),
             (
+                f"{label}: {burst} conns, wait p50 / p99 ms",
+                f"{surge.get('p50_ms', 0):.0f} / {surge['p99_ms']:.0f}",
+                f"inside the API p99 <= {_bound(surge.get('in_app_p99_ms_le'))} ms (its histogram);"
+                " the rest waits outside it (socket queues, the loop's turn, wrk)",
+            ),
+            (
                 f"{label}: every 202 has its row",
                 _fmt(v["outcomes"]["ok"]),
                 f"{v['outcomes']['accepted']:,} 202s, {v['outcomes']['rows']:,} rows"
@@ -322,6 +338,10 @@ def api_rows(api: dict[str, Any]) -> list[tuple[str, str, str]]:
         if ratio.get(key):
             out.append((label, _fmt(ratio[key], "x", 2), "same run, interleaved rounds"))
     return out
+
+
+def _bound(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms:g}"
 
 
 def print_table(report: dict[str, Any], console: Console | None = None) -> None:

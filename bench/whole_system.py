@@ -8,6 +8,7 @@ issue rate, and the ratios current / baseline.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from bench import flash_sale
@@ -22,7 +23,7 @@ async def sales(ctx: RunContext) -> dict[str, Any]:
     """The sale runs: ``sale`` (the current code's first run, the detailed report), and
     ``whole_system`` (every run, the means and the ratios)."""
     opts = ctx.opts
-    variants: dict[str, dict[str, str]] = {CURRENT: {}}
+    variants: dict[str, dict[str, str]] = {CURRENT: dict(opts.sale_env)}
     note = None
     if opts.sale_baseline_ref:
         into = ctx.log_dir / "sale-baseline-src"
@@ -31,13 +32,21 @@ async def sales(ctx: RunContext) -> dict[str, Any]:
             variants[BASELINE] = env
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     names = list(variants)
+    if opts.sale_warmup and len(names) > 1:
+        # Unrecorded: a fresh broker JVM compiles its hot paths in its first sale, which would
+        # otherwise charge whichever variant goes first.
+        warm = dataclasses.replace(opts, requests=min(opts.requests, opts.sale_warmup))
+        await flash_sale.flash_sale(dataclasses.replace(ctx, opts=warm), "warmup", {})
     for round_no in range(opts.sale_rounds):
         order = names if round_no % 2 == 0 else names[::-1]
         for name in order:
             runs[name].append(await flash_sale.flash_sale(ctx, name, variants[name]))
     return {
         "sale": runs[CURRENT][0],
-        "whole_system": summarize(runs, opts.sale_baseline_ref, note),
+        "whole_system": {
+            **summarize(runs, opts.sale_baseline_ref, note),
+            "current_env": dict(opts.sale_env),
+        },
     }
 
 
@@ -63,6 +72,17 @@ def variant_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "issued": [r["correctness"]["issued"] for r in runs],
         "correct": all(r["correctness"]["ok"] for r in runs),
         "rounds": len(runs),
+        # each run in the order it ran: how far apart a variant's runs are on a noisy machine
+        "per_run": [
+            {
+                "sum_ms": r["cpu_ms_per_issued_coupon"].get("sum"),
+                "api_ms": r["cpu_ms_per_issued_coupon"].get("api"),
+                "cpu_ms_per_issued_coupon": r["cpu_ms_per_issued_coupon"],
+                "issued_per_s": r["issued_per_s"],
+                "batches": r["profile"]["batches"] if r.get("profile") else None,
+            }
+            for r in runs
+        ],
     }
 
 

@@ -306,35 +306,40 @@ async def lock_stocks(conn: Connection, coupon_ids: Iterable[UUID]) -> dict[UUID
     }
 
 
-async def processed_request_ids(conn: Connection, request_ids: Sequence[UUID]) -> list[UUID]:
-    """Which of these requests already have their final outcome: a decision, or settled by the
-    reconciler (any FAILED reason but DEAD_LETTERED). A settled press can still be delivered
-    later (a leader left alone commits what it appended once its followers return): its user
-    was told FAILED and its reservation given back, so it is skipped like a redelivery. A dead
-    letter is not final here: a replay may still issue it."""
+# What a batch must know before it decides, in one round trip: which of its requests already have
+# their final outcome (kind 'p': a decision, or settled by the reconciler with any FAILED reason
+# but DEAD_LETTERED), and which of its (coupon, user) pairs already hold the coupon (kind 'h').
+# A settled press can still be delivered later (a leader left alone commits what it appended once
+# its followers return): its user was told FAILED and its reservation given back, so it is skipped
+# like a redelivery. A dead letter is not final here: a replay may still issue it.
+_SEEN_BEFORE = f"""
+SELECT 'p' AS kind, p.id AS coupon_or_request, NULL::text AS user_id FROM {_PROBE_IDS}
+  (SELECT 1 FROM issue_requests r WHERE r.request_id = p.id LIMIT 1) AS decided
+UNION ALL
+SELECT 'p', p.id, NULL FROM {_PROBE_IDS}
+  (SELECT 1 FROM failed_requests f WHERE f.request_id = p.id AND f.reason <> $4 LIMIT 1) AS settled
+UNION ALL
+SELECT 'h', h.coupon_id, h.user_id FROM unnest($2::uuid[], $3::text[]) AS h(coupon_id, user_id)
+  CROSS JOIN LATERAL (SELECT 1 FROM issue_requests r WHERE r.coupon_id = h.coupon_id
+    AND r.user_id = h.user_id AND r.status = 'ISSUED' LIMIT 1) AS held
+"""
+
+
+async def seen_before(
+    conn: Connection, request_ids: Sequence[UUID], pairs: Sequence[tuple[UUID, str]]
+) -> tuple[set[UUID], set[tuple[UUID, str]]]:
+    """Which of these requests already have their final outcome, and which of these (coupon,
+    user) pairs already hold the coupon (one statement; see _SEEN_BEFORE)."""
     rows = await conn.fetch(
-        f"SELECT p.id FROM {_PROBE_IDS} (SELECT 1 FROM issue_requests r"
-        "   WHERE r.request_id = p.id LIMIT 1) AS decided"
-        f" UNION SELECT p.id FROM {_PROBE_IDS} (SELECT 1 FROM failed_requests f"
-        "   WHERE f.request_id = p.id AND f.reason <> $2 LIMIT 1) AS settled",
+        _SEEN_BEFORE,
         request_ids,
-        FailReason.DEAD_LETTERED.value,
-    )
-    return [r["id"] for r in rows]
-
-
-async def holders_among(
-    conn: Connection, pairs: Sequence[tuple[UUID, str]]
-) -> list[tuple[UUID, str]]:
-    """Which of these (coupon, user) pairs already hold the coupon."""
-    rows = await conn.fetch(
-        "SELECT p.coupon_id, p.user_id FROM unnest($1::uuid[], $2::text[]) AS p(coupon_id, user_id)"
-        " CROSS JOIN LATERAL (SELECT 1 FROM issue_requests r WHERE r.coupon_id = p.coupon_id"
-        "   AND r.user_id = p.user_id AND r.status = 'ISSUED' LIMIT 1) AS held",
         [p[0] for p in pairs],
         [p[1] for p in pairs],
+        FailReason.DEAD_LETTERED.value,
     )
-    return [(r["coupon_id"], r["user_id"]) for r in rows]
+    processed = {r["coupon_or_request"] for r in rows if r["kind"] == "p"}
+    holders = {(r["coupon_or_request"], r["user_id"]) for r in rows if r["kind"] == "h"}
+    return processed, holders
 
 
 async def record_decisions(
@@ -358,13 +363,40 @@ async def record_decisions(
     )
 
 
-async def advance_issued(conn: Connection, issued_per_coupon: Mapping[UUID, int]) -> None:
-    """Add the batch's issues to each coupon's count (the CHECK refuses over-issue)."""
-    if not issued_per_coupon:
+# A batch's decisions and its coupons' counts in one statement (one round trip): a data-modifying
+# WITH runs to completion whether or not the outer statement reads it, and a failure of either
+# part (a duplicate request id, the CHECK that refuses over-issue) fails the statement.
+_RECORD_BATCH = """
+WITH decided AS (
+  INSERT INTO issue_requests (request_id, coupon_id, user_id, status, reason, requested_at,
+    processed_at)
+  SELECT u.*, $7::timestamptz FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[],
+    $5::text[], $6::timestamptz[]) AS u
+)
+UPDATE coupons c SET issued_quantity = c.issued_quantity + v.n
+FROM unnest($8::uuid[], $9::int[]) AS v(id, n) WHERE c.id = v.id
+"""
+
+
+async def record_batch(
+    conn: Connection,
+    decisions: Sequence[Decision],
+    processed_at: datetime,
+    issued_per_coupon: Mapping[UUID, int],
+) -> None:
+    """Insert one row per decision and add the issues to each coupon's count (the CHECK
+    refuses over-issue), in a single statement."""
+    if not decisions and not issued_per_coupon:
         return
     await conn.execute(
-        "UPDATE coupons c SET issued_quantity = c.issued_quantity + v.n"
-        " FROM unnest($1::uuid[], $2::int[]) AS v(id, n) WHERE c.id = v.id",
+        _RECORD_BATCH,
+        [d.request.request_id for d in decisions],
+        [d.request.coupon_id for d in decisions],
+        [d.request.user_id for d in decisions],
+        [d.status.value for d in decisions],
+        [d.reason.value if d.reason else None for d in decisions],
+        [d.request.requested_at for d in decisions],
+        processed_at,
         list(issued_per_coupon.keys()),
         list(issued_per_coupon.values()),
     )

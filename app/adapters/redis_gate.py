@@ -11,6 +11,7 @@ from uuid import UUID
 
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from app.adapters import redis_client
 from app.adapters.redis_batch import ScriptBatcher
@@ -247,6 +248,46 @@ class RedisGate:
             await self._outcomes(keys=[self.outcomes_key(coupon_id)], args=args)
         for coupon_id, args in by_coupon.items() if announce else ():
             await self._redis.publish(self.outcomes_channel(coupon_id), "\n".join(args[::2]))
+
+    async def record_batch(
+        self,
+        processed_per_coupon: Mapping[UUID, int],
+        issued: Sequence[tuple[UUID, str, UUID]],
+        outcomes: Sequence[tuple[UUID, str, RecordedOutcome]],
+    ) -> None:
+        """After a batch's DB commit: :meth:`record_processed` then :meth:`record_outcomes`, in
+        one round trip on one Redis (a pipeline runs its commands in order, so every outcome is
+        written before the first announcement). On a Redis Cluster, the two calls as they are."""
+        if isinstance(self._redis, RedisCluster):
+            await self.record_processed(processed_per_coupon, issued)
+            await self.record_outcomes(outcomes)
+            return
+        by_coupon: dict[UUID, list[str]] = {}
+        for coupon_id, user_id, outcome in outcomes:
+            by_coupon.setdefault(coupon_id, []).extend((user_id, encode_outcome(outcome)))
+        # EVALSHA, not the registered script: in a pipeline redis-py would first ask SCRIPT
+        # EXISTS, a second round trip per batch.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for coupon_id, n in processed_per_coupon.items():
+                pipe.incrby(self.keys(coupon_id)[2], n)
+            for coupon_id, user_id, request_id in issued:
+                pipe.hsetnx(self.keys(coupon_id)[1], user_id, str(request_id))
+            for coupon_id, args in by_coupon.items():
+                pipe.evalsha(self._outcomes.sha, 1, self.outcomes_key(coupon_id), *args)
+            for coupon_id, args in by_coupon.items():
+                pipe.publish(self.outcomes_channel(coupon_id), "\n".join(args[::2]))
+            results = await pipe.execute(raise_on_error=False)
+        first_outcome = len(processed_per_coupon) + len(issued)
+        scripts = results[first_outcome : first_outcome + len(by_coupon)]
+        for (coupon_id, args), result in zip(by_coupon.items(), scripts, strict=True):
+            if isinstance(result, NoScriptError):  # Redis lost its script cache (a restart)
+                await self._outcomes(keys=[self.outcomes_key(coupon_id)], args=args)  # loads it
+                await self._redis.publish(self.outcomes_channel(coupon_id), "\n".join(args[::2]))
+        failed = [
+            r for r in results if isinstance(r, Exception) and not isinstance(r, NoScriptError)
+        ]
+        if failed:
+            raise failed[0]
 
     async def settle(self, settlements: Sequence[tuple[UUID, str, RecordedOutcome]]) -> list[bool]:
         """The reconciler's Redis half of settling a chunk, after PostgreSQL recorded the

@@ -228,15 +228,18 @@ class BatchHandler:
                 for d in plan.decisions
                 if d.status is IssueStatus.ISSUED
             ]
-            await self.gate.record_processed(processed_per_coupon(plan), issued)
             at = plan.processed_at or now
-            await self.gate.record_outcomes(
-                (
-                    d.request.coupon_id,
-                    d.request.user_id,
-                    RecordedOutcome(d.request.request_id, d.status, d.reason, at),
-                )
-                for d in plan.decisions
+            await self.gate.record_batch(
+                processed_per_coupon(plan),
+                issued,
+                [
+                    (
+                        d.request.coupon_id,
+                        d.request.user_id,
+                        RecordedOutcome(d.request.request_id, d.status, d.reason, at),
+                    )
+                    for d in plan.decisions
+                ],
             )
         except Exception as exc:  # the reconciler repairs missing outcomes; never fail a batch
             log.warning("could not record outcomes in Redis: %r", exc)

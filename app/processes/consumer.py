@@ -23,6 +23,8 @@ async def run_consumer(settings: Settings) -> None:
         settings.db_pool_size,
         application_name=postgres_setup.consumer_connection_name(settings.consumer_group),
         statement_cache_size=settings.db_statement_cache_size,
+        # The issue path's statements set nothing in the session: no reset per batch.
+        reset_sessions=False,
     )
     redis = redis_client.connect(settings)
     producer = kafka.make_producer(
@@ -41,6 +43,7 @@ async def run_consumer(settings: Settings) -> None:
         batch_max=settings.batch_max,
         max_attempts=settings.max_attempts,
         retry_backoff_s=settings.retry_backoff_ms / 1000,
+        batch_interval_s=settings.batch_interval_ms / 1000,
     )
 
     async def ready() -> bool:
