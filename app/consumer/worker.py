@@ -20,22 +20,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from app.adapters.redis_gate import RedisGate
+from app.config import Settings
 from app.consumer.batch import BatchHandler, Record
 from app.consumer.retry import Abandoned, InfrastructureRetry, Lane
 from app.observability import metrics
 
 log = logging.getLogger(__name__)
 _REVOKE_GRACE_S = 15.0  # how long a rebalance waits for a healthy lane to finish its batch
-# The worker's default, as COUPON_BATCH_INTERVAL_MS's (app/config.py). A partition whose batch was
-# not full stays paused until this long after that batch began, so its next batch gathers the
-# presses that come meanwhile. Below the consumers' capacity a batch (a transaction and its
-# lookups, the outcomes' Redis pipeline, the offset commit, a fetch) costs about the same for 8
-# presses as for 30: fuller batches cost the whole system less per coupon (100 ms against 50:
-# half the batches, consumers 0.64x and PostgreSQL 0.69x per coupon, end-to-end p50 +23 ms;
-# docs/performance.md), for at most this much more latency. A full batch goes on at once, and an
-# idle consumer polls as before (a fetch that waits on the broker for bytes instead would poll an
-# idle broker every few milliseconds).
-BATCH_INTERVAL_S = 0.1
+# COUPON_BATCH_INTERVAL_MS's default (app/config.py, where the trade-off is measured and told).
+BATCH_INTERVAL_S = Settings.model_fields["batch_interval_ms"].default / 1000
 
 
 class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]
