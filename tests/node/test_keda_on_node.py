@@ -42,11 +42,12 @@ pytestmark = [pytest.mark.node, pytest.mark.asyncio(loop_scope="session")]
 PARTITIONS = 3
 CONSUMER = f"{NAME}-coupon-issuer-consumer"
 HPA = f"keda-hpa-{CONSUMER}"
-# The HPA keeps 1 consumer this long after the lag is gone, KEDA waits this long after the
-# trigger went inactive before 1 -> 0: far enough apart (with the controller-manager's 5 s HPA
-# sync) that the two scale-ins are seen one after the other.
-STABILIZATION = 5
-COOLDOWN = 30
+# The HPA keeps the consumers this long after the lag is gone (the new pods, started as the
+# burst's rows are released, must be Ready before it scales in: a fast drain leaves them seconds),
+# KEDA waits this long after the trigger went inactive before 1 -> 0: far enough apart (with the
+# controller-manager's 5 s HPA sync) that the two scale-ins are seen one after the other.
+STABILIZATION = 30
+COOLDOWN = 60
 
 
 @pytest.fixture(scope="module")
