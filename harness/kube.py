@@ -9,10 +9,12 @@ servers on free loopback ports in a directory of its own and writes an admin kub
 What it enables is what a cluster would: RBAC authorization, the PodSecurity admission plugin,
 service-account tokens signed by the API server (the TokenRequest API), an audit log of every
 request made by a service account outside kube-system (what a workload such as the operator did,
-under its own identity), and the controllers (Deployments get ReplicaSets and Pods, the garbage
-collector cleans up, Jobs count their pods). There is no kubelet and no scheduler: Pods stay
-Pending, which is what the chart tests need; harness/node.py adds a real node to one. ``python -m
-harness.kube`` (``KUBE_NODE=0 make kube-up``) runs one for a person and prints its KUBECONFIG.
+under its own identity), the controllers (Deployments get ReplicaSets and Pods, the garbage
+collector cleans up, Jobs count their pods, HPAs scale), and the aggregation layer, through which
+extension API servers (KEDA's metrics server, harness/keda.py) serve their groups. There is no
+kubelet and no scheduler: Pods stay Pending, which is what the chart tests need; harness/node.py
+adds a real node to one. ``python -m harness.kube`` (``KUBE_NODE=0 make kube-up``) runs one for a
+person and prints its KUBECONFIG.
 """
 
 from __future__ import annotations
