@@ -9,10 +9,12 @@ servers on free loopback ports in a directory of its own and writes an admin kub
 What it enables is what a cluster would: RBAC authorization, the PodSecurity admission plugin,
 service-account tokens signed by the API server (the TokenRequest API), an audit log of every
 request made by a service account outside kube-system (what a workload such as the operator did,
-under its own identity), and the controllers (Deployments get ReplicaSets and Pods, the garbage
-collector cleans up, Jobs count their pods). There is no kubelet and no scheduler: Pods stay
-Pending, which is what the chart tests need; harness/node.py adds a real node to one. ``python -m
-harness.kube`` (``KUBE_NODE=0 make kube-up``) runs one for a person and prints its KUBECONFIG.
+under its own identity), the controllers (Deployments get ReplicaSets and Pods, the garbage
+collector cleans up, Jobs count their pods, HPAs scale), and the aggregation layer, through which
+extension API servers (KEDA's metrics server, harness/keda.py) serve their groups. There is no
+kubelet and no scheduler: Pods stay Pending, which is what the chart tests need; harness/node.py
+adds a real node to one. ``python -m harness.kube`` (``KUBE_NODE=0 make kube-up``) runs one for a
+person and prints its KUBECONFIG.
 """
 
 from __future__ import annotations
@@ -70,8 +72,10 @@ def openssl(*args: str, cwd: Path) -> None:
 @dataclass(frozen=True)
 class Certificates:
     """Files under ``directory``: ca, apiserver (serving), admin, controller-manager and
-    kubelet-client (clients), sa (the service-account token signing key pair). P-256 keys: fast
-    to make. harness/node.py issues the node's own certificates with ``issue``."""
+    kubelet-client (clients), sa (the service-account token signing key pair), and the
+    aggregation layer's front-proxy-ca with its front-proxy-client (the API server's identity
+    towards extension API servers, such as KEDA's metrics server). P-256 keys: fast to make.
+    harness/node.py and harness/keda.py issue their own certificates with ``issue``."""
 
     directory: Path
     address: str = "127.0.0.1"  # the API server's address, in its certificate
@@ -82,14 +86,10 @@ class Certificates:
     def generate(self) -> Certificates:
         d = self.directory
         d.mkdir(parents=True, exist_ok=True)
-        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-        openssl(
-            *("req", "-x509", *ec, "-days", "30", "-keyout", "ca.key", "-out", "ca.crt"),
-            *("-subj", "/CN=coupon-issuer-test-ca"),
-            *("-addext", "basicConstraints=critical,CA:TRUE"),
-            *("-addext", "keyUsage=critical,keyCertSign,cRLSign"),
-            cwd=d,
-        )
+        self._authority("ca", "/CN=coupon-issuer-test-ca")
+        # A CA of its own, as kubeadm does: a certificate from it may assert any user in headers
+        # to an extension API server, so no ordinary client certificate may be one of them.
+        self._authority("front-proxy-ca", "/CN=coupon-issuer-test-front-proxy-ca")
         sans = "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:127.0.0.1,IP:10.96.0.1"
         if self.address != "127.0.0.1":
             sans += f",IP:{self.address}"
@@ -100,9 +100,22 @@ class Certificates:
         self.issue(
             "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", "clientAuth"
         )
+        self.issue(
+            "front-proxy-client", "/CN=front-proxy-client", "clientAuth", ca="front-proxy-ca"
+        )
         openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key", cwd=d)
         openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
         return self
+
+    def _authority(self, name: str, subject: str) -> None:
+        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+        openssl(
+            *("req", "-x509", *ec, "-days", "30", "-keyout", f"{name}.key", "-out", f"{name}.crt"),
+            *("-subj", subject),
+            *("-addext", "basicConstraints=critical,CA:TRUE"),
+            *("-addext", "keyUsage=critical,keyCertSign,cRLSign"),
+            cwd=self.directory,
+        )
 
     def tls(self, client: str | None = None) -> ssl.SSLContext:
         """TLS trusting the CA, presenting ``client``'s certificate when one is named."""
@@ -111,12 +124,13 @@ class Certificates:
             context.load_cert_chain(self.path(f"{client}.crt"), self.path(f"{client}.key"))
         return context
 
-    def issue(self, name: str, subject: str, usage: str, sans: str = "") -> None:
-        """``name``.crt/.key signed by the CA, for ``usage`` (serverAuth, clientAuth)."""
+    def issue(self, name: str, subject: str, usage: str, sans: str = "", ca: str = "ca") -> None:
+        """``name``.crt/.key signed by ``ca``, for ``usage`` (serverAuth, clientAuth or both,
+        comma-separated)."""
         ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
         extra = ("-addext", f"subjectAltName={sans}") if sans else ()
         openssl(
-            *("req", "-x509", *ec, "-days", "30", "-CA", "ca.crt", "-CAkey", "ca.key"),
+            *("req", "-x509", *ec, "-days", "30", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key"),
             *("-keyout", f"{name}.key", "-out", f"{name}.crt", "-subj", subject),
             *("-addext", "basicConstraints=critical,CA:FALSE"),
             *("-addext", "keyUsage=critical,digitalSignature,keyEncipherment"),
@@ -220,6 +234,18 @@ class ApiServer(LocalServer):
             # On loopback the "kubernetes" Service would point at 127.0.0.1, which Endpoints
             # refuse; with a node it points at the gateway, where pods reach the API server.
             f"--endpoint-reconciler-type={'none' if self.address == '127.0.0.1' else 'lease'}",
+            # The aggregation layer (extension API servers such as KEDA's metrics server): the
+            # API server proxies to them as front-proxy-client, naming the user in headers, and
+            # dials the endpoint of their Service itself (it runs on the host, beside the node's
+            # kube-proxy, not behind it).
+            f"--requestheader-client-ca-file={c('front-proxy-ca.crt')}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={c('front-proxy-client.crt')}",
+            f"--proxy-client-key-file={c('front-proxy-client.key')}",
+            "--enable-aggregator-routing=true",
             f"--audit-policy-file={policy}",
             f"--audit-log-path={self.audit_log}",
             f"--cert-dir={self.directory / 'serving'}",
@@ -263,6 +289,9 @@ class ControllerManager(LocalServer):
             f"--root-ca-file={c('ca.crt')}",
             f"--cluster-signing-cert-file={c('ca.crt')}",
             f"--cluster-signing-key-file={c('ca.key')}",
+            # The HPA controller (KEDA's HPAs) every 5 s instead of 15 s: a decision follows the
+            # metric within one short period, which the tests' timelines measure.
+            "--horizontal-pod-autoscaler-sync-period=5s",
             "--profiling=false",
         ]
 

@@ -88,16 +88,20 @@ $(CRDS_STAMP): $(CONTROLLER_GEN) $(KEDA_DIR)/go.mod $(wildcard $(CRDS_OUT)/*.yam
 	  diff -r $(CRDS_OUT) .tools/crds/check | head -20 >&2; exit 1; }
 	@touch $@
 
-# KEDA's operator (tests/kube/test_keda.py runs it against the control plane and a real broker)
-# and every CRD it watches (ScaledJobs, CloudEventSources, ... which the chart does not use: kept
+# KEDA's operator (tests/kube/test_keda.py runs it against the control plane and a real broker),
+# its metrics API server (cmd/adapter: the external.metrics.k8s.io API the HPA reads, which
+# tests/node/test_keda_on_node.py registers through the API server's aggregation layer) and every
+# CRD the operator watches (ScaledJobs, CloudEventSources, ... which the chart does not use: kept
 # out of tests/schemas, generated into .tools/keda/crds). The first build takes ~7 min.
 KEDA_STAMP := $(KUBE_BIN)/.keda-built
-keda-build: $(KEDA_STAMP) ## build KEDA's operator and generate its CRDs into .tools (cached)
+keda-build: $(KEDA_STAMP) ## build KEDA's operator and metrics API server, generate its CRDs into .tools (cached)
 
 $(KEDA_STAMP): $(KEDA_DIR)/go.mod $(KEDA_DIR)/go.sum $(CONTROLLER_GEN) mk/kube.mk
-	@echo "building KEDA's operator into $(KUBE_BIN); the first build takes minutes ..."
+	@echo "building KEDA's operator and metrics API server into $(KUBE_BIN); the first build takes minutes ..."
 	cd $(KEDA_DIR) && CGO_ENABLED=0 GOFLAGS=-mod=readonly nice -n 10 go build -p $(KUBE_GO_JOBS) -trimpath \
 	  -ldflags '-s -w' -o $(CURDIR)/$(KUBE_BIN)/keda-operator github.com/kedacore/keda/v2/cmd/operator
+	cd $(KEDA_DIR) && CGO_ENABLED=0 GOFLAGS=-mod=readonly nice -n 10 go build -p $(KUBE_GO_JOBS) -trimpath \
+	  -ldflags '-s -w' -o $(CURDIR)/$(KUBE_BIN)/keda-adapter github.com/kedacore/keda/v2/cmd/adapter
 	@rm -rf .tools/keda/crds && mkdir -p .tools/keda
 	cd $(KEDA_DIR) && $(CURDIR)/$(CONTROLLER_GEN) crd:crdVersions=v1 paths=$(CRDS_KEDA) \
 	  output:crd:dir=$(CURDIR)/.tools/keda/crds

@@ -44,6 +44,7 @@ class Release:
     settings: Settings
     stack: ServiceStack
     home: Path
+    values: list[str]  # the install's --set arguments, which an upgrade keeps
 
     def kubectl(self, *args: str, check: bool = True) -> str:
         return self.cluster.kubectl("-n", self.namespace, *args, check=check).stdout
@@ -58,6 +59,16 @@ class Release:
         found = self.cluster.get(path)
         assert found is not None, path
         return found
+
+    def upgrade(self, *overrides: str) -> None:
+        """helm upgrade --wait with the install's values, ``overrides`` (--set-string ...) last:
+        helm applies same-kind flags in order."""
+        self.cluster.helm(
+            *("upgrade", NAME, CHART, "-n", self.namespace, "-f", PROFILE),
+            *self.values,
+            *overrides,
+            *("--wait", "--timeout", "5m"),
+        )
 
     def verify(self, coupon_id: str) -> dict[str, Any]:
         """`coupon-issuer verify` in the API's container (kubectl exec: API server -> kubelet)."""
@@ -95,6 +106,14 @@ def chart_values(settings: Settings, servers: PodServers, values: dict[str, Any]
     return args + [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
 
 
+async def answers(stack: ServiceStack, path: str) -> bool:
+    assert stack.http is not None
+    try:
+        return (await stack.http.get(path, timeout=2)).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 @asynccontextmanager
 async def installed(
     node: Node, servers: PodServers, home: Path, partitions: int, **values: Any
@@ -113,11 +132,12 @@ async def installed(
         cluster = Cluster(node.plane, api, home)
         namespace = await asyncio.to_thread(cluster.namespace, "node")
         stack: ServiceStack | None = None
+        args = chart_values(settings, servers, values)
         try:
             await asyncio.to_thread(
                 cluster.helm,
                 *("install", NAME, CHART, "-n", namespace, "-f", PROFILE),
-                *chart_values(settings, servers, values),
+                *args,
                 *("--wait", "--timeout", "5m"),
             )
             path = f"/api/v1/namespaces/{namespace}/services/{NAME}-coupon-issuer-api"
@@ -129,7 +149,12 @@ async def installed(
                 base_url=stack.base_url, timeout=30, limits=httpx.Limits(max_connections=50)
             )
             await stack.open_pool()
-            yield Release(cluster, namespace, settings, stack, home)
+            # helm's --wait counts Ready pods (a Deployment may be "ready" one pod short: its
+            # maxUnavailable); kube-proxy programs the Service from the EndpointSlices after.
+            await wait_until(
+                lambda: answers(stack, "/readyz"), 120, "the API's Service answering", interval=0.2
+            )
+            yield Release(cluster, namespace, settings, stack, home, args)
         finally:
             logs = cluster.kubectl(
                 *("-n", namespace, "logs", "--all-containers", "--prefix", "--tail=300"),

@@ -1,0 +1,191 @@
+"""The loop closed on a real node in KEDA mode: KEDA's HPA scales the consumers by lag.
+
+KEDA's operator and metrics API server run as host processes (harness/keda.py); the metrics
+server is registered through the API server's aggregation layer as ``external.metrics.k8s.io``.
+The chart's ScaledObject becomes an HPA (KEDA's operator); a burst of presses makes real lag;
+KEDA's operator wakes the consumers from zero (0 -> 1), kube-controller-manager's HPA controller
+reads the lag through the aggregation layer and raises the Deployment to the partitions; the
+kubelet starts the pods; they join the group and drain the lag; the HPA scales back to one after
+its stabilization window and KEDA to zero after its cooldown. Every accepted press is issued once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from harness import wait_until
+from harness.keda import (
+    CRDS,
+    KedaMetricsServer,
+    KedaOperator,
+    register_metrics_api,
+    unregister_metrics_api,
+)
+from harness.node import Node
+from harness.node_machine import GATEWAY
+from tests import servers
+from tests.kube.cluster import Cluster
+from tests.node.conftest import PodServers
+from tests.node.release import NAME, Release, installed
+from tests.stack import coupons_on_every_partition, holding_coupon_rows
+
+pytestmark = [pytest.mark.node, pytest.mark.asyncio(loop_scope="session")]
+
+PARTITIONS = 3
+CONSUMER = f"{NAME}-coupon-issuer-consumer"
+HPA = f"keda-hpa-{CONSUMER}"
+# The HPA keeps the consumers this long after the lag is gone (the new pods, started as the
+# burst's rows are released, must be Ready before it scales in: a fast drain leaves them seconds),
+# KEDA waits this long after the trigger went inactive before 1 -> 0: far enough apart (with the
+# controller-manager's 5 s HPA sync) that the two scale-ins are seen one after the other.
+STABILIZATION = 30
+COOLDOWN = 60
+
+
+@pytest.fixture(scope="module")
+def keda(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KedaMetricsServer]:
+    """KEDA's CRDs, operator and metrics API server; external.metrics.k8s.io Available."""
+    home = Path(tmp_path_factory.mktemp("keda"))
+    with node.plane.client() as api:
+        Cluster(node.plane, api, home).kubectl("apply", "--server-side", "-f", CRDS)
+        operator = KedaOperator(directory=home / "operator", plane=node.plane).start()
+        metrics = KedaMetricsServer(
+            directory=home / "metrics", plane=node.plane, operator=operator, address=GATEWAY
+        )
+        watched = servers.session_servers()
+        try:
+            metrics.start(60)
+            register_metrics_api(api, metrics)
+            watched.watch("keda-operator", operator.describe_exit)
+            watched.watch("keda-metrics-apiserver", metrics.describe_exit)
+            yield metrics
+        finally:
+            watched.unwatch("keda-operator")
+            watched.unwatch("keda-metrics-apiserver")
+            unregister_metrics_api(api)
+            metrics.stop()
+            operator.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def release(
+    node: Node,
+    pod_servers: PodServers,
+    keda: KedaMetricsServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Release]:
+    """ci/kind-values.yaml's autoscaling (0..3 consumers, 5 messages of lag per consumer, a 2 s
+    poll) in KEDA mode, with a short stabilization window and cooldown."""
+    home = Path(tmp_path_factory.mktemp("keda-release"))
+    values = {
+        "autoscaling.mode": "keda",
+        "autoscaling.scaleDownStabilizationSeconds": STABILIZATION,
+        "autoscaling.keda.cooldownPeriod": COOLDOWN,
+    }
+    async with installed(node, pod_servers, home, PARTITIONS, **values) as r:
+        yield r
+
+
+async def test_kedas_hpa_scales_out_on_lag_drains_and_scales_in(release: Release) -> None:
+    cluster, ns = release.cluster, release.namespace
+    scale = f"/apis/apps/v1/namespaces/{ns}/deployments/{CONSUMER}/scale"
+    hpa_path = f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/{HPA}"
+
+    def replicas() -> int:
+        return int((cluster.get(scale) or {})["spec"].get("replicas", 0))
+
+    def ready() -> int:
+        return int(release.deployment("consumer")["status"].get("readyReplicas", 0))
+
+    hpa = await wait_until(lambda: cluster.get(hpa_path), 60, "KEDA's HPA")
+    (metric,) = hpa["spec"]["metrics"]
+    metric_name = metric["external"]["metric"]["name"]
+    selector = ",".join(
+        f"{k}={v}" for k, v in metric["external"]["metric"]["selector"]["matchLabels"].items()
+    )
+
+    def lag_metric() -> str | None:
+        """The lag as the HPA controller reads it: through the aggregation layer."""
+        path = f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric_name}"
+        answer = cluster.api.get(path, params={"labelSelector": selector})
+        answer.raise_for_status()
+        items = answer.json()["items"]
+        return str(items[0]["value"]) if items else None
+
+    # The Deployment starts with one consumer; KEDA takes it to 0 once the trigger has been
+    # inactive for the cooldown.
+    await wait_until(
+        lambda: replicas() == 0 and not release.pods("consumer"), COOLDOWN + 60, "0 consumers"
+    )
+    assert lag_metric() == "0"
+    per_coupon = 100
+    coupons = await coupons_on_every_partition(release.stack, per_coupon)
+    limit = asyncio.Semaphore(20)
+
+    async def press(coupon_id: str, user: str) -> int:
+        async with limit:
+            return (await release.stack.request_issue(coupon_id, user)).status_code
+
+    timeline: dict[str, float] = {}
+
+    async def at(what: str, condition: Any, timeout: float) -> Any:
+        found = await wait_until(condition, timeout, what, interval=0.2)
+        timeline[what] = time.monotonic() - started
+        return found
+
+    async def scale_out() -> None:
+        await at("KEDA activated 0 -> 1", lambda: replicas() >= 1, 60)
+        await at(f"HPA raised to {PARTITIONS}", lambda: replicas() == PARTITIONS, 90)
+
+    started = time.monotonic()
+    # The rows are held until the HPA has scaled out, as in the operator's test: one consumer
+    # woken by KEDA could otherwise drain the burst before the HPA's next sync.
+    async with holding_coupon_rows(release.stack, coupons):
+        watching = asyncio.create_task(scale_out())
+        codes = await asyncio.gather(
+            *(press(c, f"u{i}") for c in coupons for i in range(per_coupon))
+        )
+        assert codes.count(202) == len(codes), sorted(set(codes))
+        timeline["burst accepted"] = time.monotonic() - started
+        await watching
+
+    async def drained() -> bool:
+        done = [await release.stack.processed(c) for c in coupons]
+        return sum(done) >= per_coupon * len(coupons)
+
+    await at(f"{PARTITIONS} consumer pods Ready", lambda: ready() == PARTITIONS, 120)
+    await at("every press processed", drained, 120)
+    await at("lag 0 in external.metrics.k8s.io", lambda: lag_metric() == "0", 60)
+    await at("HPA scaled in to 1", lambda: replicas() == 1, 60)
+    await at("KEDA deactivated to 0", lambda: replicas() == 0, COOLDOWN + 60)
+    await at("consumer pods gone", lambda: not release.pods("consumer"), 120)
+    (release.home / "timeline.json").write_text(json.dumps(timeline, indent=2))
+    print("keda timeline, s after the burst began:", {k: round(v, 1) for k, v in timeline.items()})
+
+    # The scale-out to the partitions was the HPA controller's, on KEDA's external metric.
+    rescaled = [e["message"] for e in cluster.events(ns, involvedObject__name=HPA)]
+    assert any(
+        m.startswith(f"New size: {PARTITIONS};") and "external metric" in m for m in rescaled
+    ), rescaled
+    assert any(m.startswith("New size: 1;") for m in rescaled), rescaled
+    keda_events = [
+        e["message"]
+        for e in cluster.events(ns, involvedObject__name=CONSUMER)
+        if e["reason"].startswith("KEDAScaleTarget")
+    ]
+    assert any("from 0 to 1" in m for m in keda_events), keda_events
+    assert any("from 1 to 0" in m for m in keda_events), keda_events
+    for coupon_id in coupons:
+        report = await asyncio.to_thread(release.verify, coupon_id)
+        assert report["ok"] is True and report["violations"] == [], report
+        (figures,) = report["coupons"]
+        assert figures["issued_quantity"] == figures["issued_rows"] == per_coupon, figures
+        assert figures["double_issued"] == 0, figures
