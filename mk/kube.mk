@@ -36,7 +36,7 @@ $(KUBE_STAMP): $(KUBE_DIR)/go.mod $(KUBE_DIR)/go.sum $(wildcard $(KUBE_DIR)/cmd/
 KUBE_NODE ?= 1
 kube-up: $(STAMP) tools kube-build $(if $(filter 1,$(KUBE_NODE)),node-build node-deps node-pause) ## start a control plane and a real node (KUBE_NODE=0: control plane only), print KUBECONFIG; Ctrl-C stops and cleans up
 ifeq ($(KUBE_NODE),1)
-	$(PY) -m harness.node up $(wildcard .tools/node/images/app-*.tar)
+	$(PY) -m harness.node up $(wildcard .tools/node/images/app-*.tar .tools/node/images/dev-images.tar)
 else
 	$(PY) -m harness.kube
 endif

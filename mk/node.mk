@@ -73,5 +73,5 @@ node-dev-images: $(STAMP) node-deps kafka ## build k8s/dev's Kafka, PostgreSQL, 
 node-clean: $(STAMP) ## remove whatever a killed node left (processes, mounts, bridge, rules, sysctls)
 	$(PY) -m harness.node clean
 
-node-test: $(STAMP) tools kube-build node-build node-deps node-pause kafka ## the chart's pods on a real node (tests/node)
+node-test: $(STAMP) tools kube-build keda-build node-build node-deps node-pause kafka ## the chart's pods on a real node (tests/node)
 	$(PY) -m pytest -q -p no:cacheprovider -m node tests/node $(PYTEST_ARGS)

@@ -3,9 +3,9 @@ real broker's lag: it takes the ScaledObject (Ready), creates the HPA the chart'
 and its Kafka scaler wakes the consumers from zero on lag and puts them back to zero once the lag
 is drained and the cooldown passed.
 
-What needs more than this control plane: scaling from 1 up to the partitions is the HPA's, on the
-external metric KEDA's metrics API server serves through the aggregation layer; see
-docs/deploy.md ("KEDA's operator").
+Scaling from 1 up to the partitions is the HPA's, on the external metric KEDA's metrics API
+server serves through the aggregation layer: that loop runs on the real node
+(tests/node/test_keda_on_node.py; docs/deploy.md, "KEDA's operator").
 """
 
 from __future__ import annotations
