@@ -18,20 +18,13 @@ import pytest_asyncio
 
 from harness.node import NODE_NAME, Node
 from tests.node.conftest import PodServers
+from tests.node.events import failures
 from tests.node.release import Release, installed
 
 pytestmark = [pytest.mark.node, pytest.mark.asyncio(loop_scope="session")]
 
 PARTITIONS = 3
 CONSUMERS = 2
-# Events a healthy rollout never has.
-BAD_EVENTS = ("FailedCreate", "BackOff", "Failed", "FailedScheduling", "FailedMount", "Evicted")
-# The one kubelet failure tolerated (seen once in four runs, on the hook Job's pod): helm creates
-# the hook's Secret moments before its pod, the Node authorizer lets the kubelet read a Secret
-# only once its graph links it to a pod on the node, and the kubelet's secret cache gave up
-# waiting first. It retries the pod and the Job completes (helm waited for that); the chart
-# cannot order it otherwise.
-KUBELET_RACE = "failed to sync secret cache: timed out waiting for the condition"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -64,13 +57,7 @@ async def test_every_pod_is_ready_through_its_probes(release: Release) -> None:
 
 async def test_no_failure_events(release: Release) -> None:
     events = release.cluster.events(release.namespace)
-    bad = [
-        f"{e['involvedObject']['name']}: {e['reason']}: {e.get('message', '')}"
-        for e in events
-        if e["reason"] in BAD_EVENTS
-        and not (e["reason"] == "Failed" and KUBELET_RACE in e.get("message", ""))
-    ]
-    assert bad == []
+    assert failures(events) == []
     # A startup or readiness probe may fail while its pod starts (the API waits for its
     # dependencies, a consumer for its partitions): that is their job. Once a pod is Ready, none
     # may, and a liveness probe never.

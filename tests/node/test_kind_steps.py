@@ -30,6 +30,7 @@ from tests.images.podman import TAG
 from tests.k8s_helpers import ROOT
 from tests.kube.cluster import Cluster
 from tests.node.dev_images import overlay_images
+from tests.node.events import failures
 
 pytestmark = pytest.mark.node
 
@@ -42,11 +43,6 @@ MAKE_VARIABLES = {
     "IMAGE_TAG": TAG,
     "K8S_NAMESPACE": NAMESPACE,
 }
-# Events a healthy rollout never has (Unhealthy is judged apart: see the test).
-BAD_EVENTS = ("FailedCreate", "BackOff", "Failed", "FailedScheduling", "FailedMount", "Evicted")
-# The kubelet's one tolerated failure, explained in test_chart_on_node.py: a hook pod created
-# moments after its Secret, before the Node authorizer links the two; the kubelet retries it.
-KUBELET_RACE = "failed to sync secret cache: timed out waiting for the condition"
 
 
 @dataclass
@@ -197,13 +193,7 @@ def test_the_migrations_hook_job_ran_on_the_node(deployed: Deployed) -> None:
 
 def test_no_failure_events(deployed: Deployed) -> None:
     events = deployed.cluster.events(NAMESPACE)
-    bad = [
-        f"{e['involvedObject']['name']}: {e['reason']}: {e.get('message', '')}"
-        for e in events
-        if e["reason"] in BAD_EVENTS
-        and not (e["reason"] == "Failed" and KUBELET_RACE in e.get("message", ""))
-    ]
-    assert bad == []
+    assert failures(events) == []
     # A startup or readiness probe may fail while its pod starts (Kafka's port opens seconds
     # after its JVM, the API waits for its dependencies): that is their job. After a pod is
     # Ready none may fail, and a liveness probe never.
