@@ -1,7 +1,8 @@
 """Faults on the node, mid-sale: a consumer pod deleted (graceful stop), a consumer container
 SIGKILLed (the kubelet restarts it), an API pod deleted behind its Service (two replicas, the
-chart's preStop sleep), and ``helm upgrade`` to a new image tag (a rolling update of the API and
-the consumers). Every accepted press is issued exactly once, and `verify` is clean."""
+chart's preStop sleep), ``helm upgrade`` to a new image tag (a rolling update of the API and
+the consumers), and the node drained (its evictions held by the chart's PodDisruptionBudgets).
+Every accepted press is issued exactly once, and `verify` is clean."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ import pytest
 import pytest_asyncio
 
 from harness import wait_until
-from harness.node import Node
+from harness.node import NODE_NAME, Node
 from tests.images.podman import TARGETS
 from tests.node.conftest import PodServers, app_image
-from tests.node.release import Release, installed
+from tests.node.release import NAME, Release, installed
 from tests.stack import coupons_on_every_partition
 
 pytestmark = [pytest.mark.node, pytest.mark.asyncio(loop_scope="session")]
@@ -41,6 +42,8 @@ MAX_USERS = 20_000  # rounds of the sale (a press per coupon each) at most, if t
 # conntrack entry still leads there): at most one per pooled connection per replaced API pod.
 UPGRADE_TRANSPORT_ERRORS = 2 * 10  # API replicas x the sale's concurrency
 PRE_STOP = 5  # the chart's api.preStopSleepSeconds
+# How long `kubectl drain` keeps asking for the evictions the budgets refuse.
+DRAIN_TIMEOUT = 20
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -301,6 +304,68 @@ async def test_helm_upgrade_to_a_new_tag_mid_sale(release: Release, node: Node) 
     # The preStop sleep (the chart's 5 s) ran before SIGTERM on every old API pod.
     assert all(s >= PRE_STOP - 0.5 for s in api_exits.values()), api_exits
     assert rollout.most_consumers <= CONSUMERS, "more consumers than replicas mid-rollout"
+    assert sale.server_errors == 0, dict(sale.codes)
+    assert sale.failed <= UPGRADE_TRANSPORT_ERRORS, dict(sale.codes)
+    await sale.assert_exactly_once()
+
+
+async def test_a_drain_mid_sale_is_held_by_the_disruption_budgets(
+    release: Release, node: Node
+) -> None:
+    """``kubectl drain`` of the node while a sale runs: the API's and the consumers' budgets
+    (maxUnavailable 1 each) let one pod of each go and refuse the second eviction, since the
+    cordoned node cannot take a replacement. The sale goes on through the API pod left, with
+    the consumer left taking every partition; no press answered 5xx. Uncordoned, the
+    replacements start and every accepted press is issued once."""
+    await wait_until(
+        lambda: (
+            len(ready_pods(release, "api")) == 2
+            and len(ready_pods(release, "consumer")) == CONSUMERS
+        ),
+        120,
+        "every API and consumer pod Ready before the drain",
+    )
+    sale = Sale(release, await coupons_on_every_partition(release.stack, 100_000))
+    rollout = Rollout(release)
+    drained: dict[str, Any] = {}
+
+    async def drain() -> None:
+        # This release's pods only: the node's other tenants are not the budgets' business.
+        done = await asyncio.to_thread(
+            release.cluster.kubectl,
+            *("drain", NODE_NAME, "--ignore-daemonsets", "--delete-emptydir-data"),
+            f"--pod-selector=app.kubernetes.io/instance={NAME}",
+            f"--timeout={DRAIN_TIMEOUT}s",
+            check=False,
+        )
+        drained["exit"], drained["output"] = done.returncode, done.stdout + done.stderr
+        drained["api"] = ready_pods(release, "api")
+        drained["consumers"] = ready_pods(release, "consumer")
+        # The sale goes on through what the budgets kept.
+        presses = sale.codes.total()
+        await wait_until(lambda: sale.codes.total() > presses + 100, 60, "presses while drained")
+        release.cluster.kubectl("uncordon", NODE_NAME)
+        await wait_until(
+            lambda: (
+                len(ready_pods(release, "api")) == 2
+                and len(ready_pods(release, "consumer")) == CONSUMERS
+            ),
+            120,
+            "the replacements Ready once uncordoned",
+        )
+
+    watching = asyncio.create_task(rollout.watch())
+    try:
+        await sale.around(drain)
+    finally:
+        watching.cancel()
+        release.cluster.kubectl("uncordon", NODE_NAME, check=False)
+    print("drain: answers", dict(sale.codes), "exit", drained.get("exit"))
+    # Refused, not merely slow: kubectl gave up on evictions the budgets would not allow.
+    assert drained["exit"] != 0, drained["output"]
+    assert "disruption budget" in drained["output"], drained["output"]
+    assert len(drained["api"]) == 1 and len(drained["consumers"]) == 1, drained
+    assert rollout.fewest_api >= 1, "the budget let every API pod go"
     assert sale.server_errors == 0, dict(sale.codes)
     assert sale.failed <= UPGRADE_TRANSPORT_ERRORS, dict(sale.codes)
     await sale.assert_exactly_once()
