@@ -314,9 +314,9 @@ class _Deadline:
     ``when`` the task is cancelled and leaving the block raises TimeoutError (a cancellation of
     the task from elsewhere stays a cancellation).
 
-    Why not asyncio's own: Python 3.11's looks the running loop up three times per use, and each
-    look-up makes a getpid() system call (a fork check); with one publish per press that was
-    about 5 % of an API worker's CPU (py-spy)."""
+    Why not asyncio's own: Python 3.11's looks the running loop up three times per use (each
+    look-up a getpid() system call, its fork check) and is an async context manager; this one
+    costs 3.4 µs per publish against 4.8 µs, measured in process."""
 
     __slots__ = ("_cancelling", "_expired", "_handle", "_task")
 

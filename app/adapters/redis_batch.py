@@ -38,7 +38,7 @@ class ScriptBatcher:
         if self._direct:
             return script(keys=keys, args=args)
         loop = self._loop
-        if loop is None:  # looked up once: in Python 3.11 each look-up is a getpid() system call
+        if loop is None:  # looked up once (Python 3.11's look-up makes a getpid() system call)
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._pending:

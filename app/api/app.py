@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, hot_paths: bool = True) -> Coup
         gc.freeze()
         # A press allocates some hundred objects and 64 presses in flight keep thousands alive:
         # at the default threshold (700) the youngest generation was collected every few presses,
-        # walking the same in-flight objects each time (5 % of the worker's CPU, py-spy).
+        # walking the same in-flight objects each time (py-spy: ~5 % of a worker's samples).
         gc.set_threshold(_YOUNGEST_GC_THRESHOLD)
         try:
             yield
