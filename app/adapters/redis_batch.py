@@ -32,11 +32,14 @@ class ScriptBatcher:
         self._max_batch = max_batch
         self._pending: list[_Call] = []
         self._flushing: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the client's (its connections')
 
     def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         if self._direct:
             return script(keys=keys, args=args)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # looked up once (Python 3.11's look-up makes a getpid() system call)
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)  # after the callbacks already ready in this iteration
@@ -48,7 +51,8 @@ class ScriptBatcher:
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
         if batch:
-            task = asyncio.ensure_future(self._run(batch))
+            assert self._loop is not None  # set by the call() that queued the batch
+            task = self._loop.create_task(self._run(batch))
             self._flushing.add(task)
             task.add_done_callback(self._flushing.discard)
 

@@ -27,6 +27,7 @@ _CODES = {
     5: GateOutcome.RATE_LIMITED,
 }
 _REBUILD_CHUNK = 5000
+_BASES_REMEMBERED = 4096  # coupons whose key prefix is kept formatted (forgotten all at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ class RedisGate:
         # are refused from Redis alone. Its own hash tag: one slot, apart from the coupons'.
         self._registry = f"{prefix}:{{registry}}:ids"
         self._registry_loaded = f"{prefix}:{{registry}}:loaded"
+        self._bases: dict[UUID, str] = {}
 
     def keys(self, coupon_id: UUID) -> tuple[str, str, str]:
         """The coupon's keys: meta, holders, processed counter.
@@ -89,7 +91,14 @@ class RedisGate:
         return f"{self._prefix}:outcomes:*"
 
     def _base(self, coupon_id: UUID) -> str:
-        return f"{self._prefix}:{{{coupon_id}}}"
+        """Remembered per coupon: a sale presses a few coupons thousands of times a second, and
+        formatting a UUID is Python code (twice per press)."""
+        base = self._bases.get(coupon_id)
+        if base is None:
+            if len(self._bases) >= _BASES_REMEMBERED:
+                self._bases.clear()
+            base = self._bases[coupon_id] = f"{self._prefix}:{{{coupon_id}}}"
+        return base
 
     async def reserve(
         self,

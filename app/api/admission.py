@@ -46,7 +46,7 @@ async def admit_press(
     outcome = answer.outcome or GateOutcome.NOT_FOUND
     status = GATE_ANSWERS[outcome]
     if outcome is not GateOutcome.ACCEPTED:
-        metrics.API_ISSUE_REQUESTS.labels(outcome.value.lower()).inc()
+        metrics.count_issue_request(outcome.value.lower())
         response = refusal(status, outcome.value, lang)
         if outcome is GateOutcome.RATE_LIMITED:
             response.headers["Retry-After"] = RETRY_AFTER_SECONDS
@@ -57,15 +57,15 @@ async def admit_press(
     except BrokerUnavailable:
         # It never left this process: undoing the reservation is safe, and so is a retry.
         await svc.gate.release(coupon_id, user_id, queued.request_id)
-        metrics.API_ISSUE_REQUESTS.labels("broker_unavailable").inc()
+        metrics.count_issue_request("broker_unavailable")
         return refusal(503, "BROKER_UNAVAILABLE", lang)
     except PublishUnconfirmed:
         # It may still be appended (a stalled broker): keep the reservation and claim nothing.
         # The consumer issues it if it lands; the reconciler settles it if it never does.
-        metrics.API_ISSUE_REQUESTS.labels("unconfirmed").inc()
+        metrics.count_issue_request("unconfirmed")
         return _accepted(text("UNCONFIRMED", lang), answer.queue_ahead, queued, "UNCONFIRMED")
     metrics.API_PUBLISH_DURATION.observe(time.perf_counter() - started)
-    metrics.API_ISSUE_REQUESTS.labels("accepted").inc()
+    metrics.count_issue_request("accepted")
     return _accepted(text(outcome.value, lang), answer.queue_ahead, queued, "QUEUED")
 
 
@@ -91,10 +91,10 @@ async def _refuse_unvouched(
         return None
     subject = verified_subject(token, secret.get_secret_value())
     if subject is None:
-        metrics.API_ISSUE_REQUESTS.labels("unauthorized").inc()
+        metrics.count_issue_request("unauthorized")
         return refusal(401, "UNAUTHORIZED", lang)
     if subject != user_id:
-        metrics.API_ISSUE_REQUESTS.labels("unauthorized").inc()
+        metrics.count_issue_request("unauthorized")
         return refusal(403, "FORBIDDEN", lang)
     return None
 
@@ -104,7 +104,7 @@ async def _refuse_busy_ip(svc: Services, client_ip: str, lang: Lang) -> Response
     wait = await svc.limiter.exceeded(f"ip:{client_ip}", svc.settings.rate_limit_per_ip)
     if wait is None:
         return None
-    metrics.API_ISSUE_REQUESTS.labels("rate_limited").inc()
+    metrics.count_issue_request("rate_limited")
     response = refusal(429, "RATE_LIMITED", lang)
     response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
     return response

@@ -11,6 +11,10 @@ neither see a request that never reaches the app nor one whose body the app stop
 A connection has one timer at most, armed only while a request is incomplete after the bytes that
 arrived so far were parsed, and on a connection's opening: a request that arrives in one read (a
 press, a status read) sets and cancels none, so the hot path costs what it did.
+
+An answer leaves in one write: uvicorn writes a response's head and then its body, and uvloop
+sends each at once, so every answer cost two ``write`` system calls, two TCP segments and, for the
+client, two reads (on loopback the sender also runs the receiver's TCP path).
 """
 
 from __future__ import annotations
@@ -108,6 +112,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
+        self._answers = OneWritePerAnswer(self.transport, self.loop)
         self._timer = self.loop.call_later(self.limits.head_timeout_s, self._read_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -136,6 +141,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 self.app = served
         else:
             super().on_headers_complete()
+        if self.cycle is not None:  # None for an upgrade request
+            self.cycle.transport = self._answers  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._phase = _BETWEEN
@@ -201,6 +208,44 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         head.append(b"connection: close\r\n\r\n")
         self.transport.write(b"".join(head) + body)
         self.transport.close()
+
+
+class OneWritePerAnswer:
+    """What a request's cycle writes through: a write is held until the next one (a response's
+    head until its body: Starlette sends both in one go) and the two leave in one system call.
+
+    A write with nothing after it (the head of a streamed body, ``100 Continue``) leaves on the
+    loop's next iteration; closing sends what is held first."""
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is None:
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._held = None
+            self._transport.write(held + data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
 
 
 @functools.lru_cache(maxsize=8)

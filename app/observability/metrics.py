@@ -42,6 +42,18 @@ API_REFUSED_REQUESTS = Counter(
 _request_durations: dict[tuple[str, str, int], Histogram] = {}
 
 
+def count_issue_request(outcome: str) -> None:
+    """One answered press by outcome; the labelled child is looked up once per outcome (a
+    ``labels()`` call takes a lock and builds its key on every press)."""
+    child = _issue_requests.get(outcome)
+    if child is None:
+        child = _issue_requests[outcome] = API_ISSUE_REQUESTS.labels(outcome)
+    child.inc()
+
+
+_issue_requests: dict[str, Counter] = {}
+
+
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
     """One request's latency; the labelled child is looked up once per (route, method, class)."""
     key = (route, method, status // 100)

@@ -28,6 +28,7 @@ class Transport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = bytearray()
+        self.writes = 0
         self.closed = False
         self.reading = True
 
@@ -38,6 +39,7 @@ class Transport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += data
+        self.writes += 1
 
     def close(self) -> None:
         self.closed = True
@@ -58,6 +60,11 @@ HELD = asyncio.Event()  # what a request for /hold waits for before it is answer
 async def ok(scope: Any, receive: Any, send: Any) -> None:
     if scope["path"] == "/hold":
         await HELD.wait()
+    if scope["path"] == "/stream":  # a head, then a body that comes only when released
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await HELD.wait()
+        await send({"type": "http.response.body", "body": b"streamed"})
+        return
     while (await receive()).get("more_body"):
         pass
     await send(
@@ -149,3 +156,24 @@ async def test_a_request_beyond_the_cap_is_answered_503_busy() -> None:
     head, body = bytes(transport.written).split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in head.lower()
     assert orjson.loads(body)["reason"] == "BUSY"
+
+
+async def test_an_answer_leaves_in_one_write_its_head_and_body_together() -> None:
+    protocol, transport = connect()
+    for n in (1, 2):  # and again on the kept-alive connection
+        protocol.data_received(PRESS)
+        await wait_until(lambda: transport.written.count(b"ok") == n, 5, "the answer")  # noqa: B023
+        assert transport.writes == n
+    head, body = bytes(transport.written).split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK") and body.startswith(b"ok")
+
+
+async def test_a_head_whose_body_waits_is_sent_without_waiting_for_it() -> None:
+    HELD.clear()
+    protocol, transport = connect()
+    protocol.data_received(b"GET /stream HTTP/1.1\r\nhost: api\r\n\r\n")
+    await wait_until(lambda: transport.written.startswith(b"HTTP/1.1 200 OK"), 5, "the head")
+    assert b"streamed" not in transport.written
+    HELD.set()
+    await wait_until(lambda: transport.written.endswith(b"0\r\n\r\n"), 5, "the streamed body")
+    assert b"streamed" in transport.written and not transport.closed

@@ -52,3 +52,32 @@ async def test_sent_but_not_acknowledged_is_unconfirmed(outcome: Any) -> None:
     publisher = Publisher(_Producer(outcome=outcome), "t", 0.05)
     with pytest.raises(PublishUnconfirmed):
         await publisher.publish(REQUEST)
+
+
+class _StuckProducer:
+    """send() never returns: no room in the batch, no metadata (a broker gone at start)."""
+
+    async def send(self, *_: Any, **__: Any) -> asyncio.Future[Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_send_stuck_past_the_deadline_never_left_so_is_unavailable() -> None:
+    publisher = Publisher(_StuckProducer(), "t", 0.05)
+    with pytest.raises(BrokerUnavailable):
+        await publisher.publish(REQUEST)
+
+
+async def test_a_cancelled_publish_stays_a_cancellation_not_a_timeout() -> None:
+    publish = asyncio.ensure_future(Publisher(_Producer(), "t", 30).publish(REQUEST))
+    await asyncio.sleep(0)  # it is waiting for the ack now
+    publish.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await publish
+
+
+async def test_the_deadline_ends_with_the_publish() -> None:
+    assert await Publisher(_Producer(outcome=_Meta()), "t", 0.01).publish(REQUEST) == 2
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0.05)  # past the deadline: its timer was cancelled, nothing cancels us
