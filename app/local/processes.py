@@ -26,10 +26,23 @@ def absolute(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(os.path.expanduser(path)))
 
 
+# Every port free_port() handed out in this process. A port is only reserved once its server
+# binds it, which takes a child process a second or more: meanwhile the kernel may offer the same
+# port again, and two servers would be told to listen on it (the API's port given to a consumer's
+# metrics server: the API exits with "address already in use", and the consumer's /readyz answers
+# the readiness check in its place).
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port no one listens on now, never handed out before by this process."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def port_free(port: int) -> bool:
