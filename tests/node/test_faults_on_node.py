@@ -68,6 +68,18 @@ def ready_pods(release: Release, component: str) -> list[str]:
     ]
 
 
+async def every_pod_ready(release: Release, what: str) -> None:
+    """Wait until both API pods and every consumer pod are Ready (none of them leaving)."""
+    await wait_until(
+        lambda: (
+            len(ready_pods(release, "api")) == 2
+            and len(ready_pods(release, "consumer")) == CONSUMERS
+        ),
+        120,
+        what,
+    )
+
+
 @dataclass
 class Sale:
     """A press of a new user on every coupon each round, 10 at a time, until ``stop`` (at most
@@ -251,14 +263,7 @@ async def test_helm_upgrade_to_a_new_tag_mid_sale(release: Release, node: Node) 
         for key in ("image", "api.image", "consumer.image", "operator.image", "lagExporter.image")
         for a in ("--set-string", f"{key}.tag={new_tag}")
     ]
-    await wait_until(
-        lambda: (
-            len(ready_pods(release, "api")) == 2
-            and len(ready_pods(release, "consumer")) == CONSUMERS
-        ),
-        120,
-        "every API and consumer pod Ready before the upgrade",
-    )
+    await every_pod_ready(release, "every API and consumer pod Ready before the upgrade")
     before = {c: {p["metadata"]["name"] for p in release.pods(c)} for c in ("api", "consumer")}
     old = before["api"] | before["consumer"]
     sale = Sale(release, await coupons_on_every_partition(release.stack, 100_000))
@@ -317,14 +322,7 @@ async def test_a_drain_mid_sale_is_held_by_the_disruption_budgets(
     cordoned node cannot take a replacement. The sale goes on through the API pod left, with
     the consumer left taking every partition; no press answered 5xx. Uncordoned, the
     replacements start and every accepted press is issued once."""
-    await wait_until(
-        lambda: (
-            len(ready_pods(release, "api")) == 2
-            and len(ready_pods(release, "consumer")) == CONSUMERS
-        ),
-        120,
-        "every API and consumer pod Ready before the drain",
-    )
+    await every_pod_ready(release, "every API and consumer pod Ready before the drain")
     sale = Sale(release, await coupons_on_every_partition(release.stack, 100_000))
     rollout = Rollout(release)
     drained: dict[str, Any] = {}
@@ -345,14 +343,7 @@ async def test_a_drain_mid_sale_is_held_by_the_disruption_budgets(
         presses = sale.codes.total()
         await wait_until(lambda: sale.codes.total() > presses + 100, 60, "presses while drained")
         release.cluster.kubectl("uncordon", NODE_NAME)
-        await wait_until(
-            lambda: (
-                len(ready_pods(release, "api")) == 2
-                and len(ready_pods(release, "consumer")) == CONSUMERS
-            ),
-            120,
-            "the replacements Ready once uncordoned",
-        )
+        await every_pod_ready(release, "the replacements Ready once uncordoned")
 
     watching = asyncio.create_task(rollout.watch())
     try:
