@@ -26,3 +26,26 @@ def failures(events: Iterable[dict[str, Any]]) -> list[str]:
         if e["reason"] in BAD_EVENTS
         and not (e["reason"] == "Failed" and KUBELET_RACE.search(e.get("message", "")))
     ]
+
+
+def probe_failures_once_ready(
+    events: Iterable[dict[str, Any]], ready_since: dict[str, str]
+) -> list[str]:
+    """Every liveness probe failure, and every probe failing after its pod became Ready
+    (``ready_since``: pod name → its Ready condition's lastTransitionTime), until the kubelet
+    began stopping it. A startup or readiness probe may fail while its pod starts, and a
+    readiness probe while it stops (a consumer scaled in closes its port): that is their job."""
+    events = list(events)
+    stopping = {
+        e["involvedObject"]["name"]: e.get("firstTimestamp") or e.get("lastTimestamp") or ""
+        for e in events
+        if e["reason"] == "Killing"
+    }
+    found = []
+    for e in events:
+        pod, at = e["involvedObject"]["name"], e.get("lastTimestamp") or ""
+        if e["reason"] != "Unhealthy" or (pod in stopping and at >= stopping[pod]):
+            continue
+        if e.get("message", "").startswith("Liveness") or at > ready_since.get(pod, ""):
+            found.append(f"{pod} {at}: {e.get('message', '')}")
+    return found

@@ -18,7 +18,7 @@ import pytest_asyncio
 
 from harness.node import NODE_NAME, Node
 from tests.node.conftest import PodServers
-from tests.node.events import failures
+from tests.node.events import failures, probe_failures_once_ready
 from tests.node.release import Release, installed
 
 pytestmark = [pytest.mark.node, pytest.mark.asyncio(loop_scope="session")]
@@ -67,16 +67,7 @@ async def test_no_failure_events(release: Release) -> None:
         )
         for p in release.pods()
     }
-    unhealthy = [
-        f"{e['involvedObject']['name']} {e.get('lastTimestamp')}: {e.get('message', '')}"
-        for e in events
-        if e["reason"] == "Unhealthy"
-        and (
-            e.get("message", "").startswith("Liveness")
-            or (e.get("lastTimestamp") or "") > ready_since.get(e["involvedObject"]["name"], "")
-        )
-    ]
-    assert unhealthy == [], ready_since
+    assert probe_failures_once_ready(events, ready_since) == [], ready_since
 
 
 async def test_the_migrations_job_ran_on_the_node(release: Release) -> None:

@@ -30,7 +30,7 @@ from tests.images.podman import TAG
 from tests.k8s_helpers import ROOT
 from tests.kube.cluster import Cluster
 from tests.node.dev_images import overlay_images
-from tests.node.events import failures
+from tests.node.events import failures, probe_failures_once_ready
 
 pytestmark = pytest.mark.node
 
@@ -198,16 +198,7 @@ def test_no_failure_events(deployed: Deployed) -> None:
     # after its JVM, the API waits for its dependencies): that is their job. After a pod is
     # Ready none may fail, and a liveness probe never.
     ready_since = deployed.ready_since
-    unhealthy = [
-        f"{e['involvedObject']['name']} {e.get('lastTimestamp')}: {e.get('message', '')}"
-        for e in events
-        if e["reason"] == "Unhealthy"
-        and (
-            e.get("message", "").startswith("Liveness")
-            or (e.get("lastTimestamp") or "") > ready_since.get(e["involvedObject"]["name"], "")
-        )
-    ]
-    assert unhealthy == [], ready_since
+    assert probe_failures_once_ready(events, ready_since) == [], ready_since
 
 
 def test_the_smoke_sale_issued_every_coupon_once(deployed: Deployed) -> None:
