@@ -7,7 +7,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.config import Settings
 from app.local.processes import absolute
+
+# The sale runs the API as the product does by default (COUPON_API_WORKERS; the chart runs one
+# worker per pod): on these 2 cores a second worker lowered the issue rate and raised every
+# component's CPU per coupon (docs/performance.md).
+API_WORKERS = Settings.model_fields["api_workers"].default
 
 
 def cores() -> int:
@@ -26,7 +32,7 @@ class BenchOptions:
     stock: int | None = None  # per coupon; None: 90% of the coupon's distinct users
     concurrency: int = 64
     generators: int = 1
-    api_workers: int = 2
+    api_workers: int = API_WORKERS
     consumers: int = 3
     partitions: int = 3
     max_load_seconds: float = 120.0
@@ -60,7 +66,6 @@ class BenchOptions:
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``python -m bench`` options."""
-    n = cores()
     d = BenchOptions()
     add = parser.add_argument
     add("--requests", type=int, default=d.requests, help="presses sent through the API")
@@ -69,7 +74,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     add("--stock", type=int, default=None, help="stock per coupon (default: 90%% of its users)")
     add("--concurrency", type=int, default=d.concurrency, help="requests in flight, in total")
     add("--generators", type=int, default=d.generators, help="load-generator processes")
-    add("--api-workers", type=int, default=n, help=f"API processes (default: cores = {n})")
+    add(
+        "--api-workers",
+        type=int,
+        default=d.api_workers,
+        help=f"API processes of the sale (default: COUPON_API_WORKERS's, {d.api_workers})",
+    )
     add(
         "--partitions", type=int, default=None, help="topic partitions (default: COUPON_PARTITIONS)"
     )
