@@ -11,12 +11,8 @@ its stabilization window and KEDA to zero after its cooldown. Every accepted pre
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -33,9 +29,9 @@ from harness.node import Node
 from harness.node_machine import GATEWAY
 from tests import servers
 from tests.kube.cluster import Cluster
+from tests.node.burst import Burst
 from tests.node.conftest import PodServers
 from tests.node.release import NAME, Release, installed
-from tests.stack import coupons_on_every_partition, holding_coupon_rows
 
 pytestmark = [pytest.mark.node, pytest.mark.asyncio(loop_scope="session")]
 
@@ -126,49 +122,22 @@ async def test_kedas_hpa_scales_out_on_lag_drains_and_scales_in(release: Release
         lambda: replicas() == 0 and not release.pods("consumer"), COOLDOWN + 60, "0 consumers"
     )
     assert lag_metric() == "0"
-    per_coupon = 100
-    coupons = await coupons_on_every_partition(release.stack, per_coupon)
-    limit = asyncio.Semaphore(20)
-
-    async def press(coupon_id: str, user: str) -> int:
-        async with limit:
-            return (await release.stack.request_issue(coupon_id, user)).status_code
-
-    timeline: dict[str, float] = {}
-
-    async def at(what: str, condition: Any, timeout: float) -> Any:
-        found = await wait_until(condition, timeout, what, interval=0.2)
-        timeline[what] = time.monotonic() - started
-        return found
+    burst = await Burst.on(release)
 
     async def scale_out() -> None:
-        await at("KEDA activated 0 -> 1", lambda: replicas() >= 1, 60)
-        await at(f"HPA raised to {PARTITIONS}", lambda: replicas() == PARTITIONS, 90)
+        await burst.at("KEDA activated 0 -> 1", lambda: replicas() >= 1, 60)
+        await burst.at(f"HPA raised to {PARTITIONS}", lambda: replicas() == PARTITIONS, 90)
 
-    started = time.monotonic()
-    # The rows are held until the HPA has scaled out, as in the operator's test: one consumer
-    # woken by KEDA could otherwise drain the burst before the HPA's next sync.
-    async with holding_coupon_rows(release.stack, coupons):
-        watching = asyncio.create_task(scale_out())
-        codes = await asyncio.gather(
-            *(press(c, f"u{i}") for c in coupons for i in range(per_coupon))
-        )
-        assert codes.count(202) == len(codes), sorted(set(codes))
-        timeline["burst accepted"] = time.monotonic() - started
-        await watching
-
-    async def drained() -> bool:
-        done = [await release.stack.processed(c) for c in coupons]
-        return sum(done) >= per_coupon * len(coupons)
-
-    await at(f"{PARTITIONS} consumer pods Ready", lambda: ready() == PARTITIONS, 120)
-    await at("every press processed", drained, 120)
-    await at("lag 0 in external.metrics.k8s.io", lambda: lag_metric() == "0", 60)
-    await at("HPA scaled in to 1", lambda: replicas() == 1, 60)
-    await at("KEDA deactivated to 0", lambda: replicas() == 0, COOLDOWN + 60)
-    await at("consumer pods gone", lambda: not release.pods("consumer"), 120)
-    (release.home / "timeline.json").write_text(json.dumps(timeline, indent=2))
-    print("keda timeline, s after the burst began:", {k: round(v, 1) for k, v in timeline.items()})
+    # The rows are held until the HPA has scaled out: one consumer woken by KEDA could
+    # otherwise drain the burst before the HPA's next sync.
+    await burst.run(scale_out)
+    await burst.at(f"{PARTITIONS} consumer pods Ready", lambda: ready() == PARTITIONS, 120)
+    await burst.at("every press processed", burst.drained, 120)
+    await burst.at("lag 0 in external.metrics.k8s.io", lambda: lag_metric() == "0", 60)
+    await burst.at("HPA scaled in to 1", lambda: replicas() == 1, 60)
+    await burst.at("KEDA deactivated to 0", lambda: replicas() == 0, COOLDOWN + 60)
+    await burst.at("consumer pods gone", lambda: not release.pods("consumer"), 120)
+    burst.write("keda timeline")
 
     # The scale-out to the partitions was the HPA controller's, on KEDA's external metric.
     rescaled = [e["message"] for e in cluster.events(ns, involvedObject__name=HPA)]
@@ -183,9 +152,4 @@ async def test_kedas_hpa_scales_out_on_lag_drains_and_scales_in(release: Release
     ]
     assert any("from 0 to 1" in m for m in keda_events), keda_events
     assert any("from 1 to 0" in m for m in keda_events), keda_events
-    for coupon_id in coupons:
-        report = await asyncio.to_thread(release.verify, coupon_id)
-        assert report["ok"] is True and report["violations"] == [], report
-        (figures,) = report["coupons"]
-        assert figures["issued_quantity"] == figures["issued_rows"] == per_coupon, figures
-        assert figures["double_issued"] == 0, figures
+    await burst.verify()
