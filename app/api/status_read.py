@@ -61,7 +61,10 @@ async def wait_for_status(
             remaining = give_up - loop.time()
             if found is None or found.status is not IssueStatus.PENDING or remaining <= 0:
                 return found
-            with contextlib.suppress(TimeoutError):
+            with (
+                contextlib.suppress(TimeoutError),
+                metrics.API_LONG_POLLS_WAITING.track_inprogress(),
+            ):
                 await asyncio.wait_for(announced.wait(), min(remaining, _REPOLL_S))
 
 

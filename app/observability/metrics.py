@@ -33,6 +33,12 @@ API_PUBLISH_DURATION = Histogram(
 API_IN_FLIGHT = Gauge(
     "coupon_api_requests_in_flight", "HTTP requests being served.", multiprocess_mode="livesum"
 )
+API_LONG_POLLS_WAITING = Gauge(
+    "coupon_api_long_polls_waiting",
+    "Status reads (waitSeconds > 0) waiting for an outcome: in coupon_api_requests_in_flight, but"
+    " holding no CPU; the API's KEDA trigger scales on in-flight less these.",
+    multiprocess_mode="livesum",
+)
 API_REFUSED_REQUESTS = Counter(
     "coupon_api_refused_requests",
     "Requests refused by the HTTP connection (api/connections.py), by reason: head_timeout"

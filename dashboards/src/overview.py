@@ -112,9 +112,14 @@ def _api() -> list[Panel]:
         ),
         timeseries_panel(
             "Requests in flight",
-            "HTTP requests being served by all API processes.",
+            "HTTP requests being served by all API processes, and the status long-polls among"
+            " them that wait for an outcome (they hold a connection, no CPU). The API's KEDA"
+            " trigger scales on the difference.",
             units.Short,
-            [query(f"sum(coupon_api_requests_in_flight{{{NS}}})", "in flight")],
+            [
+                query(f"sum(coupon_api_requests_in_flight{{{NS}}})", "in flight"),
+                query(f"sum(coupon_api_long_polls_waiting{{{NS}}})", "long-polls waiting"),
+            ],
             width=8,
         ),
         timeseries_panel(

@@ -56,13 +56,19 @@ async def test_a_long_poll_returns_as_soon_as_the_outcome_is_recorded(
         started = time.monotonic()
         poll = asyncio.create_task(_status(stack, coupon, "waiter", wait=25))
 
-        async def polling() -> bool:  # the long-poll is inside the API before the lock goes
-            return (await stack.api_metrics()).get("coupon_api_requests_in_flight", 0) >= 2
+        async def polling() -> bool:  # the long-poll is waiting inside the API before the lock goes
+            found = await stack.api_metrics()
+            # in flight: the long-poll and this scrape; waiting: the long-poll alone
+            return (
+                found.get("coupon_api_requests_in_flight", 0) >= 2
+                and found.get("coupon_api_long_polls_waiting") == 1
+            )
 
-        await wait_until(polling, 10, "the long-poll to be in flight")
+        await wait_until(polling, 10, "the long-poll to be waiting")
     answer = await poll
     assert answer["status"] == "ISSUED"
     assert time.monotonic() - started < 25  # woken by the outcome, not by its deadline
+    assert (await stack.api_metrics()).get("coupon_api_long_polls_waiting") == 0
 
 
 async def test_status_survives_redis_losing_the_coupon(stack_on_each_redis: Stack) -> None:
