@@ -118,12 +118,18 @@ def test_edits_are_validated_too(cluster: Cluster, namespace: str) -> None:
 def test_kedas_crd_takes_the_charts_scaled_object_and_refuses_a_misspelt_one(
     cluster: Cluster, namespace: str
 ) -> None:
-    scaled = one(render("keda"), "ScaledObject")
+    docs = render("keda")
+    scaled = one(docs, "ScaledObject", "-consumer")
     scaled["metadata"]["namespace"] = namespace
     path = SCALED_OBJECTS.format(ns=namespace)
     accepted = cluster.api.post(path, json=scaled, params=STRICT)
     assert accepted.status_code == 201, accepted.text
     assert accepted.json()["spec"]["triggers"][0]["metadata"]["allowIdleConsumers"] == "false"
+    api = one(docs, "ScaledObject", "-api")  # the API's, on requests in flight and CPU
+    api["metadata"]["namespace"] = namespace
+    accepted = cluster.api.post(path, json=api, params=STRICT)
+    assert accepted.status_code == 201, accepted.text
+    assert [t["type"] for t in accepted.json()["spec"]["triggers"]] == ["prometheus", "cpu"]
 
     misspelt = copy.deepcopy(scaled)
     misspelt["metadata"]["name"] += "-2"

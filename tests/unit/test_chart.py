@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -31,6 +32,7 @@ from tests.k8s_helpers import (
     strictify,
     tool,
 )
+from tests.prometheus import exposed_names, metric_names, promtool
 
 CRD_FILE = CHART / "crds" / "consumerautoscaler.yaml"
 # KEDA's own CRD, generated from its Go API types by `make crds` (tools/crds pins the release).
@@ -261,7 +263,7 @@ def keda_schema() -> dict[str, Any]:
 def test_scaledobject_validates_against_kedas_generated_crd(
     rendered: dict[str, list[dict[str, Any]]], keda_schema: dict[str, Any]
 ) -> None:
-    so = one(rendered["keda"], "ScaledObject")
+    so = one(rendered["keda"], "ScaledObject", "-consumer")
     assert so["apiVersion"] == "keda.sh/v1alpha1"
     jsonschema.Draft7Validator(keda_schema).validate(so)
     trigger = so["spec"]["triggers"][0]
@@ -278,7 +280,7 @@ def test_scaledobject_validates_against_kedas_generated_crd(
 def test_kedas_crd_rejects_a_misspelt_field(
     rendered: dict[str, list[dict[str, Any]]], keda_schema: dict[str, Any]
 ) -> None:
-    so = json.loads(json.dumps(one(rendered["keda"], "ScaledObject")))
+    so = json.loads(json.dumps(one(rendered["keda"], "ScaledObject", "-consumer")))
     so["spec"]["maxReplicas"] = so["spec"].pop("maxReplicaCount")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft7Validator(keda_schema).validate(so)
@@ -297,7 +299,92 @@ def test_autoscaling_resources_match_the_mode(
         [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator")]
     ) == (mode == "operator")
     assert len(by_kind(docs, "Role")) == (mode == "operator")
-    assert len(by_kind(docs, "ScaledObject")) == (mode == "keda")
+    consumer_scalers = [
+        d for d in by_kind(docs, "ScaledObject") if d["metadata"]["name"].endswith("-consumer")
+    ]
+    assert len(consumer_scalers) == (mode == "keda")
+
+
+def test_the_api_scales_on_requests_in_flight_in_keda_mode(
+    rendered: dict[str, list[dict[str, Any]]], keda_schema: dict[str, Any], tmp_path: Path
+) -> None:
+    docs = rendered["keda"]
+    so = one(docs, "ScaledObject", "-api")
+    jsonschema.Draft7Validator(keda_schema).validate(so)
+    api = one(docs, "Deployment", "-api")
+    assert so["spec"]["scaleTargetRef"]["name"] == api["metadata"]["name"]
+    assert "replicas" not in api["spec"]  # the HPA KEDA builds owns them
+    assert not [d for d in by_kind(docs, "HorizontalPodAutoscaler")]  # KEDA's HPA, not a second
+    assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (2, 10)
+    behavior = so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 300
+    in_flight, cpu = so["spec"]["triggers"]
+    assert (in_flight["type"], in_flight["metricType"]) == ("prometheus", "AverageValue")
+    meta = in_flight["metadata"]
+    assert meta["serverAddress"] == "http://prometheus-operated.monitoring:9090"
+    assert meta["threshold"] == "64"
+    # The ServiceMonitor's labels: job is the API Service's name, namespace the release's.
+    service = one(docs, "Service", "-api")["metadata"]["name"]
+    namespace = one(docs, "Deployment", "-api")["metadata"]["namespace"]
+    selector = f'namespace="{namespace}",job="{service}"'
+    assert meta["query"] == (
+        f"sum(coupon_api_requests_in_flight{{{selector}}}"
+        f" - coupon_api_long_polls_waiting{{{selector}}})"
+    )
+    # It parses, and names metrics the API exposes.
+    rules = tmp_path / "query.yml"
+    rules.write_text(
+        yaml.safe_dump(
+            {"groups": [{"name": "q", "rules": [{"record": "q", "expr": meta["query"]}]}]}
+        )
+    )
+    promtool("check", "rules", str(rules))
+    assert metric_names(meta["query"]) <= exposed_names()
+    assert (cpu["type"], cpu["metricType"], cpu["metadata"]) == (
+        "cpu",
+        "Utilization",
+        {"value": "70"},
+    )
+
+
+def test_the_apis_hpa_mode_scales_on_cpu_alone() -> None:
+    docs = load_docs(helm_template("--set", "api.autoscaling.scaleDownStabilizationSeconds=60"))
+    hpa = one(docs, "HorizontalPodAutoscaler", "-api")
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 60
+    assert not by_kind(docs, "ScaledObject")
+
+
+def test_the_apis_keda_mode_without_cpu_and_with_a_query_of_ones_own() -> None:
+    docs = load_docs(
+        helm_template(
+            *("--set", "api.autoscaling.mode=keda"),
+            *("--set", "api.autoscaling.targetCPUUtilizationPercentage=0"),
+            *("--set", "api.autoscaling.keda.prometheusServer=http://p:9090"),
+            *("--set-string", "api.autoscaling.keda.query=sum(in_flight)"),
+            *("--set", "api.autoscaling.keda.inFlightPerPod=16"),
+        )
+    )
+    (trigger,) = one(docs, "ScaledObject", "-api")["spec"]["triggers"]
+    assert trigger["metadata"]["query"] == "sum(in_flight)"
+    assert trigger["metadata"]["threshold"] == "16"
+    assert not by_kind(docs, "HorizontalPodAutoscaler")
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["api.autoscaling.mode=keda"], "api.autoscaling.keda.prometheusServer is required"),
+        (
+            ["api.autoscaling.targetCPUUtilizationPercentage=0"],
+            "targetCPUUtilizationPercentage must be at least 1 in mode hpa",
+        ),
+    ],
+    ids=["keda-without-prometheus", "hpa-without-cpu"],
+)
+def test_the_apis_autoscaling_refuses_what_cannot_scale(sets: list[str], message: str) -> None:
+    with pytest.raises(RenderError, match=message):
+        helm_template(*[a for s in sets for a in ("--set", s)])
 
 
 # --- policies ---------------------------------------------------------------------------------
@@ -425,7 +512,7 @@ def test_consumers_never_exceed_partitions(
         ceiling = consumer["spec"]["replicas"]
     elif mode == "keda":
         assert "replicas" not in consumer["spec"]
-        ceiling = one(docs, "ScaledObject")["spec"]["maxReplicaCount"]
+        ceiling = one(docs, "ScaledObject", "-consumer")["spec"]["maxReplicaCount"]
     else:
         assert "replicas" not in consumer["spec"]
         ceiling = one(docs, "ConsumerAutoscaler")["spec"]["maxReplicas"]
@@ -470,7 +557,7 @@ def test_max_replicas_default_to_partitions() -> None:
     docs = load_docs(helm_template("--set", "kafka.partitions=7"))
     assert one(docs, "ConsumerAutoscaler")["spec"]["maxReplicas"] == 7
     docs = load_docs(helm_template("--set", "kafka.partitions=7", "--set", "autoscaling.mode=keda"))
-    assert one(docs, "ScaledObject")["spec"]["maxReplicaCount"] == 7
+    assert one(docs, "ScaledObject", "-consumer")["spec"]["maxReplicaCount"] == 7
 
 
 def test_operator_rbac_is_minimal(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -774,6 +861,7 @@ def test_values_schema_defines_shared_shapes_once() -> None:
             "/podSecurityContext/seccompProfile",
         ),
         (["consumerReplicas=3"], "consumerReplicas"),
+        (["api.autoscaling.mode=cpu"], "/api/autoscaling/mode"),
     ],
     ids=lambda v: v if isinstance(v, str) else v[0],
 )
