@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _MARK = "WRK_JSON "
 
@@ -110,7 +111,7 @@ def script_file(folder: Path) -> Path:
     return path
 
 
-def run(
+def command(
     url: str,
     mode: str,
     *,
@@ -120,15 +121,15 @@ def run(
     user_prefix: str = "u",
     readable: int = 1,
     threads: int = 1,
-) -> WrkResult:
-    """Run wrk against ``url`` (base + path) in ``mode`` ("press", "status" or "constant").
+) -> list[str]:
+    """The wrk command for ``url`` (base + path) in ``mode`` ("press", "status" or "constant").
 
     In "status" mode ``url`` is the coupon's URL and ``user_prefix`` / ``readable`` name the users
-    of an earlier press run to read."""
+    of an earlier press run to read. wrk stops early on SIGINT and still reports."""
     script = script_file(script_dir)
     scheme_host, _, rest = url.partition("//")
     host, _, path = rest.partition("/")
-    args = [
+    return [
         "wrk",
         f"-t{threads}",
         f"-c{connections}",
@@ -144,10 +145,21 @@ def run(
         user_prefix,
         str(max(1, readable)),
     ]
-    done = subprocess.run(args, capture_output=True, text=True, check=False)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith(_MARK)), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout}")
+
+
+def run(url: str, mode: str, **options: Any) -> WrkResult:
+    """Run wrk (``command``'s arguments) to its end."""
+    done = subprocess.run(
+        command(url, mode, **options), capture_output=True, text=True, check=False
+    )
+    return result(done.returncode, done.stdout, done.stderr)
+
+
+def result(returncode: int, stdout: str, stderr: str) -> WrkResult:
+    """What a finished wrk printed; RuntimeError when it failed or printed no report."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith(_MARK)), None)
+    if returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({returncode}): {stderr.strip() or stdout}")
     doc = json.loads(line[len(_MARK) :])
     per_thread = [{int(k): int(v) for k, v in t.items()} for t in doc["threads"]]
     codes: dict[int, int] = {}

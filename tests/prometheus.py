@@ -189,6 +189,8 @@ class PrometheusServer:
     rule_files: list[Path] = field(default_factory=list)
     alertmanagers: list[str] = field(default_factory=list)
     evaluation_interval: str = "1s"
+    # scrape configs as Prometheus takes them, after the static jobs (say, Kubernetes discovery)
+    scrape_configs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -209,7 +211,8 @@ class PrometheusServer:
                     ],
                 }
                 for job in self.jobs
-            ],
+            ]
+            + self.scrape_configs,
             "rule_files": [str(path) for path in self.rule_files],
         }
         if self.alertmanagers:

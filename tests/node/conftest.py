@@ -20,11 +20,19 @@ import pytest
 from app.local.kafka import KafkaNode
 from app.local.processes import free_port
 from app.local.servers import PostgresServer, RedisServer
+from harness.keda import (
+    CRDS,
+    KedaMetricsServer,
+    KedaOperator,
+    register_metrics_api,
+    unregister_metrics_api,
+)
 from harness.node import Node
 from harness.node_machine import GATEWAY, POD_CIDR
 from tests import servers
 from tests.images.podman import TAG, TARGETS, build, ensure_base, image_name
 from tests.k8s_helpers import ROOT
+from tests.kube.cluster import Cluster
 from tests.markers import run_only_when_asked
 
 HERE = Path(__file__).resolve().parent
@@ -152,3 +160,29 @@ def app_image(target: str) -> tuple[str, str]:
     """(repository, tag) of a target's image as the chart takes it."""
     repository, tag = image_name(target).rsplit(":", 1)
     return repository, tag
+
+
+@pytest.fixture(scope="module")
+def keda(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KedaMetricsServer]:
+    """KEDA's CRDs, operator and metrics API server; external.metrics.k8s.io Available. One for
+    each module that asks, stopped with it."""
+    home = Path(tmp_path_factory.mktemp("keda"))
+    with node.plane.client() as api:
+        Cluster(node.plane, api, home).kubectl("apply", "--server-side", "-f", CRDS)
+        operator = KedaOperator(directory=home / "operator", plane=node.plane).start()
+        metrics = KedaMetricsServer(
+            directory=home / "metrics", plane=node.plane, operator=operator, address=GATEWAY
+        )
+        watched = servers.session_servers()
+        try:
+            metrics.start(60)
+            register_metrics_api(api, metrics)
+            watched.watch("keda-operator", operator.describe_exit)
+            watched.watch("keda-metrics-apiserver", metrics.describe_exit)
+            yield metrics
+        finally:
+            watched.unwatch("keda-operator")
+            watched.unwatch("keda-metrics-apiserver")
+            unregister_metrics_api(api)
+            metrics.stop()
+            operator.stop()

@@ -11,24 +11,15 @@ its stabilization window and KEDA to zero after its cooldown. Every accepted pre
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 from harness import wait_until
-from harness.keda import (
-    CRDS,
-    KedaMetricsServer,
-    KedaOperator,
-    register_metrics_api,
-    unregister_metrics_api,
-)
+from harness.keda import KedaMetricsServer
 from harness.node import Node
-from harness.node_machine import GATEWAY
-from tests import servers
-from tests.kube.cluster import Cluster
 from tests.node.burst import Burst
 from tests.node.conftest import PodServers
 from tests.node.release import NAME, Release, installed
@@ -44,31 +35,6 @@ HPA = f"keda-hpa-{CONSUMER}"
 # controller-manager's 5 s HPA sync) that the two scale-ins are seen one after the other.
 STABILIZATION = 30
 COOLDOWN = 60
-
-
-@pytest.fixture(scope="module")
-def keda(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KedaMetricsServer]:
-    """KEDA's CRDs, operator and metrics API server; external.metrics.k8s.io Available."""
-    home = Path(tmp_path_factory.mktemp("keda"))
-    with node.plane.client() as api:
-        Cluster(node.plane, api, home).kubectl("apply", "--server-side", "-f", CRDS)
-        operator = KedaOperator(directory=home / "operator", plane=node.plane).start()
-        metrics = KedaMetricsServer(
-            directory=home / "metrics", plane=node.plane, operator=operator, address=GATEWAY
-        )
-        watched = servers.session_servers()
-        try:
-            metrics.start(60)
-            register_metrics_api(api, metrics)
-            watched.watch("keda-operator", operator.describe_exit)
-            watched.watch("keda-metrics-apiserver", metrics.describe_exit)
-            yield metrics
-        finally:
-            watched.unwatch("keda-operator")
-            watched.unwatch("keda-metrics-apiserver")
-            unregister_metrics_api(api)
-            metrics.stop()
-            operator.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

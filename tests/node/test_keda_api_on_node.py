@@ -1,0 +1,204 @@
+"""The API scaled on the requests it serves, on a real node: the chart's API ScaledObject.
+
+A Prometheus on the host scrapes the API's pods every second, found from the API Service's
+Endpoints and labelled as a ServiceMonitor labels them (namespace, and the Service as job). The chart's API ScaledObject (``api.autoscaling.mode=keda``, CPU
+left out so that the requests in flight alone decide) becomes KEDA's HPA. wrk holds 64
+connections of presses on the API's Service; the HPA controller reads the in-flight sum through
+external.metrics.k8s.io (KEDA's metrics server asks Prometheus with the chart's query) and raises
+the API to its maximum; the kubelet starts the pods and they become Ready. wrk stops, the sum
+falls to the scrapes' own, and the HPA scales in after its stabilization window. No press was
+answered 5xx, and the coupon issued its stock once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from bench import wrk
+from harness import wait_until
+from harness.keda import KedaMetricsServer
+from harness.node import Node
+from tests.node.conftest import PodServers
+from tests.node.release import NAME, Release, installed
+from tests.prometheus import PrometheusServer, new_workdir
+
+pytestmark = [pytest.mark.node, pytest.mark.asyncio(loop_scope="session")]
+
+API = f"{NAME}-coupon-issuer-api"
+HPA = f"keda-hpa-{API}"
+MAX_PODS = 3
+IN_FLIGHT_PER_POD = 8  # 64 connections ask for 8 pods: the HPA takes the API to its maximum
+CONNECTIONS = 64
+STABILIZATION = 20
+STOCK = 100
+
+
+@pytest.fixture(scope="module")
+def prometheus() -> Iterator[PrometheusServer]:
+    """Prometheus scraping the targets ``follow_endpoints`` writes, every second."""
+    workdir = new_workdir("node-prometheus-")
+    targets = workdir / "targets.json"
+    targets.write_text("[]")
+    discovery = {"job_name": "service-endpoints", "file_sd_configs": [{"files": [str(targets)]}]}
+    server = PrometheusServer(
+        jobs=[], labels={}, workdir=workdir, scrape_configs=[discovery]
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def follow_endpoints(release: Release, service: str, targets: Path) -> None:
+    """Write the Service's ready endpoints on its ``http`` port as Prometheus file discovery
+    targets, labelled as a ServiceMonitor labels them (namespace, job = the Service, pod), until
+    cancelled. Debian's Prometheus is built without Kubernetes discovery: this is what that
+    discovery would find, read from the same Endpoints object."""
+    path = f"/api/v1/namespaces/{release.namespace}/endpoints/{service}"
+    while True:
+        found = await asyncio.to_thread(release.cluster.get, path) or {}
+        groups = [
+            {
+                "targets": [f"{address['ip']}:{port['port']}"],
+                "labels": {
+                    "namespace": release.namespace,
+                    "job": service,
+                    "pod": address.get("targetRef", {}).get("name", ""),
+                },
+            }
+            for subset in found.get("subsets") or []
+            for port in subset.get("ports", [])
+            if port.get("name") == "http"
+            for address in subset.get("addresses") or []
+        ]
+        written = targets.with_suffix(".tmp")
+        written.write_text(json.dumps(groups))
+        written.replace(targets)  # Prometheus never reads half a file
+        await asyncio.sleep(0.5)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def release(
+    node: Node,
+    pod_servers: PodServers,
+    keda: KedaMetricsServer,
+    prometheus: PrometheusServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Release]:
+    """One API pod to start, up to three; one consumer, not autoscaled."""
+    home = Path(tmp_path_factory.mktemp("keda-api-release"))
+    values = {
+        "api.autoscaling.enabled": "true",
+        "api.autoscaling.mode": "keda",
+        "api.autoscaling.minReplicas": 1,
+        "api.autoscaling.maxReplicas": MAX_PODS,
+        "api.autoscaling.targetCPUUtilizationPercentage": 0,
+        "api.autoscaling.scaleDownStabilizationSeconds": STABILIZATION,
+        "api.autoscaling.keda.prometheusServer": prometheus.url,
+        "api.autoscaling.keda.inFlightPerPod": IN_FLIGHT_PER_POD,
+        "api.autoscaling.keda.pollSeconds": 1,
+        "autoscaling.mode": "none",
+        "consumer.replicas": 1,
+    }
+    async with installed(node, pod_servers, home, 3, **values) as r:
+        yield r
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def scraped(release: Release, prometheus: PrometheusServer) -> AsyncIterator[None]:
+    """Prometheus following the API Service's endpoints while the module runs."""
+    following = asyncio.create_task(
+        follow_endpoints(release, API, prometheus.workdir / "targets.json")
+    )
+    yield
+    following.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await following
+
+
+@pytest.mark.usefixtures("scraped")
+async def test_kedas_hpa_scales_the_api_on_requests_in_flight(
+    release: Release, prometheus: PrometheusServer
+) -> None:
+    cluster, ns = release.cluster, release.namespace
+    scale = f"/apis/apps/v1/namespaces/{ns}/deployments/{API}/scale"
+    hpa_path = f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/{HPA}"
+    scaled = cluster.get(f"/apis/keda.sh/v1alpha1/namespaces/{ns}/scaledobjects/{API}")
+    assert scaled is not None
+    (trigger,) = scaled["spec"]["triggers"]  # CPU left out: the requests in flight alone
+    query = trigger["metadata"]["query"]
+    started = time.monotonic()
+    timeline: dict[str, float] = {}
+
+    def replicas() -> int:
+        return int((cluster.get(scale) or {})["spec"].get("replicas", 0))
+
+    def ready() -> int:
+        return int(release.deployment("api")["status"].get("readyReplicas", 0))
+
+    def in_flight() -> float | None:
+        """The chart's query, answered by Prometheus (None: no API pod scraped yet)."""
+        found = prometheus.query(query)
+        return float(found[0]["value"][1]) if found else None
+
+    async def at(what: str, condition: Any, timeout: float) -> Any:
+        found = await wait_until(condition, timeout, what, interval=0.2)
+        timeline[what] = time.monotonic() - started
+        return found
+
+    hpa = await wait_until(lambda: cluster.get(hpa_path), 60, "KEDA's HPA")
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["External"]
+    await at("the API pod scraped", lambda: in_flight() is not None, 60)
+    assert replicas() == 1
+    coupon = await release.stack.create_coupon(STOCK)
+    url = f"{release.stack.base_url}/api/coupons/{coupon}/issue/queue"
+    args = wrk.command(
+        url,
+        "press",
+        connections=CONNECTIONS,
+        seconds=600,
+        script_dir=release.home,
+        user_prefix="hpa",
+    )
+    pipe = asyncio.subprocess.PIPE
+    load = await asyncio.create_subprocess_exec(*args, stdout=pipe, stderr=pipe)
+    try:
+        await at(
+            f"in flight above {IN_FLIGHT_PER_POD}",
+            lambda: (in_flight() or 0) > IN_FLIGHT_PER_POD,
+            60,
+        )
+        await at(f"HPA raised the API to {MAX_PODS}", lambda: replicas() == MAX_PODS, 90)
+        await at(f"{MAX_PODS} API pods Ready", lambda: ready() == MAX_PODS, 120)
+    finally:
+        load.send_signal(signal.SIGINT)  # wrk stops early on SIGINT and still reports
+        out, err = await asyncio.wait_for(load.communicate(), 60)
+    assert load.returncode is not None
+    pressed = wrk.result(load.returncode, out.decode(), err.decode())
+    await at("HPA scaled the API in to 1", lambda: replicas() == 1, STABILIZATION + 60)
+    await at("API pods back to 1", lambda: len(release.pods("api")) == 1, 120)
+    print("API in-flight timeline, s:", {k: round(v, 1) for k, v in timeline.items()})
+    print("wrk:", pressed.as_dict())
+
+    assert pressed.count_5xx() == 0 and pressed.socket_errors == 0, pressed.as_dict()
+    assert pressed.count(202) == STOCK, pressed.as_dict()
+    rescaled = [e["message"] for e in cluster.events(ns, involvedObject__name=HPA)]
+    assert any(
+        m.startswith(f"New size: {MAX_PODS};") and "external metric" in m for m in rescaled
+    ), rescaled
+    assert any(m.startswith("New size: 1;") for m in rescaled), rescaled
+    await release.stack.wait_processed(coupon, STOCK)
+    report = await asyncio.to_thread(release.verify, coupon)
+    assert report["ok"] is True and report["violations"] == [], report
+    (figures,) = report["coupons"]
+    assert figures["issued_quantity"] == figures["issued_rows"] == STOCK, figures
