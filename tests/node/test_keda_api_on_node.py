@@ -7,7 +7,8 @@ connections of presses on the API's Service; the HPA controller reads the in-fli
 external.metrics.k8s.io (KEDA's metrics server asks Prometheus with the chart's query) and raises
 the API to its maximum; the kubelet starts the pods and they become Ready. wrk stops, the sum
 falls to the scrapes' own, and the HPA scales in after its stabilization window. No press was
-answered 5xx, and the coupon issued its stock once.
+answered 5xx, and the coupon issued its stock once. When Prometheus no longer scrapes the API, the
+HPA reports the metric it cannot read (FailedGetExternalMetric) rather than reading 0.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,20 +116,26 @@ async def release(
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def scraped(release: Release, prometheus: PrometheusServer) -> AsyncIterator[None]:
-    """Prometheus following the API Service's endpoints while the module runs."""
-    following = asyncio.create_task(
-        follow_endpoints(release, API, prometheus.workdir / "targets.json")
-    )
-    yield
-    following.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await following
-
-
-@pytest.mark.usefixtures("scraped")
-async def test_kedas_hpa_scales_the_api_on_requests_in_flight(
+async def scraped(
     release: Release, prometheus: PrometheusServer
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """Prometheus following the API Service's endpoints while the module runs; yields ``forget``,
+    which stops following and leaves Prometheus no target."""
+    targets = prometheus.workdir / "targets.json"
+    following = asyncio.create_task(follow_endpoints(release, API, targets))
+
+    async def forget() -> None:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+        targets.write_text("[]")
+
+    yield forget
+    await forget()
+
+
+async def test_kedas_hpa_scales_the_api_on_requests_in_flight(
+    release: Release, prometheus: PrometheusServer, scraped: Callable[[], Awaitable[None]]
 ) -> None:
     cluster, ns = release.cluster, release.namespace
     scale = f"/apis/apps/v1/namespaces/{ns}/deployments/{API}/scale"
@@ -202,3 +209,19 @@ async def test_kedas_hpa_scales_the_api_on_requests_in_flight(
     assert report["ok"] is True and report["violations"] == [], report
     (figures,) = report["coupons"]
     assert figures["issued_quantity"] == figures["issued_rows"] == STOCK, figures
+
+    # The API pod no longer scraped: its series go stale and the query answers nothing, which is
+    # an error the HPA shows (ignoreNullValues false), not a 0 it would scale in on.
+    await scraped()
+    await wait_until(lambda: in_flight() is None, 30, "the API's series to go stale")
+
+    def unable() -> str | None:
+        conditions = (cluster.get(hpa_path) or {}).get("status", {}).get("conditions", [])
+        for condition in conditions:
+            if condition["type"] == "ScalingActive" and condition["status"] == "False":
+                return str(condition["reason"])
+        return None
+
+    reason = await wait_until(unable, 60, "the HPA to report the metric it cannot read")
+    assert reason == "FailedGetExternalMetric", reason
+    assert replicas() == 1

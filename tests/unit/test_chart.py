@@ -323,6 +323,7 @@ def test_the_api_scales_on_requests_in_flight_in_keda_mode(
     meta = in_flight["metadata"]
     assert meta["serverAddress"] == "http://prometheus-operated.monitoring:9090"
     assert meta["threshold"] == "64"
+    assert meta["ignoreNullValues"] == "false"  # no series: an error the HPA shows, never 0
     # The ServiceMonitor's labels: job is the API Service's name, namespace the release's.
     service = one(docs, "Service", "-api")["metadata"]["name"]
     namespace = one(docs, "Deployment", "-api")["metadata"]["namespace"]
