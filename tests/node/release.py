@@ -23,6 +23,9 @@ from tests.node.conftest import PodServers, app_image
 from tests.stack import Stack
 
 PROFILE = CHART / "ci" / "kind-values.yaml"
+# helm's own deadline, inside the 300 s its process is given (Cluster.run): a wait that runs out
+# then fails with helm's account of what was not ready, not with the process killed.
+HELM_WAIT = ("--wait", "--timeout", "240s")
 NAME = "coupons"
 
 
@@ -67,7 +70,7 @@ class Release:
             *("upgrade", NAME, CHART, "-n", self.namespace, "-f", PROFILE),
             *self.values,
             *overrides,
-            *("--wait", "--timeout", "5m"),
+            *HELM_WAIT,
         )
 
     def verify(self, coupon_id: str) -> dict[str, Any]:
@@ -138,7 +141,7 @@ async def installed(
                 cluster.helm,
                 *("install", NAME, CHART, "-n", namespace, "-f", PROFILE),
                 *args,
-                *("--wait", "--timeout", "5m"),
+                *HELM_WAIT,
             )
             path = f"/api/v1/namespaces/{namespace}/services/{NAME}-coupon-issuer-api"
             service = cluster.get(path)

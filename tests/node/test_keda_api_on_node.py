@@ -18,7 +18,7 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import pytest_asyncio
 from bench import wrk
 from harness import wait_until
 from harness.keda import KedaMetricsServer
+from harness.kube import ControlPlane
 from harness.node import Node
 from tests.node.conftest import PodServers
 from tests.node.release import NAME, Release, installed
@@ -44,48 +45,76 @@ STABILIZATION = 20
 STOCK = 100
 
 
-@pytest.fixture(scope="module")
-def prometheus() -> Iterator[PrometheusServer]:
-    """Prometheus scraping the targets ``follow_endpoints`` writes, every second."""
-    workdir = new_workdir("node-prometheus-")
-    targets = workdir / "targets.json"
-    targets.write_text("[]")
-    discovery = {"job_name": "service-endpoints", "file_sd_configs": [{"files": [str(targets)]}]}
-    server = PrometheusServer(
-        jobs=[], labels={}, workdir=workdir, scrape_configs=[discovery]
-    ).start()
+class Scraping:
+    """Prometheus scraping, every second, every Service endpoint on a port named ``http``, in
+    every namespace, labelled as a ServiceMonitor labels them (namespace, job = the Service, pod).
+
+    Debian's Prometheus is built without Kubernetes discovery, so ``follow`` reads the Endpoints
+    objects that discovery would read and writes them as file discovery targets. It runs before
+    the chart is installed, as a cluster's Prometheus does: helm's wait holds the release until
+    the API's ScaledObject is Ready, which needs the query answered."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        workdir = new_workdir("node-prometheus-")
+        self.targets = workdir / "targets.json"
+        self.targets.write_text("[]")
+        job = {"job_name": "service-endpoints", "file_sd_configs": [{"files": [str(self.targets)]}]}
+        self.server = PrometheusServer(jobs=[], labels={}, workdir=workdir, scrape_configs=[job])
+        self._following: asyncio.Task[None] | None = None
+
+    def start(self) -> Scraping:
+        self.server.start()
+        self._following = asyncio.create_task(self._follow())
+        return self
+
+    async def _follow(self) -> None:
+        with self.plane.client() as api:
+            while True:
+                answer = await asyncio.to_thread(api.get, "/api/v1/endpoints")
+                answer.raise_for_status()
+                self._write(
+                    {
+                        "targets": [f"{address['ip']}:{port['port']}"],
+                        "labels": {
+                            "namespace": found["metadata"]["namespace"],
+                            "job": found["metadata"]["name"],
+                            "pod": address.get("targetRef", {}).get("name", ""),
+                        },
+                    }
+                    for found in answer.json()["items"]
+                    for subset in found.get("subsets") or []
+                    for port in subset.get("ports", [])
+                    if port.get("name") == "http"
+                    for address in subset.get("addresses") or []
+                )
+                await asyncio.sleep(0.5)
+
+    def _write(self, groups: Iterable[dict[str, Any]]) -> None:
+        written = self.targets.with_suffix(".tmp")
+        written.write_text(json.dumps(list(groups)))
+        written.replace(self.targets)  # Prometheus never reads half a file
+
+    async def forget(self) -> None:
+        """Stop following and leave Prometheus no target."""
+        if self._following is not None:
+            self._following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._following
+        self._write([])
+
+    async def stop(self) -> None:
+        await self.forget()
+        self.server.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def scraping(node: Node) -> AsyncIterator[Scraping]:
+    scraping = Scraping(node.plane).start()
     try:
-        yield server
+        yield scraping
     finally:
-        server.stop()
-
-
-async def follow_endpoints(release: Release, service: str, targets: Path) -> None:
-    """Write the Service's ready endpoints on its ``http`` port as Prometheus file discovery
-    targets, labelled as a ServiceMonitor labels them (namespace, job = the Service, pod), until
-    cancelled. Debian's Prometheus is built without Kubernetes discovery: this is what that
-    discovery would find, read from the same Endpoints object."""
-    path = f"/api/v1/namespaces/{release.namespace}/endpoints/{service}"
-    while True:
-        found = await asyncio.to_thread(release.cluster.get, path) or {}
-        groups = [
-            {
-                "targets": [f"{address['ip']}:{port['port']}"],
-                "labels": {
-                    "namespace": release.namespace,
-                    "job": service,
-                    "pod": address.get("targetRef", {}).get("name", ""),
-                },
-            }
-            for subset in found.get("subsets") or []
-            for port in subset.get("ports", [])
-            if port.get("name") == "http"
-            for address in subset.get("addresses") or []
-        ]
-        written = targets.with_suffix(".tmp")
-        written.write_text(json.dumps(groups))
-        written.replace(targets)  # Prometheus never reads half a file
-        await asyncio.sleep(0.5)
+        await scraping.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -93,7 +122,7 @@ async def release(
     node: Node,
     pod_servers: PodServers,
     keda: KedaMetricsServer,
-    prometheus: PrometheusServer,
+    scraping: Scraping,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Release]:
     """One API pod to start, up to three; one consumer, not autoscaled."""
@@ -105,7 +134,7 @@ async def release(
         "api.autoscaling.maxReplicas": MAX_PODS,
         "api.autoscaling.targetCPUUtilizationPercentage": 0,
         "api.autoscaling.scaleDownStabilizationSeconds": STABILIZATION,
-        "api.autoscaling.keda.prometheusServer": prometheus.url,
+        "api.autoscaling.keda.prometheusServer": scraping.server.url,
         "api.autoscaling.keda.inFlightPerPod": IN_FLIGHT_PER_POD,
         "api.autoscaling.keda.pollSeconds": 1,
         "autoscaling.mode": "none",
@@ -115,27 +144,8 @@ async def release(
         yield r
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def scraped(
-    release: Release, prometheus: PrometheusServer
-) -> AsyncIterator[Callable[[], Awaitable[None]]]:
-    """Prometheus following the API Service's endpoints while the module runs; yields ``forget``,
-    which stops following and leaves Prometheus no target."""
-    targets = prometheus.workdir / "targets.json"
-    following = asyncio.create_task(follow_endpoints(release, API, targets))
-
-    async def forget() -> None:
-        following.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await following
-        targets.write_text("[]")
-
-    yield forget
-    await forget()
-
-
 async def test_kedas_hpa_scales_the_api_on_requests_in_flight(
-    release: Release, prometheus: PrometheusServer, scraped: Callable[[], Awaitable[None]]
+    release: Release, scraping: Scraping
 ) -> None:
     cluster, ns = release.cluster, release.namespace
     scale = f"/apis/apps/v1/namespaces/{ns}/deployments/{API}/scale"
@@ -155,7 +165,7 @@ async def test_kedas_hpa_scales_the_api_on_requests_in_flight(
 
     def in_flight() -> float | None:
         """The chart's query, answered by Prometheus (None: no API pod scraped yet)."""
-        found = prometheus.query(query)
+        found = scraping.server.query(query)
         return float(found[0]["value"][1]) if found else None
 
     async def at(what: str, condition: Any, timeout: float) -> Any:
@@ -212,7 +222,7 @@ async def test_kedas_hpa_scales_the_api_on_requests_in_flight(
 
     # The API pod no longer scraped: its series go stale and the query answers nothing, which is
     # an error the HPA shows (ignoreNullValues false), not a 0 it would scale in on.
-    await scraped()
+    await scraping.forget()
     await wait_until(lambda: in_flight() is None, 30, "the API's series to go stale")
 
     def unable() -> str | None:
