@@ -8,13 +8,11 @@ final check that every press was issued once.
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from harness import wait_until
-from tests.node.release import Release
+from tests.node.release import Release, assert_issued
+from tests.node.timeline import Timeline
 from tests.stack import coupons_on_every_partition, holding_coupon_rows
 
 PER_COUPON = 100  # presses on each coupon (its stock): one partition's lag
@@ -27,8 +25,7 @@ class Burst:
     def __init__(self, release: Release, coupons: list[str]) -> None:
         self.release = release
         self.coupons = coupons
-        self.timeline: dict[str, float] = {}
-        self.started = time.monotonic()
+        self.timeline = Timeline()
 
     @classmethod
     async def on(cls, release: Release) -> Burst:
@@ -38,9 +35,7 @@ class Burst:
 
     async def at(self, what: str, condition: Any, timeout: float) -> Any:
         """Wait for ``condition`` and note when it held, in seconds after the burst began."""
-        found = await wait_until(condition, timeout, what, interval=0.2)
-        self.timeline[what] = time.monotonic() - self.started
-        return found
+        return await self.timeline.at(what, condition, timeout)
 
     async def run(self, scale_out: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Send every press (each must be accepted) while ``scale_out`` watches the scaling.
@@ -55,14 +50,14 @@ class Burst:
             async with limit:
                 return (await self.release.stack.request_issue(coupon_id, user)).status_code
 
-        self.started = time.monotonic()
+        self.timeline.restart()
         async with holding_coupon_rows(self.release.stack, self.coupons):
             watching = asyncio.create_task(scale_out())
             codes = await asyncio.gather(
                 *(press(c, f"u{i}") for c in self.coupons for i in range(PER_COUPON))
             )
             assert codes.count(202) == len(codes), sorted(set(codes))
-            self.timeline["burst accepted"] = time.monotonic() - self.started
+            self.timeline.mark("burst accepted")
             await watching
 
     async def drained(self) -> bool:
@@ -71,16 +66,9 @@ class Burst:
 
     def write(self, label: str) -> None:
         """Keep the timeline beside the release's logs and print it."""
-        (self.release.home / "timeline.json").write_text(json.dumps(self.timeline, indent=2))
-        print(
-            f"{label}, s after the burst began:", {k: round(v, 1) for k, v in self.timeline.items()}
-        )
+        self.timeline.write(self.release.home / "timeline.json", f"{label}, after the burst began")
 
     async def verify(self) -> None:
         """Every press of every coupon issued once (``coupon-issuer verify`` in the cluster)."""
         for coupon_id in self.coupons:
-            report = await asyncio.to_thread(self.release.verify, coupon_id)
-            assert report["ok"] is True and report["violations"] == [], report
-            (figures,) = report["coupons"]
-            assert figures["issued_quantity"] == figures["issued_rows"] == PER_COUPON, figures
-            assert figures["double_issued"] == 0, figures
+            await assert_issued(self.release, coupon_id, PER_COUPON)

@@ -109,6 +109,16 @@ def chart_values(settings: Settings, servers: PodServers, values: dict[str, Any]
     return args + [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
 
 
+async def assert_issued(release: Release, coupon_id: str, issued: int) -> None:
+    """``coupon-issuer verify`` in the cluster: clean, ``issued`` coupons with their rows, no user
+    twice."""
+    report = await asyncio.to_thread(release.verify, coupon_id)
+    assert report["ok"] is True and report["violations"] == [], report
+    (figures,) = report["coupons"]
+    assert figures["issued_quantity"] == figures["issued_rows"] == issued, figures
+    assert figures["double_issued"] == 0, figures
+
+
 async def answers(stack: ServiceStack, path: str) -> bool:
     assert stack.http is not None
     try:

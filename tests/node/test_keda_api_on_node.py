@@ -1,8 +1,9 @@
 """The API scaled on the requests it serves, on a real node: the chart's API ScaledObject.
 
 A Prometheus on the host scrapes the API's pods every second, found from the API Service's
-Endpoints and labelled as a ServiceMonitor labels them (namespace, and the Service as job). The chart's API ScaledObject (``api.autoscaling.mode=keda``, CPU
-left out so that the requests in flight alone decide) becomes KEDA's HPA. wrk holds 64
+Endpoints and labelled as a ServiceMonitor labels them (namespace, and the Service as job). The
+chart's API ScaledObject (``api.autoscaling.mode=keda``, CPU left out so that the requests in
+flight alone decide) becomes KEDA's HPA. wrk holds 64
 connections of presses on the API's Service; the HPA controller reads the in-flight sum through
 external.metrics.k8s.io (KEDA's metrics server asks Prometheus with the chart's query) and raises
 the API to its maximum; the kubelet starts the pods and they become Ready. wrk stops, the sum
@@ -17,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ from harness.keda import KedaMetricsServer
 from harness.kube import ControlPlane
 from harness.node import Node
 from tests.node.conftest import PodServers
-from tests.node.release import NAME, Release, installed
+from tests.node.release import NAME, Release, assert_issued, installed
+from tests.node.timeline import Timeline
 from tests.prometheus import PrometheusServer, new_workdir
 
 pytestmark = [pytest.mark.node, pytest.mark.asyncio(loop_scope="session")]
@@ -49,7 +50,7 @@ class Scraping:
     """Prometheus scraping, every second, every Service endpoint on a port named ``http``, in
     every namespace, labelled as a ServiceMonitor labels them (namespace, job = the Service, pod).
 
-    Debian's Prometheus is built without Kubernetes discovery, so ``follow`` reads the Endpoints
+    Debian's Prometheus is built without Kubernetes discovery, so ``_follow`` reads the Endpoints
     objects that discovery would read and writes them as file discovery targets. It runs before
     the chart is installed, as a cluster's Prometheus does: helm's wait holds the release until
     the API's ScaledObject is Ready, which needs the query answered."""
@@ -154,8 +155,8 @@ async def test_kedas_hpa_scales_the_api_on_requests_in_flight(
     assert scaled is not None
     (trigger,) = scaled["spec"]["triggers"]  # CPU left out: the requests in flight alone
     query = trigger["metadata"]["query"]
-    started = time.monotonic()
-    timeline: dict[str, float] = {}
+    timeline = Timeline()
+    at = timeline.at
 
     def replicas() -> int:
         return int((cluster.get(scale) or {})["spec"].get("replicas", 0))
@@ -167,11 +168,6 @@ async def test_kedas_hpa_scales_the_api_on_requests_in_flight(
         """The chart's query, answered by Prometheus (None: no API pod scraped yet)."""
         found = scraping.server.query(query)
         return float(found[0]["value"][1]) if found else None
-
-    async def at(what: str, condition: Any, timeout: float) -> Any:
-        found = await wait_until(condition, timeout, what, interval=0.2)
-        timeline[what] = time.monotonic() - started
-        return found
 
     hpa = await wait_until(lambda: cluster.get(hpa_path), 60, "KEDA's HPA")
     assert [m["type"] for m in hpa["spec"]["metrics"]] == ["External"]
@@ -204,7 +200,7 @@ async def test_kedas_hpa_scales_the_api_on_requests_in_flight(
     pressed = wrk.result(load.returncode, out.decode(), err.decode())
     await at("HPA scaled the API in to 1", lambda: replicas() == 1, STABILIZATION + 60)
     await at("API pods back to 1", lambda: len(release.pods("api")) == 1, 120)
-    print("API in-flight timeline, s:", {k: round(v, 1) for k, v in timeline.items()})
+    timeline.write(release.home / "timeline.json", "API in-flight timeline")
     print("wrk:", pressed.as_dict())
 
     assert pressed.count_5xx() == 0 and pressed.socket_errors == 0, pressed.as_dict()
@@ -215,10 +211,7 @@ async def test_kedas_hpa_scales_the_api_on_requests_in_flight(
     ), rescaled
     assert any(m.startswith("New size: 1;") for m in rescaled), rescaled
     await release.stack.wait_processed(coupon, STOCK)
-    report = await asyncio.to_thread(release.verify, coupon)
-    assert report["ok"] is True and report["violations"] == [], report
-    (figures,) = report["coupons"]
-    assert figures["issued_quantity"] == figures["issued_rows"] == STOCK, figures
+    await assert_issued(release, coupon, STOCK)
 
     # The API pod no longer scraped: its series go stale and the query answers nothing, which is
     # an error the HPA shows (ignoreNullValues false), not a 0 it would scale in on.
