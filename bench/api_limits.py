@@ -187,7 +187,7 @@ async def api_limits(ctx: RunContext) -> dict[str, Any]:
     baseline_note = None
     try:
         ctx.bar.phase("api: start", 1)
-        variants.append(await _start_variant(ctx, "current", {}))
+        variants.append(await _start_variant(ctx, "current", dict(opts.api_env)))
         if opts.baseline_ref:
             env, baseline_note = await baseline_env(opts.baseline_ref, ctx.log_dir / "baseline-src")
             if env is not None:
@@ -236,7 +236,8 @@ async def api_limits(ctx: RunContext) -> dict[str, Any]:
                     ctx.bar.update(done, f"{v.name} {phase} {last['per_s']:,.0f}/s")
         ctx.bar.phase("api: every 202 has its row", sum(v.accepted for v in variants))
         rows = {v.name: await _wait_rows(v, opts.drain_timeout_s) for v in variants}
-        return _summary(variants, ceiling_runs, rows, seconds, opts.baseline_ref, baseline_note)
+        summary = _summary(variants, ceiling_runs, rows, seconds, opts.baseline_ref, baseline_note)
+        return {**summary, "current_env": dict(opts.api_env)}
     finally:
         if ceiling is not None:
             ceiling.stop()

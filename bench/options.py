@@ -55,6 +55,8 @@ class BenchOptions:
     sale_warmup: int = 10_000
     # settings (COUPON_* variables) of the current code's sale only: a knob against the baseline
     sale_env: tuple[tuple[str, str], ...] = ()
+    # the same for the wrk phases' current API (its worker and its consumer)
+    api_env: tuple[tuple[str, str], ...] = ()
     profile: bool = False  # the sale's Redis commands and PostgreSQL statements (bench/profile.py)
     progress: bool = True
     keep: bool = False
@@ -122,6 +124,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="an environment variable of the current code's sale only (a setting against the"
         " baseline: --sale-baseline HEAD --sale-env COUPON_BATCH_INTERVAL_MS=100)",
     )
+    add(
+        "--api-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable of the wrk phases' current code only (against the"
+        " baseline: --baseline HEAD --api-env COUPON_PRODUCER_LINGER_MS=0)",
+    )
     add("--profile", action="store_true", help="the sale's Redis commands and SQL statements")
     add("--no-progress", action="store_true", help="no progress bar")
     add("--keep", action="store_true", help="keep the bench schemas (for inspection)")
@@ -160,7 +170,8 @@ def options_from(args: argparse.Namespace, default_partitions: int) -> BenchOpti
         sale_baseline_ref=args.sale_baseline or None,
         sale_rounds=max(1, args.sale_rounds),
         sale_warmup=max(0, args.sale_warmup),
-        sale_env=tuple(_name_value(item) for item in args.sale_env),
+        sale_env=tuple(_name_value(item, "--sale-env") for item in args.sale_env),
+        api_env=tuple(_name_value(item, "--api-env") for item in args.api_env),
         profile=args.profile,
         progress=not args.no_progress,
         keep=args.keep,
@@ -171,8 +182,8 @@ def options_from(args: argparse.Namespace, default_partitions: int) -> BenchOpti
     )
 
 
-def _name_value(item: str) -> tuple[str, str]:
+def _name_value(item: str, option: str) -> tuple[str, str]:
     name, sep, value = item.partition("=")
     if not sep or not name:
-        raise argparse.ArgumentTypeError(f"--sale-env wants NAME=VALUE, not {item!r}")
+        raise argparse.ArgumentTypeError(f"{option} wants NAME=VALUE, not {item!r}")
     return name, value
