@@ -66,7 +66,12 @@ class Settings(BaseSettings):
         " an older record (topic config message.timestamp.before.max.ms), so a press the"
         " reconciler may settle is never appended later; below COUPON_RECONCILE_MIN_AGE_S",
     )
-    producer_linger_ms: int = Field(2, ge=0, description="Producer batching delay")
+    producer_linger_ms: int = Field(
+        0,
+        ge=0,
+        description="Producer batching delay (0: presses gather while the broker answers the"
+        " request before)",
+    )
     producer_max_batch_bytes: int = Field(
         262_144,
         ge=1024,
