@@ -27,7 +27,7 @@ from app.local.stack import prepare
 from bench import db, server_latency, wrk
 from bench.cpu import BROKER, CpuMeter, ms_per
 from bench.flash_sale import create_coupon
-from bench.phases import RunContext
+from bench.phases import PINNED_SETTINGS, RunContext
 from harness import ServiceProcesses, wait_until
 
 PRESS_CONNECTIONS = 64
@@ -128,6 +128,8 @@ async def _start_variant(ctx: RunContext, name: str, env: dict[str, str]) -> Var
     await asyncio.to_thread(prepare, settings)
     procs = ctx.processes(settings)
     procs.process_env.update(env)
+    if name != "current":
+        procs.keep = PINNED_SETTINGS
     variant = Variant(name, settings, procs)
     procs.start_api()
     procs.add_consumer()  # one coupon is one partition: one consumer serves it

@@ -33,7 +33,7 @@ from bench.cpu import (
     process_groups,
 )
 from bench.options import BenchOptions
-from bench.phases import RunContext, lag_reader
+from bench.phases import PINNED_SETTINGS, RunContext, lag_reader
 from bench.progress import Bar
 from bench.sampling import Sampler
 from harness import ServiceProcesses, create_covering, wait_until
@@ -86,6 +86,8 @@ async def flash_sale(
     await asyncio.to_thread(prepare, settings)
     procs = ctx.processes(settings)
     procs.process_env.update(env or {})
+    if variant == "baseline":
+        procs.keep = PINNED_SETTINGS
     fleet: loadgen.GeneratorFleet | None = None
     sampler: Sampler | None = None
     scaler: ManagedProcess | None = None
@@ -213,7 +215,7 @@ def system_groups(
 def start_autoscaler(procs: ServiceProcesses, consumers: int) -> ManagedProcess:
     """``python -m bench.autoscaler`` with the stack's settings and ``process_env`` (a baseline's
     ``PYTHONPATH`` comes first, so its app/ is the one imported; this checkout's bench/ after)."""
-    env = child_env(procs.settings, procs.process_env)
+    env = child_env(procs.settings, procs.process_env, procs.keep)
     env["BENCH_CONSUMERS"] = str(consumers)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(_ROOT)) if p)
     procs.log_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,10 @@ from bench.progress import Bar
 from bench.sampling import Sampler
 from harness import ServiceProcesses, coupon_ids_covering, isolated, wait_until
 
+# What the bench sets alike for every variant. A baseline revision keeps its own default of any
+# other setting: a default this code changed (the producer's linger, say) is part of the change.
+PINNED_SETTINGS = ("api_workers", "partitions")
+
 
 @dataclass
 class RunContext:

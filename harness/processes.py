@@ -64,6 +64,9 @@ class ServiceProcesses:
     consumer_ports: list[int] = field(default_factory=list)
     process_env: dict[str, str] = field(default_factory=dict)  # extra env of every process
     consumer_env: dict[str, str] = field(default_factory=dict)  # extra env of the consumers only
+    # None: every setting is exported. Processes of another revision of the code keep its
+    # defaults: only the settings off ours, and these, are exported (app.local.stack.child_env).
+    keep: tuple[str, ...] | None = None
 
     @property
     def base_url(self) -> str:
@@ -71,7 +74,7 @@ class ServiceProcesses:
 
     def _spawn(self, name: str, args: list[str], extra: Mapping[str, str]) -> ManagedProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = child_env(self.settings, {**self.process_env, **extra})
+        env = child_env(self.settings, {**self.process_env, **extra}, self.keep)
         return spawn(name, args, env, self.log_dir / f"{name}.log")
 
     def start_api(self, extra_env: Mapping[str, str] | None = None) -> ManagedProcess:

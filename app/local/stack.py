@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -48,10 +48,20 @@ def _answers(url: str, default_port: int) -> bool:
     return port_open(parsed.hostname or "127.0.0.1", parsed.port or default_port)
 
 
-def child_env(settings: Settings, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a child process: ours plus every setting as COUPON_*."""
+def child_env(
+    settings: Settings,
+    overrides: Mapping[str, str] | None = None,
+    keep: Collection[str] | None = None,
+) -> dict[str, str]:
+    """The environment for a child process: ours plus every setting as COUPON_*.
+
+    With ``keep`` (setting names), a setting at this code's default is left out unless named
+    there: a child running another revision of the code then keeps that revision's defaults."""
     env = dict(os.environ)
-    for name, value in settings.model_dump().items():
+    values = settings.model_dump(exclude_defaults=keep is not None)
+    for name in keep or ():
+        values[name] = getattr(settings, name)
+    for name, value in values.items():
         if value is None:
             continue
         if hasattr(value, "get_secret_value"):

@@ -10,7 +10,7 @@ import pytest
 from app.config import DEV_ENV_FILE, Settings, setting_origin
 from app.local.dev_env import announced, dev_environment
 from app.local.processes import preferred_port
-from app.local.stack import dev_listen
+from app.local.stack import child_env, dev_listen
 
 
 def test_the_local_api_listens_on_loopback_unless_told_otherwise() -> None:
@@ -124,3 +124,20 @@ def test_ports_handed_out_are_never_handed_out_again() -> None:
 
     ports = [free_port() for _ in range(3000)]
     assert len(set(ports)) == len(ports)
+
+
+def test_a_child_gets_every_setting_or_only_those_off_the_defaults_and_the_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("COUPON_PRODUCER_LINGER_MS", raising=False)
+    monkeypatch.delenv("COUPON_API_WORKERS", raising=False)
+    settings = Settings(_env_file=None, topic="mine", api_workers=1)
+    every = child_env(settings)
+    assert every["COUPON_TOPIC"] == "mine"
+    assert every["COUPON_PRODUCER_LINGER_MS"] == str(settings.producer_linger_ms)
+    # another revision of the code keeps its own defaults, but not of what is kept
+    own = child_env(settings, {"PYTHONPATH": "/elsewhere"}, keep=("api_workers",))
+    assert own["COUPON_TOPIC"] == "mine"
+    assert "COUPON_PRODUCER_LINGER_MS" not in own
+    assert own["COUPON_API_WORKERS"] == "1"
+    assert own["PYTHONPATH"] == "/elsewhere"
