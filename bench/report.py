@@ -327,6 +327,8 @@ def api_rows(api: dict[str, Any]) -> list[tuple[str, str, str]]:
         ]
     if api.get("baseline_note"):
         out.append(("before", "-", str(api["baseline_note"])))
+    if api.get("current_env"):
+        out.append(("current code's API settings", str(api["current_env"]), "env"))
     ratio = api.get("after_vs_before") or {}
     for key, label in (
         ("press_cpu_ms", "after/before: CPU per press"),

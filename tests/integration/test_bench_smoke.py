@@ -44,6 +44,7 @@ def test_a_small_bench_run_reports_correct_results(kafka_bootstrap: str, tmp_pat
         api_rounds=1,
         baseline_ref="HEAD",  # the wrk phases against the committed code, side by side
         sale_baseline_ref="HEAD",  # and the whole stack's sale
+        api_env=(("COUPON_PRODUCER_LINGER_MS", "1"),),  # a knob of the current API only
     )
 
     report = bench(settings, opts)
@@ -90,6 +91,7 @@ def test_a_small_bench_run_reports_correct_results(kafka_bootstrap: str, tmp_pat
         assert v["status"]["codes"].get("200", 0) > 0 and v["status"]["cpu_ms_per"] > 0
         assert v["burst"]["codes"].get("202", 0) > 0
         assert v["outcomes"]["ok"], v["outcomes"]  # a row for every 202 wrk counted
+    assert api["current_env"] == {"COUPON_PRODUCER_LINGER_MS": "1"}
     assert set(api["after_vs_before"]) == {
         "press_per_s",
         "press_cpu_ms",
