@@ -27,7 +27,7 @@ from app.local.stack import prepare
 from bench import db, server_latency, wrk
 from bench.cpu import BROKER, CpuMeter, ms_per
 from bench.flash_sale import create_coupon
-from bench.phases import PINNED_SETTINGS, RunContext
+from bench.phases import RunContext
 from harness import ServiceProcesses, wait_until
 
 PRESS_CONNECTIONS = 64
@@ -126,10 +126,8 @@ def _packages(lock: Path) -> set[str]:
 async def _start_variant(ctx: RunContext, name: str, env: dict[str, str]) -> Variant:
     settings = ctx.isolated(f"api_{name}", api_workers=1)
     await asyncio.to_thread(prepare, settings)
-    procs = ctx.processes(settings)
+    procs = ctx.processes(settings, revision=name == "baseline")
     procs.process_env.update(env)
-    if name != "current":
-        procs.keep = PINNED_SETTINGS
     variant = Variant(name, settings, procs)
     procs.start_api()
     procs.add_consumer()  # one coupon is one partition: one consumer serves it

@@ -33,7 +33,7 @@ from bench.cpu import (
     process_groups,
 )
 from bench.options import BenchOptions
-from bench.phases import PINNED_SETTINGS, RunContext, lag_reader
+from bench.phases import RunContext, lag_reader
 from bench.progress import Bar
 from bench.sampling import Sampler
 from harness import ServiceProcesses, create_covering, wait_until
@@ -84,10 +84,8 @@ async def flash_sale(
     settings = ctx.isolated(label, api_workers=opts.api_workers)
     ctx.bar.phase(f"{label}: start stack", 1)
     await asyncio.to_thread(prepare, settings)
-    procs = ctx.processes(settings)
+    procs = ctx.processes(settings, revision=variant == "baseline")
     procs.process_env.update(env or {})
-    if variant == "baseline":
-        procs.keep = PINNED_SETTINGS
     fleet: loadgen.GeneratorFleet | None = None
     sampler: Sampler | None = None
     scaler: ManagedProcess | None = None

@@ -24,7 +24,7 @@ from harness import ServiceProcesses, coupon_ids_covering, isolated, wait_until
 
 # What the bench sets alike for every variant. A baseline revision keeps its own default of any
 # other setting: a default this code changed (the producer's linger, say) is part of the change.
-PINNED_SETTINGS = ("api_workers", "partitions")
+_PINNED_SETTINGS = ("api_workers", "partitions")
 
 
 @dataclass
@@ -55,9 +55,11 @@ class RunContext:
         broker = {BROKER: self.broker_pids} if self.broker_pids is not None else {}
         return {**self.extra_pids, **broker}
 
-    def processes(self, settings: Settings) -> ServiceProcesses:
-        """The harness for one phase's API / consumers, logging to a folder of the phase's own."""
-        return ServiceProcesses(settings, self.log_dir / settings.consumer_group)
+    def processes(self, settings: Settings, revision: bool = False) -> ServiceProcesses:
+        """The harness for one phase's API / consumers, logging to a folder of the phase's own;
+        ``revision``: they run a baseline revision's code, with its own defaults."""
+        keep = _PINNED_SETTINGS if revision else None
+        return ServiceProcesses(settings, self.log_dir / settings.consumer_group, keep=keep)
 
 
 async def lag_reader(bootstrap: str) -> LagReader | None:
