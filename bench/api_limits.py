@@ -124,7 +124,7 @@ def _packages(lock: Path) -> set[str]:
 
 
 async def _start_variant(ctx: RunContext, name: str, env: dict[str, str]) -> Variant:
-    settings = ctx.isolated(f"api_{name}", api_workers=1)
+    settings = ctx.isolated(f"api_{name}", api_workers=ctx.opts.api_workers)
     await asyncio.to_thread(prepare, settings)
     procs = ctx.processes(settings, revision=name == "baseline")
     procs.process_env.update(env)
@@ -237,7 +237,7 @@ async def api_limits(ctx: RunContext) -> dict[str, Any]:
         ctx.bar.phase("api: every 202 has its row", sum(v.accepted for v in variants))
         rows = {v.name: await _wait_rows(v, opts.drain_timeout_s) for v in variants}
         summary = _summary(variants, ceiling_runs, rows, seconds, opts.baseline_ref, baseline_note)
-        return {**summary, "current_env": dict(opts.api_env)}
+        return {**summary, "api_workers": opts.api_workers, "current_env": dict(opts.api_env)}
     finally:
         if ceiling is not None:
             ceiling.stop()
@@ -316,6 +316,7 @@ async def _wait_rows(v: Variant, timeout_s: float) -> dict[str, Any]:
             "accepted": v.accepted,
             "rows": rows,
             "in_flight_at_deadline": rows - v.accepted,
+            "drain_timeout_s": timeout_s,
             "ok": v.accepted <= rows <= v.accepted + v.cut_off,
         }
     finally:

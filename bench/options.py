@@ -80,7 +80,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--api-workers",
         type=int,
         default=d.api_workers,
-        help=f"API processes of the sale (default: COUPON_API_WORKERS's, {d.api_workers})",
+        help="API processes of the sale and of the wrk phases, for the baseline too"
+        f" (default: COUPON_API_WORKERS's, {d.api_workers})",
     )
     add(
         "--partitions", type=int, default=None, help="topic partitions (default: COUPON_PARTITIONS)"

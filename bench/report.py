@@ -321,12 +321,13 @@ def api_rows(api: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 f"{label}: every 202 has its row",
                 _fmt(v["outcomes"]["ok"]),
-                f"{v['outcomes']['accepted']:,} 202s, {v['outcomes']['rows']:,} rows"
-                f" ({v['outcomes']['in_flight_at_deadline']} in flight at wrk's deadline)",
+                _rows_note(v["outcomes"]),
             ),
         ]
     if api.get("baseline_note"):
         out.append(("before", "-", str(api["baseline_note"])))
+    if api.get("api_workers", 1) != 1:
+        out.append(("API workers, wrk phases", str(api["api_workers"]), "--api-workers"))
     if api.get("current_env"):
         out.append(("current code's API settings", str(api["current_env"]), "env"))
     ratio = api.get("after_vs_before") or {}
@@ -342,6 +343,23 @@ def api_rows(api: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
+def _rows_note(outcomes: dict[str, Any]) -> str:
+    """The 202s against the rows; rows still missing at the drain deadline are said to be so
+    (not yet issued when the bench stopped waiting), rather than counted as in flight."""
+    accepted, rows = outcomes["accepted"], outcomes["rows"]
+    counts = f"{accepted:,} 202s, {rows:,} rows"
+    if rows < accepted:
+        waited = outcomes.get("drain_timeout_s")
+        within = f" within {waited:g} s" if waited else ""
+        return f"{counts}: {accepted - rows:,} not issued{within} (--drain-timeout to wait longer)"
+    return f"{counts} ({rows - accepted} in flight at wrk's deadline)"
+
+
+def _flushed(servers: list[str] | None) -> str:
+    """The servers the bench started, all flushing to disk (fsync) as a deployment's do."""
+    return f"; {' and '.join(servers)} started with fsync on" if servers else ""
+
+
 def _bound(ms: float | None) -> str:
     return "-" if ms is None else f"{ms:g}"
 
@@ -350,7 +368,7 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
     machine = report.get("machine", {})
     table = Table(
         title=f"coupon-issuer bench ({machine.get('cores')} cores, load avg before "
-        f"{machine.get('load_before')})",
+        f"{machine.get('load_before')}{_flushed(machine.get('flushed_servers'))})",
         title_justify="left",
     )
     table.add_column("measure")

@@ -92,7 +92,11 @@ def spawn(
 
 @contextlib.contextmanager
 def local_systems(
-    settings: Settings, *, default_ports: bool = False, state_dir: Path | None = None
+    settings: Settings,
+    *,
+    default_ports: bool = False,
+    state_dir: Path | None = None,
+    durable: bool | None = None,
 ) -> Iterator[tuple[Settings, list[ManagedProcess]]]:
     """Resolve broker, Redis and PostgreSQL: configured ones, local ones, or embedded ones.
 
@@ -101,6 +105,11 @@ def local_systems(
     With ``state_dir`` (``make run`` again) what it starts keeps its data there between runs: the
     broker's log dirs, PostgreSQL's cluster and Redis's append-only file, so presses still queued
     at Ctrl-C are issued after the next start. Without it, everything is thrown away at the end.
+
+    ``durable`` (default: whether there is a ``state_dir``): PostgreSQL with fsync and
+    synchronous commits, Redis with its append-only file fsynced every second, as a deployment
+    runs them. Off, the tests' servers skip the disk's flushes. The bench keeps nothing, yet
+    measures what a sale costs with them on.
     """
     given = settings.model_fields_set
     started: list[ManagedProcess] = []
@@ -111,7 +120,7 @@ def local_systems(
     def port(default: int) -> int:
         return preferred_port(default) if default_ports else free_port()
 
-    kept_on = state_dir is not None
+    flushed = state_dir is not None if durable is None else durable
 
     def kept(name: str) -> Path | None:
         return None if state_dir is None else state_dir / name
@@ -139,7 +148,7 @@ def local_systems(
             if "redis_url" in given:
                 raise NotAnswering("redis_url")
             updates["redis_url"] = serve(
-                RedisServer(port=port(6379), directory=kept("redis"), durable=kept_on)
+                RedisServer(port=port(6379), directory=kept("redis"), durable=flushed)
             )
         if not _answers(settings.database_url, 5432):
             if "database_url" in given:
@@ -147,7 +156,7 @@ def local_systems(
             where = kept("postgresql")
             where = None if where is None else claim_postgres_state_dir(where)
             updates["database_url"] = serve(
-                PostgresServer(port=port(5432), directory=where, durable=kept_on)
+                PostgresServer(port=port(5432), directory=where, durable=flushed)
             )
         yield settings.model_copy(update=updates), started
     finally:
