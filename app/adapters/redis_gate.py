@@ -53,7 +53,8 @@ class GateSnapshot:
 
 
 class RedisGate:
-    """Per coupon: a holders hash {user: request id}, evaluated by one Lua script per press."""
+    """Per coupon: a holders hash {user: request id}, decided by a Lua script (one run for the
+    presses of one coupon in one loop tick)."""
 
     def __init__(self, client: RedisClient, prefix: str) -> None:
         self._redis = client
@@ -114,7 +115,9 @@ class RedisGate:
         presses on this coupon (0: no limit).
         """
         keys, args = self._reserve_call(coupon_id, user_id, request_id, now, presses_per_second)
-        code, ahead, partition = await self._batch.call(self._reserve, keys, args)
+        # The presses of one coupon in one loop tick: one run of the script (gate_reserve.lua).
+        answer = self._batch.call_merged(self._reserve, self.keys(coupon_id), keys[3:], args)
+        code, ahead, partition = await answer
         fixed = int(partition)
         return GateAnswer(_CODES.get(int(code)), int(ahead), None if fixed < 0 else fixed)
 
@@ -123,7 +126,7 @@ class RedisGate:
     ) -> None:
         """Add a reserve to ``pipe`` (for measuring Redis's own ceiling with the real script)."""
         keys, args = self._reserve_call(coupon_id, user_id, request_id, now, 0)
-        await self._reserve(keys=keys, args=args, client=pipe)
+        await self._reserve(keys=keys, args=args, client=pipe)  # one press: a list of one answer
 
     def _reserve_call(
         self, coupon_id: UUID, user_id: str, request_id: UUID, now: datetime, limit: int

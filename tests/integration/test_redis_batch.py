@@ -4,6 +4,7 @@ caller still gets its own answer or its own error, and a flushed script cache is
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
@@ -104,3 +105,58 @@ async def test_a_batch_that_cannot_be_built_fails_every_caller_instead_of_hangin
         5,
     )
     assert all(isinstance(a, RuntimeError) for a in answers)
+
+
+# Count this group's runs in KEYS[1], answer each caller's argument back (fail if one is "boom").
+_MERGED = """
+redis.call('INCR', KEYS[1])
+local answers = {}
+for i = 1, #ARGV do
+  if ARGV[i] == 'boom' then return redis.error_reply('boom') end
+  answers[i] = ARGV[i]
+end
+return answers
+"""
+
+
+async def test_merged_calls_of_one_group_are_one_script_run_with_an_answer_each(
+    client: aioredis.Redis,
+) -> None:
+    script, batcher = client.register_script(_MERGED), ScriptBatcher(client)
+    groups = [f"t:{uuid.uuid4().hex[:10]}:{name}" for name in ("a", "b")]
+    answers = await asyncio.gather(
+        *(batcher.call_merged(script, (groups[i % 2],), (), [f"v{i}"]) for i in range(40)),
+        batcher.call(script, [groups[0]], ["alone"]),  # a plain call beside them, its own run
+    )
+    assert answers[:40] == [f"v{i}".encode() for i in range(40)]
+    assert answers[40] == [b"alone"]
+    # forty callers, two groups: one run each, and one for the plain call
+    assert [int(await client.get(g) or 0) for g in groups] == [2, 1]
+    await client.delete(*groups)
+
+
+async def test_an_error_in_a_merged_call_reaches_its_group_only(client: aioredis.Redis) -> None:
+    script, batcher = client.register_script(_MERGED), ScriptBatcher(client)
+    failing, fine = (f"t:{uuid.uuid4().hex[:10]}:{name}" for name in ("failing", "fine"))
+    answers = await asyncio.gather(
+        batcher.call_merged(script, (failing,), (), ["a"]),
+        batcher.call_merged(script, (fine,), (), ["b"]),
+        batcher.call_merged(script, (failing,), (), ["boom"]),
+        return_exceptions=True,
+    )
+    assert isinstance(answers[0], ResponseError) and isinstance(answers[2], ResponseError)
+    assert answers[1] == b"b"
+    await client.delete(failing, fine)
+
+
+async def test_merged_calls_survive_a_flushed_script_cache(client: aioredis.Redis) -> None:
+    script, batcher = client.register_script(_MERGED), ScriptBatcher(client)
+    group = f"t:{uuid.uuid4().hex[:10]}:flushed"
+    await script(keys=[group], args=["warm"])
+    await client.script_flush()  # as after a Redis restart
+    answers = await asyncio.gather(
+        *(batcher.call_merged(script, (group,), (), [str(i)]) for i in range(5)),
+        batcher.call(script, [group], ["plain"]),  # two calls in the pipeline: both NOSCRIPT
+    )
+    assert answers == [*(str(i).encode() for i in range(5)), [b"plain"]]
+    await client.delete(group)

@@ -9,7 +9,7 @@ import re
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,7 +24,7 @@ from app.adapters.redis_gate import RedisGate
 from app.api.errors import unavailable
 from app.config import Settings
 from app.consumer.faults import is_infrastructure
-from app.domain.outcomes import IssueStatus
+from app.domain.outcomes import GateOutcome, IssueStatus
 from app.domain.status import RecordedOutcome
 from harness import wait_until
 from harness.redis_cluster import LoopbackRedisCluster
@@ -272,3 +272,32 @@ async def _blocked_clients(helper: redis_client.RedisClient, name: str) -> int:
     return sum(
         1 for clients in listings for c in clients if c["name"] == name and "b" in c["flags"]
     )
+
+
+async def test_one_ticks_presses_of_a_coupon_are_decided_in_order_as_one_by_one(
+    plain_settings: Settings,
+) -> None:
+    """Many presses of one coupon reach the gate in one loop tick (one script run for them all,
+    on one Redis and on the cluster alike): each gets the answer it would have got alone."""
+    client = redis_client.connect_api(plain_settings)
+    gate = RedisGate(client, f"t:{uuid.uuid4().hex[:10]}")
+    coupon = uuid.uuid4()
+    now = datetime.now(UTC)
+    requests = {f"u{i}": uuid.uuid4() for i in range(12)}
+    presses = [(f"u{i}", requests[f"u{i}"]) for i in range(12)]
+    presses.insert(3, ("u1", requests["u1"]))  # a retry of u1's press: its reservation back
+    presses.insert(5, ("u2", uuid.uuid4()))  # u2 again, a new request: a duplicate
+    try:
+        await gate.load(coupon, 10, now + timedelta(hours=1), holders=())
+        answers = await asyncio.gather(*(gate.reserve(coupon, u, r, now) for u, r in presses))
+        seen = [(a.outcome, a.queue_ahead) for a in answers]
+        accepted = GateOutcome.ACCEPTED
+        assert seen[:3] == [(accepted, 0), (accepted, 1), (accepted, 2)]
+        assert seen[3] == (accepted, 2)  # u1's retry: the others' reservations, as when alone
+        assert seen[4] == (accepted, 3) and seen[5] == (GateOutcome.DUPLICATE, 0)
+        assert seen[6:12] == [(accepted, n) for n in range(4, 10)]
+        assert seen[12:] == [(GateOutcome.SOLD_OUT, 0)] * 2  # u10 and u11: ten were reserved
+        snapshot = await gate.snapshot(coupon)
+        assert snapshot.holders == {f"u{i}": str(requests[f"u{i}"]) for i in range(10)}
+    finally:
+        await client.aclose()
