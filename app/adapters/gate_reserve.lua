@@ -5,7 +5,9 @@
 -- Returns one {code, queue_ahead, partition} per press: partition is the coupon's request-topic
 -- partition (-1: the gate was built without one), code 0 accepted, 1 duplicate, 2 sold out,
 -- 3 expired, 5 rate limited, -1 gate not loaded (the caller asks the coupon registry, rebuilds the
--- gate and calls again). Several presses in one call cost Redis one script run, not one each.
+-- gate and calls again), -2 this press failed ({-2, the error, partition}: its caller's error
+-- alone, the others are decided). Several presses in one call cost Redis one script run, not one
+-- each.
 -- The order is the contract, for each press:
 --  1. an unloaded gate answers before anything is counted (a press on a cold gate runs twice);
 --  2. "this request already holds" answers before the rate limit: the retry of a press whose reply
@@ -42,8 +44,12 @@ end
 
 for i = 1, presses do
   local at = 4 * (i - 1)
-  local code, ahead = decide(
+  local ok, code, ahead = pcall(decide,
     ARGV[at + 1], tonumber(ARGV[at + 2]), ARGV[at + 3], tonumber(ARGV[at + 4]), KEYS[3 + i])
-  answers[i] = {code, ahead, partition}
+  if ok then
+    answers[i] = {code, ahead, partition}
+  else  -- a failed redis.call raises a table {err = ...}
+    answers[i] = {-2, type(code) == 'table' and code.err or tostring(code), partition}
+  end
 end
 return answers

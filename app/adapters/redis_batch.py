@@ -2,13 +2,13 @@
 
 Under a sale many presses reach the gate in the same loop iteration (the server read several
 sockets at once). Each call through the client costs a pool checkout, a retry wrapper, a timeout
-context, a send and a read; a pipeline of N calls pays those once. Each caller still gets its own
-answer or its own exception, in order; a lone call goes through the client unchanged.
+context, a send and a read; a pipeline of N calls pays those once.
 
-Calls of a script written for it are also merged (``call_merged``): the calls of one tick that
-share the script and its first keys (one coupon's) become one script call, whose reply holds
-one answer per caller. Redis then runs the script once instead of once per press, and the
-client parses one reply (measured: half of Redis's time per press and of the client's).
+The calls of one tick that share the script and its first keys (one coupon's) are also merged
+into one script call, whose reply holds one answer per caller: Redis runs the script once
+instead of once per press, and the client parses one reply (measured: half of Redis's time per
+press and of the client's). The scripts are written for it (gate_reserve.lua, gate_view.lua).
+Each caller still gets its own answer or its own exception, in order.
 """
 
 from __future__ import annotations
@@ -25,25 +25,21 @@ from app.adapters.redis_client import RedisClient
 
 
 class _Call:
-    """One script call to send: a caller's own, or the merged calls of several (``merged``)."""
+    """One script call to send: the merged calls of one tick with one script and first keys."""
 
-    __slots__ = ("args", "futures", "keys", "merged", "script")
+    __slots__ = ("args", "futures", "keys", "script")
 
-    def __init__(self, script: AsyncScript, keys: list[Any], args: list[Any], merged: bool) -> None:
+    def __init__(self, script: AsyncScript, shared_keys: tuple[Any, ...]) -> None:
         self.script = script
-        self.keys = keys
-        self.args = args
-        self.merged = merged
+        self.keys: list[Any] = [*shared_keys]
+        self.args: list[Any] = []
         self.futures: list[asyncio.Future[Any]] = []
 
     def run_alone(self) -> Any:
         return self.script(keys=self.keys, args=self.args)
 
     def answer(self, result: Any) -> None:
-        """Each caller its own answer: a merged call's reply holds one per caller, in order."""
-        if not self.merged:
-            _set(self.futures[0], result=result)
-            return
+        """Each caller its own answer: the reply holds one per caller, in order."""
         if not isinstance(result, list) or len(result) != len(self.futures):
             self.fail(RuntimeError(f"a merged script answered {len(self.futures)} callers wrongly"))
             return
@@ -56,53 +52,42 @@ class _Call:
 
 
 class ScriptBatcher:
-    """``await batcher.call(script, keys, args)``: like ``script(keys=..., args=...)``, but every
-    call made before the loop's next iteration shares one pipeline (``max_batch`` callers at
-    most). ``call_merged`` also merges calls of one script and first keys into one call."""
+    """``await batcher.call(script, shared_keys, keys, args)``: this caller's answer from a call
+    of ``script``. Every call made before the loop's next iteration shares one pipeline
+    (``max_batch`` callers at most), and those with the same script and ``shared_keys`` are one
+    script call."""
 
     def __init__(self, client: RedisClient, max_batch: int = 256) -> None:
         self._client = client
         # redis-py refuses EVALSHA in a cluster pipeline: on a cluster every call goes alone
         self._direct = isinstance(client, RedisCluster)
         self._max_batch = max_batch
-        self._pending: list[_Call] = []
-        self._merging: dict[tuple[str, tuple[Any, ...]], _Call] = {}
+        self._pending: dict[tuple[str, tuple[Any, ...]], _Call] = {}  # in the order first called
         self._callers = 0
         self._flushing: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None  # the client's (its connections')
 
-    def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        if self._direct:
-            return script(keys=keys, args=args)
-        batched = _Call(script, list(keys), list(args), merged=False)
-        self._pending.append(batched)
-        return self._wait(batched)
-
-    def call_merged(
+    def call(
         self,
         script: AsyncScript,
         shared_keys: tuple[Any, ...],
         keys: Sequence[Any],
         args: Sequence[Any],
     ) -> asyncio.Future[Any]:
-        """One caller's answer from a call of ``script`` with ``shared_keys`` first, then every
-        merged caller's ``keys``, and every caller's ``args`` in order (the script knows how many
-        keys and arguments a caller has, and answers with a list of one answer per caller)."""
+        """The script is called with ``shared_keys`` first, then every merged caller's ``keys``,
+        and every caller's ``args``, in order: it knows how many keys and arguments a caller has,
+        and answers with a list of one answer per caller."""
         group = (script.sha, shared_keys)
-        merged = self._merging.get(group)
+        merged = self._pending.get(group)
         if merged is None:
-            merged = self._merging[group] = _Call(script, list(shared_keys), [], merged=True)
-            self._pending.append(merged)
+            merged = self._pending[group] = _Call(script, shared_keys)
         merged.keys.extend(keys)
         merged.args.extend(args)
-        return self._wait(merged)
-
-    def _wait(self, batched: _Call) -> asyncio.Future[Any]:
         loop = self._loop
         if loop is None:  # looked up once (Python 3.11's look-up makes a getpid() system call)
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        batched.futures.append(future)
+        merged.futures.append(future)
         self._callers += 1
         if self._callers == 1:
             loop.call_soon(self._flush)  # after the callbacks already ready in this iteration
@@ -111,8 +96,8 @@ class ScriptBatcher:
         return future
 
     def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        self._merging.clear()
+        batch = list(self._pending.values())
+        self._pending.clear()
         self._callers = 0
         if batch:
             assert self._loop is not None  # set by the call that queued the batch
@@ -124,35 +109,35 @@ class ScriptBatcher:
         try:
             await self._execute(batch)
         except BaseException as exc:  # no caller may be left waiting, whatever went wrong
-            for batched in batch:
-                batched.fail(exc if isinstance(exc, Exception) else RuntimeError(exc))
+            for merged in batch:
+                merged.fail(exc if isinstance(exc, Exception) else RuntimeError(exc))
             if not isinstance(exc, Exception):
                 raise
 
     async def _execute(self, batch: list[_Call]) -> None:
-        if self._direct or len(batch) == 1:  # on a cluster, each (merged) call goes alone
-            await asyncio.gather(*(_settle(batched, batched.run_alone()) for batched in batch))
+        if self._direct or len(batch) == 1:  # a lone call, or a cluster's: through the client
+            await asyncio.gather(*(_settle(merged, merged.run_alone()) for merged in batch))
             return
         pipe = self._client.pipeline(transaction=False)
-        for batched in batch:
-            pipe.evalsha(batched.script.sha, len(batched.keys), *batched.keys, *batched.args)
+        for merged in batch:
+            pipe.evalsha(merged.script.sha, len(merged.keys), *merged.keys, *merged.args)
         results = await pipe.execute(raise_on_error=False)  # a failed round trip: see _run
-        for batched, result in zip(batch, results, strict=True):
+        for merged, result in zip(batch, results, strict=True):
             if isinstance(result, NoScriptError):  # Redis lost its script cache (a restart)
-                await _settle(batched, batched.run_alone())  # loads it, then runs
+                await _settle(merged, merged.run_alone())  # loads it, then runs
             elif isinstance(result, Exception):
-                batched.fail(result)
+                merged.fail(result)
             else:
-                batched.answer(result)
+                merged.answer(result)
 
 
-async def _settle(batched: _Call, work: Any) -> None:
+async def _settle(merged: _Call, work: Any) -> None:
     try:
         result = await work
     except Exception as exc:
-        batched.fail(exc)
+        merged.fail(exc)
     else:
-        batched.answer(result)
+        merged.answer(result)
 
 
 def _set(

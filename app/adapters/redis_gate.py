@@ -11,7 +11,7 @@ from uuid import UUID
 
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from app.adapters import redis_client
 from app.adapters.redis_batch import ScriptBatcher
@@ -26,6 +26,7 @@ _CODES = {
     3: GateOutcome.EXPIRED,
     5: GateOutcome.RATE_LIMITED,
 }
+_FAILED = -2  # gate_reserve.lua: the press's own error (the others of its call are decided)
 _REBUILD_CHUNK = 5000
 _BASES_REMEMBERED = 4096  # coupons whose key prefix is kept formatted (forgotten all at once)
 
@@ -116,8 +117,10 @@ class RedisGate:
         """
         keys, args = self._reserve_call(coupon_id, user_id, request_id, now, presses_per_second)
         # The presses of one coupon in one loop tick: one run of the script (gate_reserve.lua).
-        answer = self._batch.call_merged(self._reserve, self.keys(coupon_id), keys[3:], args)
+        answer = self._batch.call(self._reserve, self.keys(coupon_id), keys[3:], args)
         code, ahead, partition = await answer
+        if int(code) == _FAILED:  # this press alone failed in Redis, as it would have alone
+            raise ResponseError(ahead.decode() if isinstance(ahead, bytes) else str(ahead))
         fixed = int(partition)
         return GateAnswer(_CODES.get(int(code)), int(ahead), None if fixed < 0 else fixed)
 
@@ -346,8 +349,9 @@ class RedisGate:
     ) -> tuple[bool, UUID | None, RecordedOutcome | None]:
         """(gate loaded, the request holding the user's reservation, the user's last outcome)."""
         meta, holders, _ = self.keys(coupon_id)
-        keys = [meta, holders, self.outcomes_key(coupon_id)]
-        loaded, held, entry = await self._batch.call(self._view, keys, [user_id])
+        keys = (meta, holders, self.outcomes_key(coupon_id))
+        # The reads of one coupon in one loop tick: one run of the script (gate_view.lua).
+        loaded, held, entry = await self._batch.call(self._view, keys, (), [user_id])
         return (
             bool(loaded),
             None if held is None else UUID(_text(held)),

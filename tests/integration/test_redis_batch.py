@@ -1,5 +1,6 @@
-"""The gate's script calls of one loop tick share one pipeline: against the real Redis, each
-caller still gets its own answer or its own error, and a flushed script cache is survived."""
+"""The gate's script calls of one loop tick share one pipeline, and those of one script and one
+coupon's keys are one script run: against the real Redis, each caller still gets its own answer
+or its own error, and a flushed script cache is survived."""
 
 from __future__ import annotations
 
@@ -16,8 +17,17 @@ from redis.exceptions import ResponseError
 from app.adapters.redis_batch import ScriptBatcher
 from tests.servers import redis_url
 
-# Echo the argument, or fail for "boom": a per-call error inside a shared pipeline.
-_ECHO = "if ARGV[1] == 'boom' then return redis.error_reply('boom') end return ARGV[1]"
+# Count the runs of a group in its KEYS[1], and answer each caller's argument back; fail the
+# whole run if one of them is "boom".
+_ECHO = """
+redis.call('INCR', KEYS[1])
+local answers = {}
+for i = 1, #ARGV do
+  if ARGV[i] == 'boom' then return redis.error_reply('boom') end
+  answers[i] = ARGV[i]
+end
+return answers
+"""
 
 
 @pytest_asyncio.fixture
@@ -29,15 +39,20 @@ async def client() -> AsyncIterator[aioredis.Redis]:
 
 @pytest_asyncio.fixture
 async def echo(client: aioredis.Redis) -> tuple[AsyncScript, ScriptBatcher]:
-    """A script answering its first argument (raising on "boom"), and a batcher on ``client``."""
+    """The script above, and a batcher on ``client``."""
     return client.register_script(_ECHO), ScriptBatcher(client)
 
 
-async def test_one_tick_of_calls_is_one_pipeline_with_an_answer_each(
+def _groups(*names: str) -> list[str]:
+    return [f"t:{uuid.uuid4().hex[:10]}:{name}" for name in names]
+
+
+async def test_one_tick_is_one_pipeline_and_one_run_per_group_with_an_answer_each(
     client: aioredis.Redis, echo: tuple[AsyncScript, ScriptBatcher]
 ) -> None:
     script, batcher = echo
-    await script(keys=["k"], args=["warm"])  # loaded once
+    groups = _groups("a", "b")
+    await script(keys=["warm"], args=["warm"])  # loaded once
     sent: list[int] = []
     original = client.pipeline
 
@@ -47,33 +62,44 @@ async def test_one_tick_of_calls_is_one_pipeline_with_an_answer_each(
 
     client.pipeline = counting_pipeline  # type: ignore[method-assign]
     answers = await asyncio.gather(
-        *(batcher.call(script, ["k"], [f"v{i}"]) for i in range(50)), return_exceptions=True
+        *(batcher.call(script, (groups[i % 2],), (), [f"v{i}"]) for i in range(50))
     )
     assert answers == [f"v{i}".encode() for i in range(50)]
     assert len(sent) == 1  # fifty callers, one round trip
+    assert [int(await client.get(g) or 0) for g in groups] == [1, 1]  # one run per group
+    await client.delete(*groups, "warm")
 
 
-async def test_an_error_reaches_only_its_caller(echo: tuple[AsyncScript, ScriptBatcher]) -> None:
+async def test_an_error_reaches_only_the_callers_of_its_run(
+    client: aioredis.Redis, echo: tuple[AsyncScript, ScriptBatcher]
+) -> None:
     script, batcher = echo
+    failing, fine = _groups("failing", "fine")
     answers = await asyncio.gather(
-        batcher.call(script, ["k"], ["a"]),
-        batcher.call(script, ["k"], ["boom"]),
-        batcher.call(script, ["k"], ["c"]),
+        batcher.call(script, (failing,), (), ["a"]),
+        batcher.call(script, (fine,), (), ["b"]),
+        batcher.call(script, (failing,), (), ["boom"]),
         return_exceptions=True,
     )
-    assert answers[0] == b"a" and answers[2] == b"c"
-    assert isinstance(answers[1], ResponseError) and "boom" in str(answers[1])
+    assert isinstance(answers[0], ResponseError) and isinstance(answers[2], ResponseError)
+    assert "boom" in str(answers[2])
+    assert answers[1] == b"b"
+    await client.delete(failing, fine)
 
 
 async def test_a_flushed_script_cache_is_reloaded(
     client: aioredis.Redis, echo: tuple[AsyncScript, ScriptBatcher]
 ) -> None:
     script, batcher = echo
-    await script(keys=["k"], args=["warm"])
+    first, second = _groups("first", "second")
+    await script(keys=[first], args=["warm"])
     await client.script_flush()  # as after a Redis restart
-    answers = await asyncio.gather(*(batcher.call(script, ["k"], [str(i)]) for i in range(5)))
-    assert answers == [str(i).encode() for i in range(5)]
+    answers = await asyncio.gather(  # two runs in the pipeline: both answered NOSCRIPT
+        *(batcher.call(script, ((first, second)[i % 2],), (), [str(i)]) for i in range(6))
+    )
+    assert answers == [str(i).encode() for i in range(6)]
     assert (await client.script_exists(script.sha)) == [True]
+    await client.delete(first, second)
 
 
 async def test_a_lost_connection_reaches_every_caller_of_the_batch() -> None:
@@ -82,7 +108,8 @@ async def test_a_lost_connection_reaches_every_caller_of_the_batch() -> None:
         script = dead.register_script(_ECHO)
         batcher = ScriptBatcher(dead)
         answers = await asyncio.gather(
-            *(batcher.call(script, ["k"], [str(i)]) for i in range(3)), return_exceptions=True
+            *(batcher.call(script, (f"k{i % 2}",), (), [str(i)]) for i in range(3)),
+            return_exceptions=True,
         )
         assert all(isinstance(a, ConnectionError | aioredis.ConnectionError) for a in answers)
     finally:
@@ -100,63 +127,21 @@ async def test_a_batch_that_cannot_be_built_fails_every_caller_instead_of_hangin
     client.pipeline = refusing_pipeline  # type: ignore[method-assign]
     answers = await asyncio.wait_for(
         asyncio.gather(
-            *(batcher.call(script, ["k"], [str(i)]) for i in range(4)), return_exceptions=True
+            *(batcher.call(script, (f"k{i % 2}",), (), [str(i)]) for i in range(4)),
+            return_exceptions=True,
         ),
         5,
     )
     assert all(isinstance(a, RuntimeError) for a in answers)
 
 
-# Count this group's runs in KEYS[1], answer each caller's argument back (fail if one is "boom").
-_MERGED = """
-redis.call('INCR', KEYS[1])
-local answers = {}
-for i = 1, #ARGV do
-  if ARGV[i] == 'boom' then return redis.error_reply('boom') end
-  answers[i] = ARGV[i]
-end
-return answers
-"""
-
-
-async def test_merged_calls_of_one_group_are_one_script_run_with_an_answer_each(
+async def test_a_run_answering_the_wrong_number_of_callers_fails_them_instead_of_guessing(
     client: aioredis.Redis,
 ) -> None:
-    script, batcher = client.register_script(_MERGED), ScriptBatcher(client)
-    groups = [f"t:{uuid.uuid4().hex[:10]}:{name}" for name in ("a", "b")]
+    one_answer = client.register_script("return {'only one'}")
+    batcher = ScriptBatcher(client)
     answers = await asyncio.gather(
-        *(batcher.call_merged(script, (groups[i % 2],), (), [f"v{i}"]) for i in range(40)),
-        batcher.call(script, [groups[0]], ["alone"]),  # a plain call beside them, its own run
-    )
-    assert answers[:40] == [f"v{i}".encode() for i in range(40)]
-    assert answers[40] == [b"alone"]
-    # forty callers, two groups: one run each, and one for the plain call
-    assert [int(await client.get(g) or 0) for g in groups] == [2, 1]
-    await client.delete(*groups)
-
-
-async def test_an_error_in_a_merged_call_reaches_its_group_only(client: aioredis.Redis) -> None:
-    script, batcher = client.register_script(_MERGED), ScriptBatcher(client)
-    failing, fine = (f"t:{uuid.uuid4().hex[:10]}:{name}" for name in ("failing", "fine"))
-    answers = await asyncio.gather(
-        batcher.call_merged(script, (failing,), (), ["a"]),
-        batcher.call_merged(script, (fine,), (), ["b"]),
-        batcher.call_merged(script, (failing,), (), ["boom"]),
+        *(batcher.call(one_answer, ("k",), (), [str(i)]) for i in range(3)),
         return_exceptions=True,
     )
-    assert isinstance(answers[0], ResponseError) and isinstance(answers[2], ResponseError)
-    assert answers[1] == b"b"
-    await client.delete(failing, fine)
-
-
-async def test_merged_calls_survive_a_flushed_script_cache(client: aioredis.Redis) -> None:
-    script, batcher = client.register_script(_MERGED), ScriptBatcher(client)
-    group = f"t:{uuid.uuid4().hex[:10]}:flushed"
-    await script(keys=[group], args=["warm"])
-    await client.script_flush()  # as after a Redis restart
-    answers = await asyncio.gather(
-        *(batcher.call_merged(script, (group,), (), [str(i)]) for i in range(5)),
-        batcher.call(script, [group], ["plain"]),  # two calls in the pipeline: both NOSCRIPT
-    )
-    assert answers == [*(str(i).encode() for i in range(5)), [b"plain"]]
-    await client.delete(group)
+    assert all(isinstance(a, RuntimeError) and "wrongly" in str(a) for a in answers)

@@ -17,10 +17,11 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from app.adapters import redis_client
 from app.adapters.outcome_feed import OutcomeFeed
-from app.adapters.redis_gate import RedisGate
+from app.adapters.redis_gate import GateAnswer, RedisGate
 from app.api.errors import unavailable
 from app.config import Settings
 from app.consumer.faults import is_infrastructure
@@ -299,5 +300,34 @@ async def test_one_ticks_presses_of_a_coupon_are_decided_in_order_as_one_by_one(
         assert seen[12:] == [(GateOutcome.SOLD_OUT, 0)] * 2  # u10 and u11: ten were reserved
         snapshot = await gate.snapshot(coupon)
         assert snapshot.holders == {f"u{i}": str(requests[f"u{i}"]) for i in range(10)}
+    finally:
+        await client.aclose()
+
+
+async def test_a_press_that_fails_in_redis_fails_alone_among_its_ticks_presses(
+    plain_settings: Settings,
+) -> None:
+    """A press whose own key is broken fails with Redis's error; the presses merged with it in
+    the same script call are decided as if it were not there."""
+    client = redis_client.connect_api(plain_settings)
+    prefix = f"t:{uuid.uuid4().hex[:10]}"
+    gate = RedisGate(client, prefix)
+    coupon = uuid.uuid4()
+    now = datetime.now(UTC)
+    second = int(now.timestamp() * 1000) // 1000
+    # "bad"'s press counter for this second is a hash: its INCR fails with WRONGTYPE
+    await client.hset(f"{prefix}:{{{coupon}}}:rl:bad:{second}", "not", "a counter")
+    try:
+        await gate.load(coupon, 10, now + timedelta(hours=1), holders=())
+        answers = await asyncio.gather(
+            *(gate.reserve(coupon, u, uuid.uuid4(), now, 5) for u in ("u0", "bad", "u1")),
+            return_exceptions=True,
+        )
+        assert isinstance(answers[1], ResponseError) and "WRONGTYPE" in str(answers[1])
+        first, last = answers[0], answers[2]
+        assert isinstance(first, GateAnswer) and isinstance(last, GateAnswer)
+        assert (first.outcome, first.queue_ahead) == (GateOutcome.ACCEPTED, 0)
+        assert (last.outcome, last.queue_ahead) == (GateOutcome.ACCEPTED, 1)
+        assert set((await gate.snapshot(coupon)).holders) == {"u0", "u1"}
     finally:
         await client.aclose()
