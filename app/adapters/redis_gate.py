@@ -115,10 +115,11 @@ class RedisGate:
         A retry with the same request id is idempotent. ``presses_per_second`` limits one user's
         presses on this coupon (0: no limit).
         """
-        keys, args = self._reserve_call(coupon_id, user_id, request_id, now, presses_per_second)
+        coupon_keys, own_keys, args = self._reserve_call(
+            coupon_id, user_id, request_id, now, presses_per_second
+        )
         # The presses of one coupon in one loop tick: one run of the script (gate_reserve.lua).
-        answer = self._batch.call(self._reserve, self.keys(coupon_id), keys[3:], args)
-        code, ahead, partition = await answer
+        code, ahead, partition = await self._batch.call(self._reserve, coupon_keys, own_keys, args)
         if int(code) == _FAILED:  # this press alone failed in Redis, as it would have alone
             raise ResponseError(ahead.decode() if isinstance(ahead, bytes) else str(ahead))
         fixed = int(partition)
@@ -128,15 +129,17 @@ class RedisGate:
         self, pipe: Pipeline, coupon_id: UUID, user_id: str, request_id: UUID, now: datetime
     ) -> None:
         """Add a reserve to ``pipe`` (for measuring Redis's own ceiling with the real script)."""
-        keys, args = self._reserve_call(coupon_id, user_id, request_id, now, 0)
-        await self._reserve(keys=keys, args=args, client=pipe)  # one press: a list of one answer
+        coupon_keys, own_keys, args = self._reserve_call(coupon_id, user_id, request_id, now, 0)
+        # one press: a list of one answer
+        await self._reserve(keys=[*coupon_keys, *own_keys], args=args, client=pipe)
 
     def _reserve_call(
         self, coupon_id: UUID, user_id: str, request_id: UUID, now: datetime, limit: int
-    ) -> tuple[list[str], list[str | int]]:
+    ) -> tuple[tuple[str, str, str], list[str], list[str | int]]:
+        """(the coupon's keys, the press's own key: its user's counter this second, its args)."""
         now_ms = _epoch_ms(now)
         rate_key = f"{self._base(coupon_id)}:rl:{user_id}:{now_ms // 1000}"
-        return [*self.keys(coupon_id), rate_key], [user_id, now_ms, str(request_id), limit]
+        return self.keys(coupon_id), [rate_key], [user_id, now_ms, str(request_id), limit]
 
     async def release(self, coupon_id: UUID, user_id: str, request_id: UUID) -> None:
         """Undo this request's reservation (its message never reached the broker)."""
