@@ -26,6 +26,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from app.config import Settings
 from app.domain.codec import IssueRequest, encode
+from app.waits import within
 
 log = logging.getLogger(__name__)
 _UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION
@@ -100,7 +101,7 @@ async def ensure_topics(
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
     )
-    await asyncio.wait_for(admin.start(), timeout_s)
+    await within(admin.start(), timeout_s)
     by_name = {spec.name: spec for spec in wanted}
     try:
         existing = set(await admin.list_topics())
@@ -249,9 +250,7 @@ class Publisher:
 
         Fixed at creation, so partitions added later never split one coupon's presses."""
         try:
-            partitions = await asyncio.wait_for(
-                self._producer.partitions_for(self._topic), timeout_s
-            )
+            partitions = await within(self._producer.partitions_for(self._topic), timeout_s)
         except (KafkaError, TimeoutError) as exc:
             log.warning("partition count of %s unknown, coupon not pinned: %r", self._topic, exc)
             return None

@@ -35,6 +35,7 @@ from aiokafka.structs import OffsetAndMetadata
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from app.adapters.kafka_metadata import topic_ids
+from app.waits import within
 
 T = TypeVar("T")
 # Answers that mean "ask again in a moment": the group's coordinator is being elected or loaded.
@@ -230,10 +231,8 @@ class LagReader:
     async def _members(self, group: str) -> int | None:
         """Members of the group, or None when DescribeGroups is unavailable (best effort)."""
         try:
-            admin = await asyncio.wait_for(self._admin_client(), self._timeout_s)
-            responses = await asyncio.wait_for(
-                admin.describe_consumer_groups([group]), self._timeout_s
-            )
+            admin = await within(self._admin_client(), self._timeout_s)
+            responses = await within(admin.describe_consumer_groups([group]), self._timeout_s)
             for response in responses:
                 for error_code, name, _state, _ptype, _proto, members in response.groups:
                     if name == group and error_code == 0:
@@ -245,7 +244,7 @@ class LagReader:
     async def _guard(self, awaitable: Awaitable[T]) -> T:
         """Await with the reader's timeout, turning broker faults into :class:`LagReadError`."""
         try:
-            return await asyncio.wait_for(awaitable, self._timeout_s)
+            return await within(awaitable, self._timeout_s)
         except LagReadError:
             raise
         except (KafkaError, OSError, TimeoutError) as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,7 @@ from app.adapters.rate_limit import RateLimiter
 from app.adapters.redis_gate import RedisGate
 from app.api.gate_loader import GateLoader
 from app.config import Settings
+from app.waits import within
 
 
 @dataclass
@@ -32,14 +32,12 @@ class Services:
 
     async def broker_ready(self) -> bool:
         try:
-            return bool(
-                await asyncio.wait_for(self.publisher.producer.client.force_metadata_update(), 2)
-            )
+            return bool(await within(self.publisher.producer.client.force_metadata_update(), 2))
         except Exception:
             return False
 
     async def redis_ready(self) -> bool:
         try:
-            return await asyncio.wait_for(self.gate.ping(), 2)
+            return await within(self.gate.ping(), 2)
         except Exception:
             return False

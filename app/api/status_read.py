@@ -16,6 +16,7 @@ from app.api.services import Services
 from app.domain.outcomes import IssueStatus
 from app.domain.status import UserStatus, user_status
 from app.observability import metrics
+from app.waits import within
 
 MAX_WAIT_SECONDS = 30
 _REPOLL_S = 2.0  # a long-poll re-reads Redis this often even without an announcement
@@ -65,7 +66,7 @@ async def wait_for_status(
                 contextlib.suppress(TimeoutError),
                 metrics.API_LONG_POLLS_WAITING.track_inprogress(),
             ):
-                await asyncio.wait_for(announced.wait(), min(remaining, _REPOLL_S))
+                await within(announced.wait(), min(remaining, _REPOLL_S))
 
 
 async def _status_now(svc: Services, coupon_id: UUID, user_id: str) -> UserStatus | None:

@@ -11,7 +11,6 @@ app/consumer/batch.py; how it waits out a fault, app/consumer/retry.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -24,6 +23,7 @@ from app.config import Settings
 from app.consumer.batch import BatchHandler, Record
 from app.consumer.retry import Abandoned, InfrastructureRetry, Lane
 from app.observability import metrics
+from app.waits import until_set
 
 log = logging.getLogger(__name__)
 _REVOKE_GRACE_S = 15.0  # how long a rebalance waits for a healthy lane to finish its batch
@@ -136,8 +136,7 @@ class IssueWorker:
         """Keep the partition paused until the batch interval after its batch began (less on stop)."""
         remaining = started + self._batch_interval_s - asyncio.get_running_loop().time()
         if remaining > 0 and not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), remaining)
+            await until_set(self._stop, remaining)
 
     async def hand_back(self, revoked: set[TopicPartition]) -> None:
         """Before partitions go: let their batches finish and commit; stalled ones give up."""

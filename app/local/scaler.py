@@ -15,6 +15,7 @@ from typing import Protocol
 from app.adapters.kafka_lag import LagSnapshot
 from app.autoscaling.observation import Reading, observe
 from app.autoscaling.policy import History, ScalingDecision, ScalingSpec, decide
+from app.waits import until_set
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,4 @@ class LocalScaler:
                     self._consumers.count(),
                     exc,
                 )
-            try:
-                await asyncio.wait_for(stop.wait(), self._spec.poll_seconds)
-            except TimeoutError:
-                pass
+            await until_set(stop, self._spec.poll_seconds)

@@ -39,6 +39,7 @@ from app.local.servers import LocalServer, PostgresServer, RedisServer, claim_po
 from app.processes.lifecycle import stop_event_on_signals
 from app.reconciler.reconcile import reconcile_until
 from app.unreachable import NotAnswering
+from app.waits import until_set
 
 log = logging.getLogger(__name__)
 
@@ -283,10 +284,7 @@ async def _serve_dev(
                     "%s exited with %s; starting a replacement", dead.name, dead.popen.returncode
                 )
                 pool.scale_to(pool.count() + 1)
-            try:
-                await asyncio.wait_for(stop.wait(), 0.5)
-            except TimeoutError:
-                pass
+            await until_set(stop, 0.5)
     finally:
         stop.set()
         await reconciling

@@ -27,6 +27,7 @@ from prometheus_client import (
 from app.adapters.kafka_lag import LagSnapshot, OldestRecordProbe
 from app.adapters.postgres_coupons import CouponReader
 from app.observability.lag_state import CouponGauge, ExporterState
+from app.waits import until_set, within
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,7 @@ class LagExporter:
             started = time.monotonic()
             await self.poll_once()
             pause = max(0.0, self.poll_interval_s - (time.monotonic() - started))
-            try:
-                await asyncio.wait_for(stop.wait(), pause)
-            except TimeoutError:
-                pass
+            await until_set(stop, pause)
 
     async def close(self) -> None:
         for close in (self.lag_source.close, self.probe.close):
@@ -111,7 +109,7 @@ class LagExporter:
     async def _timed(self, source: str, operation: Callable[[], Awaitable[None]]) -> None:
         started = time.monotonic()
         try:
-            await asyncio.wait_for(operation(), max(self.poll_interval_s, 10.0))
+            await within(operation(), max(self.poll_interval_s, 10.0))
         except Exception as exc:
             log.warning("lag exporter: %s poll failed: %r", source, exc)
             self.state.record_poll(source, False, time.time(), time.monotonic() - started)

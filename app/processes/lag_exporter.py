@@ -22,6 +22,7 @@ from app.observability.http import health_app, serve_in_background
 from app.observability.lag_state import ExporterState
 from app.processes.lifecycle import stop_event_on_signals
 from app.reconciler.reconcile import STOP_GRACE_S, reconcile_until
+from app.waits import within
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ async def run_lag_exporter(
         # reconcile_until returns within STOP_GRACE_S of the stop (a pass stops between chunks,
         # or is cancelled); the bound here holds even if it did not.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(reconciling, STOP_GRACE_S + 3)
+            await within(reconciling, STOP_GRACE_S + 3)
         server.should_exit = True
         await server_task
         await exporter.close()

@@ -38,6 +38,7 @@ from app.domain.settlement import (
 )
 from app.observability import metrics
 from app.settle import settle_stranded
+from app.waits import until_set, within
 
 log = logging.getLogger(__name__)
 _RECENTLY_EXPIRED = timedelta(days=1)  # holders of coupons expired longer ago are left alone
@@ -219,17 +220,10 @@ async def _pass_every(settings: Settings, stop: asyncio.Event, interval_s: float
             async with open_reconciler(settings) as reconciler:
                 while not stop.is_set():
                     await reconciler.run_pass(stop)
-                    await _wait(stop, interval_s)
+                    await until_set(stop, interval_s)
         except Exception as exc:
             log.warning("reconciler pass failed, trying again: %r", exc)
-            await _wait(stop, interval_s)
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
+            await until_set(stop, interval_s)
 
 
 async def reconcile_once(settings: Settings, confirm_after_s: float) -> PassReport:
@@ -258,6 +252,6 @@ async def open_reconciler(settings: Settings) -> AsyncIterator[Reconciler]:
     finally:
         await client.aclose()
         try:
-            await asyncio.wait_for(pool.close(), STOP_GRACE_S)
+            await within(pool.close(), STOP_GRACE_S)
         except TimeoutError:
             pool.terminate()

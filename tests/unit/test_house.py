@@ -12,7 +12,7 @@ APP = Path(__file__).resolve().parents[2] / "app"
 
 # floor -> rooms; a room is a package of app/ or a module at its root
 FLOORS: dict[int, tuple[str, ...]] = {
-    0: ("config", "domain"),  # settings and pure rules: no I/O
+    0: ("config", "domain", "waits"),  # settings, pure rules, cancellation-safe waits: no I/O
     1: ("adapters",),  # one module per real system
     2: ("observability", "unreachable"),  # metrics, logs, the exporter's poll; fault messages
     3: ("settle", "verify"),  # what the consumer and the reconciler share; the invariant checks

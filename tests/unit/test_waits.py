@@ -1,0 +1,94 @@
+"""A cancellation always stops a wait with a deadline, even one whose awaited thing finishes in
+the same loop tick (Python 3.11's ``asyncio.wait_for`` returns normally then: a loop told to
+stop would wait and poll on for ever)."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from app.waits import until_set, within
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Poller:
+    """A loop that waits for its wake-up with a deadline between two passes, as the exporter,
+    the reconciler and the consumer's batch gathering do."""
+
+    def __init__(self, wait: Callable[[asyncio.Event], Awaitable[object]]) -> None:
+        self.wait = wait
+        self.wake = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self.done = False  # the test's own way out, should the cancellation be lost
+
+    async def run(self) -> None:
+        while not self.done:
+            self.waiting.set()
+            await self.wait(self.wake)
+            self.waiting.clear()
+            self.wake.clear()
+
+
+async def _stops_when_cancelled(wait: Callable[[asyncio.Event], Awaitable[object]]) -> bool:
+    """Cancel the poller in the tick its wait's awaitable finishes; whether it stopped."""
+    poller = _Poller(wait)
+    task = asyncio.create_task(poller.run())
+    await poller.waiting.wait()
+    await asyncio.sleep(0)  # the poller is suspended in its wait
+    poller.wake.set()
+    task.cancel()  # the same tick
+    done, _ = await asyncio.wait([task], timeout=1.0)
+    poller.done = True
+    poller.wake.set()
+    await asyncio.wait([task], timeout=1.0)
+    return bool(done) and task.cancelled()
+
+
+async def test_within_passes_a_cancellation_that_arrives_as_its_awaitable_finishes() -> None:
+    assert await _stops_when_cancelled(lambda wake: within(wake.wait(), 10))
+
+
+async def test_until_set_passes_a_cancellation_that_arrives_as_its_event_is_set() -> None:
+    assert await _stops_when_cancelled(lambda wake: until_set(wake, 10))
+
+
+async def test_asyncio_wait_for_here_loses_that_cancellation_which_is_why_app_does_not_use_it() -> (
+    None
+):
+    """The fault the helpers exist for, on this interpreter (3.12 and later fixed it)."""
+    lost = not await _stops_when_cancelled(lambda wake: asyncio.wait_for(wake.wait(), 10))
+    assert lost == (sys.version_info < (3, 12))
+
+
+async def test_within_raises_timeout_error_at_its_deadline_and_returns_the_result_before() -> None:
+    assert await within(asyncio.sleep(0, "answer"), 1) == "answer"
+    with pytest.raises(TimeoutError):
+        await within(asyncio.Event().wait(), 0.01)
+
+
+async def test_until_set_says_whether_the_event_was_set() -> None:
+    event = asyncio.Event()
+    assert await until_set(event, 0.01) is False
+    event.set()
+    assert await until_set(event, 10) is True
+
+
+def test_no_service_bench_or_harness_module_awaits_with_asyncio_wait_for() -> None:
+    found = []
+    for folder in ("app", "bench", "harness"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and node.attr == "wait_for"
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == "asyncio"
+                ):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found, f"use app.waits.within / until_set: {found}"
