@@ -28,6 +28,7 @@ from bench.cpu import (
     LAG_EXPORTER,
     POSTGRES,
     CpuMeter,
+    jit_cpu_seconds,
     local_postmaster,
     per_component,
     process_groups,
@@ -135,6 +136,8 @@ async def flash_sale(
         await sampler.__aenter__()
         meter.start()
         whole.start()
+        jvms = system.get(BROKER, [])
+        jit_before = sum(map(jit_cpu_seconds, jvms))
         sampler.restart_clock()
         fleet.release()
         # generators stop sending after max_load_seconds; the margin is for their last answers
@@ -144,6 +147,7 @@ async def flash_sale(
         ctx.bar.phase(f"{label}: drain", load["accepted"])
         drained_at = await _wait_drained(sampler, load["accepted"], opts.drain_timeout_s, ctx.bar)
         whole.stop()
+        jit_s = sum(map(jit_cpu_seconds, jvms)) - jit_before if jvms else None
         servers = None if profiled is None else await profile.read(settings, conn, profiled)
         correctness = await db.check(conn, load.pop("expected_per_coupon"), load.pop("request_ids"))
         e2e = await db.end_to_end_ms(conn)
@@ -176,6 +180,10 @@ async def flash_sale(
             # coupons issued per second over that window: the load and the drain
             "issued_per_s": correctness.issued / whole.wall if whole.wall > 0 else 0.0,
             "broker_cpu": "measured" if BROKER in whole.groups else EXTERNAL_BROKER,
+            # of the broker's CPU, its JIT compiler's: paid once by a long-running broker
+            "broker_jit_ms_per_issued_coupon": (
+                1000 * jit_s / max(1, correctness.issued) if jit_s is not None else None
+            ),
             "idle_cpu_ms_per_s": {
                 **{k: None for k in COMPONENTS},
                 **{k: 1000 * used / max(idle.wall, 1e-9) for k, used in idle.used.items()},

@@ -53,6 +53,8 @@ class BenchOptions:
     # presses of an unrecorded sale before the compared ones (0: none): the broker's JVM the run
     # started compiles its hot paths during its first sale, which would charge the first variant
     sale_warmup: int = 10_000
+    # at most this many warm-up sales: they repeat until the broker's compiler threads settle
+    sale_warmups: int = 2
     # settings (COUPON_* variables) of the current code's sale only: a knob against the baseline
     sale_env: tuple[tuple[str, str], ...] = ()
     # the same for the wrk phases' current API (its worker and its consumer)
@@ -118,6 +120,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="presses of an unrecorded sale before compared ones (warms the broker's JIT; 0: none)",
     )
     add(
+        "--sale-warmups",
+        type=int,
+        default=d.sale_warmups,
+        help="most warm-up sales: they repeat until the broker's JIT compiler spent under"
+        " 5 us per issued coupon in the last one",
+    )
+    add(
         "--sale-env",
         action="append",
         default=[],
@@ -171,6 +180,7 @@ def options_from(args: argparse.Namespace, default_partitions: int) -> BenchOpti
         sale_baseline_ref=args.sale_baseline or None,
         sale_rounds=max(1, args.sale_rounds),
         sale_warmup=max(0, args.sale_warmup),
+        sale_warmups=max(1, args.sale_warmups),
         sale_env=tuple(_name_value(item, "--sale-env") for item in args.sale_env),
         api_env=tuple(_name_value(item, "--api-env") for item in args.api_env),
         profile=args.profile,

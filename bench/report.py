@@ -15,6 +15,7 @@ from bench.cpu import (
     BROKER,
     COMPONENTS,
     EXTERNAL_BROKER,
+    JIT_SETTLED_MS,
     LAG_EXPORTER,
     NOT_MEASURED,
     POSTGRES,
@@ -227,6 +228,10 @@ def whole_system_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
             note = f"before ({ref}) {_ms(b, name)}, now/before {_fmt(ratio.get(name), 'x', 2)}"
         value = _ms(cur["cpu_ms_per_issued_coupon"].get(name), name)
         out.append((f"CPU ms per issued coupon: {name}", value, note))
+        if name == BROKER and cur.get("broker_jit_ms") is not None:
+            out.append(_jit_row(cur, base))
+    if cur.get("sum_jit_aside_ms") is not None:
+        out.append(_jit_aside_row(cur, base, ratio))
     outside = f"{cur['outside_api_ms']:.4f}"
     issued = _fmt(cur["issued_per_s"])
     if base:
@@ -257,9 +262,42 @@ def whole_system_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
             ("CPU ms per issued coupon outside the API", outside, ""),
             ("coupons issued/s, load + drain", issued, "load's start to last row"),
         ]
+    if whole.get("warmup_broker_jit_ms"):
+        out.append(_warmup_row(whole["warmup_broker_jit_ms"]))
     if whole.get("baseline_note"):
         out.append(("sale before", "-", str(whole["baseline_note"])))
     return out
+
+
+def _jit_row(cur: dict[str, Any], base: dict[str, Any] | None) -> tuple[str, str, str]:
+    """The broker's share that its JIT compiler spent (a long-running broker pays it once)."""
+    note = "the JVM's compiler threads, in the broker's share"
+    if base and base.get("broker_jit_ms") is not None:
+        note = f"before {base['broker_jit_ms']:.4f}"
+    return ("  of which the broker's JIT compiler", f"{cur['broker_jit_ms']:.4f}", note)
+
+
+def _jit_aside_row(
+    cur: dict[str, Any], base: dict[str, Any] | None, ratio: dict[str, Any]
+) -> tuple[str, str, str]:
+    """The sum without the broker's compiling: what a broker that compiled long ago costs."""
+    note = "a long-running broker compiled long ago"
+    if base and base.get("sum_jit_aside_ms") is not None:
+        note = (
+            f"before {base['sum_jit_aside_ms']:.4f},"
+            f" now/before {_fmt(ratio.get('sum_jit_aside'), 'x', 2)}"
+        )
+    return ("  sum, the broker's JIT aside", f"{cur['sum_jit_aside_ms']:.4f}", note)
+
+
+def _warmup_row(jits: list[float | None]) -> tuple[str, str, str]:
+    """The unrecorded warm-up sales, each with its broker's JIT CPU per issued coupon."""
+    each = ", ".join("?" if j is None else f"{j:.4f}" for j in jits)
+    return (
+        "warm-up sales (unrecorded)",
+        str(len(jits)),
+        f"broker JIT ms per coupon: {each}; warm below {JIT_SETTLED_MS}",
+    )
 
 
 def _e2e(variant: dict[str, Any]) -> str:

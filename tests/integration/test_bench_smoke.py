@@ -73,6 +73,7 @@ def test_a_small_bench_run_reports_correct_results(kafka_bootstrap: str, tmp_pat
     assert whole["current"]["correct"] and whole["baseline"]["correct"]
     assert whole["after_vs_before"]["sum"] is not None
     assert whole["after_vs_before"]["issued_per_s"] is not None
+    assert 1 <= len(whole["warmup_broker_jit_ms"]) <= opts.sale_warmups  # unrecorded, before
 
     assert report["drain"]["drained"] and report["drain"]["processed"] == 3000
     assert report["drain"]["issues_per_s"] > 0 and report["drain"]["broker_produce_per_s"] > 0

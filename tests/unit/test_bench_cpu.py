@@ -5,9 +5,13 @@ meter."""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -24,6 +28,7 @@ from bench.cpu import (
     broker_pids,
     children,
     cpu_seconds,
+    jit_cpu_seconds,
     ms_per,
     per_component,
     server_groups,
@@ -197,3 +202,46 @@ def test_only_servers_the_run_started_are_metered(burner: subprocess.Popen[str])
     started = [ManagedProcess("PostgreSQL", popen), ManagedProcess("kafka-1", popen)]
     assert server_groups(started) == {POSTGRES: [burner.pid]}
     assert server_groups([]) == {}
+
+
+def _burn_in_a_thread_named(comm: str, seconds: float) -> None:
+    """A thread of this process, named as /proc shows it, that burns ``seconds`` of CPU."""
+
+    def burn() -> None:
+        Path(f"/proc/self/task/{threading.get_native_id()}/comm").write_text(comm)
+        started = time.thread_time()
+        while time.thread_time() - started < seconds:
+            pass
+
+    thread = threading.Thread(target=burn)
+    thread.start()
+    thread.join()
+
+
+def test_a_jvms_jit_cpu_is_its_compiler_threads_cpu_and_no_other_threads() -> None:
+    """The broker's JIT share is read from HotSpot's "C1/C2 CompilerThread" threads only."""
+    me = os.getpid()
+    # a thread that ends is no longer in /proc: read while one of each kind burns and waits
+    done = threading.Event()
+    burnt = threading.Event()
+
+    def compiler() -> None:
+        Path(f"/proc/self/task/{threading.get_native_id()}/comm").write_text("C2 CompilerThre")
+        started = time.thread_time()
+        while time.thread_time() - started < 0.3:
+            pass
+        burnt.set()
+        done.wait(10)
+
+    before = jit_cpu_seconds(me)
+    thread = threading.Thread(target=compiler)
+    thread.start()
+    try:
+        assert burnt.wait(10)
+        _burn_in_a_thread_named("data-plane-kafk", 0.3)  # a request handler: not the JIT
+        used = jit_cpu_seconds(me) - before
+        assert 0.25 <= used < 0.5, used
+    finally:
+        done.set()
+        thread.join()
+    assert jit_cpu_seconds(2**22 + 7) == 0.0  # a pid that is gone reads 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.report import _flushed, _rows_note
+from bench.report import _flushed, _rows_note, whole_system_rows
 
 
 def test_rows_still_missing_at_the_drain_deadline_are_not_called_in_flight() -> None:
@@ -20,3 +20,35 @@ def test_rows_past_the_202s_are_the_presses_in_flight_at_wrks_deadline() -> None
 def test_the_title_names_the_servers_started_with_fsync_on_and_none_it_did_not_start() -> None:
     assert _flushed(["postgres", "redis"]) == "; postgres and redis started with fsync on"
     assert _flushed([]) == "" and _flushed(None) == ""
+
+
+def test_the_sale_table_shows_the_brokers_jit_share_and_each_warm_up_sale() -> None:
+    def variant(jit: float | None) -> dict[str, object]:
+        per = {k: 0.01 for k in ("api", "consumers", "broker", "postgres", "redis")}
+        return {
+            "cpu_ms_per_issued_coupon": {**per, "sum": 0.05},
+            "outside_api_ms": 0.04,
+            "issued_per_s": 3000.0,
+            "broker_jit_ms": jit,
+            "sum_jit_aside_ms": None if jit is None else 0.05 - jit,
+            "per_run": [],
+        }
+
+    report = {
+        "whole_system": {
+            "current": variant(0.002),
+            "baseline": variant(0.004),
+            "baseline_ref": "abc",
+            "after_vs_before": {"sum_jit_aside": 1.05},
+            "warmup_broker_jit_ms": [0.031, 0.0042],
+        }
+    }
+    rows = {name: (value, note) for name, value, note in whole_system_rows(report)}
+    assert rows["  of which the broker's JIT compiler"] == ("0.0020", "before 0.0040")
+    assert rows["  sum, the broker's JIT aside"] == ("0.0480", "before 0.0460, now/before 1.05x")
+    value, note = rows["warm-up sales (unrecorded)"]
+    assert value == "2" and "0.0310, 0.0042" in note
+    external = {"whole_system": {**report["whole_system"], "current": variant(None)}}
+    names = [name for name, _, _ in whole_system_rows(external)]
+    assert "  of which the broker's JIT compiler" not in names
+    assert "  sum, the broker's JIT aside" not in names
