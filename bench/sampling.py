@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from app.adapters.kafka_lag import LagReader, LagReadError
+from app.waits import cancel_and_wait
 from bench import db
 
 
@@ -51,9 +51,7 @@ class Sampler:
 
     async def __aexit__(self, *_: object) -> None:
         if self._lag_task is not None:
-            self._lag_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lag_task
+            await cancel_and_wait(self._lag_task)
 
     async def _read_lag_forever(self, reader: LagReader) -> None:
         """Lag at its own pace, so a slow broker read never delays the row counts."""

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from uuid import UUID
 
 from app.adapters.redis_client import RedisClient, subscriber
+from app.waits import cancel_and_wait
 
 log = logging.getLogger(__name__)
 _RECONNECT_S = 1.0
@@ -38,9 +39,7 @@ class OutcomeFeed:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     @contextlib.contextmanager
     def waiter(self, coupon_id: UUID, user_id: str) -> Iterator[asyncio.Event]:

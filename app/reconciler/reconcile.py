@@ -12,7 +12,6 @@ chunks once asked to; :func:`reconcile_until` returns within ``STOP_GRACE_S`` of
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,7 +37,7 @@ from app.domain.settlement import (
 )
 from app.observability import metrics
 from app.settle import settle_stranded
-from app.waits import until_set, within
+from app.waits import cancel_and_wait, until_set, within
 
 log = logging.getLogger(__name__)
 _RECENTLY_EXPIRED = timedelta(days=1)  # holders of coupons expired longer ago are left alone
@@ -209,9 +208,7 @@ async def reconcile_until(settings: Settings, stop: asyncio.Event, interval_s: f
     finally:
         if not passes.done():
             log.warning("reconciler: pass still running %.1fs after stop, cancelling", STOP_GRACE_S)
-            passes.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await passes
+        await cancel_and_wait(passes)
 
 
 async def _pass_every(settings: Settings, stop: asyncio.Event, interval_s: float) -> None:

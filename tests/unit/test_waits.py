@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from app.waits import until_set, within
+from app.waits import cancel_and_wait, until_set, within
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,7 +80,7 @@ async def test_until_set_says_whether_the_event_was_set() -> None:
     assert await until_set(event, 10) is True
 
 
-def test_no_service_bench_or_harness_module_awaits_with_asyncio_wait_for() -> None:
+def test_no_service_bench_or_harness_module_awaits_with_wait_for_or_suppresses_a_cancel() -> None:
     found = []
     for folder in ("app", "bench", "harness"):
         for path in (ROOT / folder).rglob("*.py"):
@@ -89,6 +90,73 @@ def test_no_service_bench_or_harness_module_awaits_with_asyncio_wait_for() -> No
                     and node.attr == "wait_for"
                     and isinstance(node.value, ast.Name)
                     and node.value.id == "asyncio"
+                ) or (
+                    isinstance(node, ast.Call)
+                    and ast.unparse(node.func).endswith("suppress")
+                    and "CancelledError" in ast.unparse(node)
                 ):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
-    assert not found, f"use app.waits.within / until_set: {found}"
+    assert not found, f"use app.waits.within / until_set / cancel_and_wait: {found}"
+
+
+async def _stopper_is_cancellable(stop: Callable[[asyncio.Task[None]], Awaitable[None]]) -> bool:
+    """A caller stopping a task that takes its time to wind down is cancelled meanwhile; whether
+    the caller's cancellation reached it (it must not carry on as if it had stopped the task)."""
+    release = asyncio.Event()
+    winding_down = asyncio.Event()
+    carried_on: list[bool] = []
+
+    async def worker() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            winding_down.set()
+            await release.wait()  # closing its connections, say
+            raise
+
+    async def caller(task: asyncio.Task[None]) -> None:
+        await stop(task)
+        carried_on.append(True)
+
+    work = asyncio.create_task(worker())
+    await asyncio.sleep(0)
+    stopping = asyncio.create_task(caller(work))
+    await winding_down.wait()
+    stopping.cancel()
+    await asyncio.wait([stopping], timeout=1.0)
+    release.set()
+    await asyncio.wait([stopping, work], timeout=1.0)
+    return stopping.cancelled() and not carried_on
+
+
+async def test_cancel_and_wait_leaves_the_callers_own_cancellation_alone() -> None:
+    assert await _stopper_is_cancellable(cancel_and_wait)
+
+
+async def test_cancel_then_await_under_suppress_swallows_the_callers_cancellation() -> None:
+    """The pattern cancel_and_wait replaces."""
+
+    async def suppressing(task: asyncio.Task[None]) -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    assert not await _stopper_is_cancellable(suppressing)
+
+
+async def test_cancel_and_wait_ends_the_task_and_raises_what_it_failed_with() -> None:
+    async def sleeper() -> None:
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(sleeper())
+    await asyncio.sleep(0)
+    await cancel_and_wait(task)
+    assert task.cancelled()
+
+    async def broken() -> None:
+        raise ValueError("failed before it was stopped")
+
+    failed = asyncio.create_task(broken())
+    await asyncio.sleep(0)
+    with pytest.raises(ValueError, match="before it was stopped"):
+        await cancel_and_wait(failed)
