@@ -41,32 +41,36 @@ NOT_MEASURED = "not measured (external server)"
 _SERVER_GROUPS = {"PostgreSQL": POSTGRES, "Redis": REDIS}
 
 
+def _ticks(stat: Path, fields: int) -> int:
+    """The first ``fields`` of utime, stime, cutime, cstime in a ``stat`` file (0 if gone)."""
+    try:
+        after_name = stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0
+    # after_name[0] is the state (field 3); utime..cstime are fields 14..17
+    return sum(int(x) for x in after_name[11 : 11 + fields])
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process and its reaped children (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    # fields[0] is the state (field 3); utime..cstime are fields 14..17
-    return sum(int(x) for x in fields[11:15]) / _CLK_TCK
+    return _ticks(Path(f"/proc/{pid}/stat"), 4) / _CLK_TCK
 
 
 def jit_cpu_seconds(pid: int) -> float:
     """CPU seconds of a JVM's JIT compiler threads (``C1 CompilerThre…``, ``C2 CompilerThre…``):
     the part of a broker's CPU a long-running one pays once, at its start (0 if it is gone)."""
-    total = 0
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return 0.0
+    total = 0
     for task in tasks:
         try:
-            if not _JIT_THREAD.match((task / "comm").read_text()):
-                continue
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            compiler = _JIT_THREAD.match((task / "comm").read_text())
+        except OSError:  # the thread ended meanwhile
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        if compiler:
+            total += _ticks(task / "stat", 2)  # a thread's utime and stime
     return total / _CLK_TCK
 
 

@@ -76,7 +76,7 @@ def variant_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     component was not metered), the issue rate, and whether every run was correct."""
     per = [r["cpu_ms_per_issued_coupon"] for r in runs]
     ms = {k: _mean([p[k] for p in per if p.get(k) is not None]) for k in (*COMPONENTS, "sum")}
-    jits = [r.get("broker_jit_ms_per_issued_coupon") for r in runs]
+    jit = _mean([j for r in runs if (j := r.get("broker_jit_ms_per_issued_coupon")) is not None])
     e2e = [r["end_to_end_ms"] for r in runs if r.get("end_to_end_ms")]
     batches = [r["profile"]["batches"] for r in runs if r.get("profile")]
     return {
@@ -87,8 +87,8 @@ def variant_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "outside_api_ms": (ms["sum"] or 0.0) - (ms["api"] or 0.0),
         # of the broker's share, its JIT compiler's (None: an external broker), and the sum
         # without it: what a long-running broker, which compiled long ago, would have cost
-        "broker_jit_ms": _mean([j for j in jits if j is not None]),
-        "sum_jit_aside_ms": _less(ms["sum"], _mean([j for j in jits if j is not None])),
+        "broker_jit_ms": jit,
+        "sum_jit_aside_ms": _less(ms["sum"], jit),
         "issued_per_s": _mean([r["issued_per_s"] for r in runs]),
         "accepted_per_s": _mean([r["accepted_per_s"] for r in runs]),
         "issued": [r["correctness"]["issued"] for r in runs],

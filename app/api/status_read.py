@@ -4,7 +4,6 @@ the FastAPI route (documented contract) and the ASGI fast path (a sale's polling
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from uuid import UUID
 
 from starlette.responses import Response
@@ -16,7 +15,7 @@ from app.api.services import Services
 from app.domain.outcomes import IssueStatus
 from app.domain.status import UserStatus, user_status
 from app.observability import metrics
-from app.waits import within
+from app.waits import until_set
 
 MAX_WAIT_SECONDS = 30
 _REPOLL_S = 2.0  # a long-poll re-reads Redis this often even without an announcement
@@ -62,11 +61,8 @@ async def wait_for_status(
             remaining = give_up - loop.time()
             if found is None or found.status is not IssueStatus.PENDING or remaining <= 0:
                 return found
-            with (
-                contextlib.suppress(TimeoutError),
-                metrics.API_LONG_POLLS_WAITING.track_inprogress(),
-            ):
-                await within(announced.wait(), min(remaining, _REPOLL_S))
+            with metrics.API_LONG_POLLS_WAITING.track_inprogress():
+                await until_set(announced, min(remaining, _REPOLL_S))
 
 
 async def _status_now(svc: Services, coupon_id: UUID, user_id: str) -> UserStatus | None:
