@@ -273,8 +273,9 @@ class Publisher:
                 sent = await producer.send(
                     self._topic, encode(request), key=request.key(), partition=partition
                 )
-                sent.add_done_callback(functools.partial(self._watch, producer))
-                meta = await asyncio.shield(sent)
+                acked = loop.create_future()
+                sent.add_done_callback(functools.partial(self._settled, producer, acked))
+                meta = await acked
         except _REFUSED as exc:
             raise BrokerUnavailable(f"refused by the broker: {exc!r}") from exc
         except (KafkaError, TimeoutError) as exc:
@@ -283,9 +284,22 @@ class Publisher:
             raise PublishUnconfirmed(f"no ack from the broker: {exc!r}") from exc
         return int(meta.partition)
 
-    def _watch(self, producer: AIOKafkaProducer, sent: asyncio.Future[Any]) -> None:
-        """A refusal, even one nobody waits for any more, retires the producer that got it."""
-        if sent.cancelled() or not isinstance(sent.exception(), _REFUSED):
+    def _settled(
+        self, producer: AIOKafkaProducer, acked: asyncio.Future[Any], sent: asyncio.Future[Any]
+    ) -> None:
+        """Hand the broker's answer to the press awaiting ``acked`` (as ``asyncio.shield`` would:
+        a press that stops waiting cancels ``acked``, never the send), and retire the producer
+        on a refusal, even one nobody waits for any more."""
+        if sent.cancelled():
+            acked.cancel()
+            return
+        error = sent.exception()  # read, so an answer nobody waits for is not logged as lost
+        if not acked.done():
+            if error is None:
+                acked.set_result(sent.result())
+            else:
+                acked.set_exception(error)
+        if not isinstance(error, _REFUSED):
             return
         if producer is self._producer and self._renew is not None and self._renewing is None:
             self._renewing = asyncio.get_running_loop().create_task(self._replace(producer))

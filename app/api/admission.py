@@ -75,7 +75,7 @@ def _accepted(message: str, ahead: int, queued: IssueRequest, status: str) -> Re
             "success": True,
             "message": message,
             "queueSize": ahead,
-            "requestId": str(queued.request_id),
+            "requestId": queued.request_id,  # orjson writes a UUID as str() would
             "status": status,
         },
         202,

@@ -37,14 +37,17 @@ class IssueRequest:
 
 
 def encode(request: IssueRequest) -> bytes:
-    """Serialize a request as version-1 JSON."""
+    """Serialize a request as version-1 JSON.
+
+    orjson writes the UUIDs and the datetime itself, as ``str()`` and ``isoformat()`` would (every
+    press is encoded once: done in C, not by three Python calls)."""
     return orjson.dumps(
         {
             "v": MESSAGE_VERSION,
-            "couponId": str(request.coupon_id),
+            "couponId": request.coupon_id,
             "userId": request.user_id,
-            "requestId": str(request.request_id),
-            "requestedAt": request.requested_at.isoformat(),
+            "requestId": request.request_id,
+            "requestedAt": request.requested_at,
         }
     )
 

@@ -76,3 +76,16 @@ def test_dead_letter_round_trip_keeps_original_bytes(
 ) -> None:
     letter = DeadLetter(value, key, "boom", 3, "t", 1, 42, datetime(2026, 1, 1, tzinfo=UTC))
     assert decode_dead_letter(encode_dead_letter(letter)) == letter
+
+
+@given(user_id=user_ids, ts=st.datetimes() | st.datetimes(timezones=st.just(UTC)))
+def test_the_message_is_written_as_before(user_id: str, ts: datetime) -> None:
+    """orjson writes the ids and the time itself: the bytes are those of str() and isoformat()."""
+    request = IssueRequest(uuid.uuid4(), user_id, uuid.uuid4(), ts)
+    assert orjson.loads(encode(request)) == {
+        "v": 1,
+        "couponId": str(request.coupon_id),
+        "userId": user_id,
+        "requestId": str(request.request_id),
+        "requestedAt": ts.isoformat(),
+    }

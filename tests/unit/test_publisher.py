@@ -8,7 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, RequestTimedOutError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    OutOfOrderSequenceNumber,
+    RequestTimedOutError,
+    UnknownProducerId,
+)
 
 from app.adapters.kafka import BrokerUnavailable, Publisher, PublishUnconfirmed
 from app.domain.codec import IssueRequest
@@ -81,3 +86,77 @@ async def test_the_deadline_ends_with_the_publish() -> None:
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
     await asyncio.sleep(0.05)  # past the deadline: its timer was cancelled, nothing cancels us
+
+
+class _HeldProducer:
+    """send() returns a future the test settles; ``stopped`` once stop() was called."""
+
+    def __init__(self) -> None:
+        self.sent: list[asyncio.Future[Any]] = []
+        self.stopped = False
+
+    async def send(self, *_: Any, **__: Any) -> asyncio.Future[Any]:
+        self.sent.append(asyncio.get_running_loop().create_future())
+        return self.sent[-1]
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+def _renewing(publisher_made: list[_HeldProducer]) -> Any:
+    async def renew() -> _HeldProducer:
+        publisher_made.append(_HeldProducer())
+        return publisher_made[-1]
+
+    return renew
+
+
+async def _settled_tasks() -> None:
+    for _ in range(5):  # the replacement is a task of its own: let it run
+        await asyncio.sleep(0)
+
+
+async def test_a_press_that_stops_waiting_leaves_its_send_alone() -> None:
+    producer = _HeldProducer()
+    publish = asyncio.ensure_future(Publisher(producer, "t", 30).publish(REQUEST))
+    await asyncio.sleep(0)
+    publish.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await publish
+    # the record is in the producer's batch and goes out anyway: its future is the producer's
+    assert not producer.sent[0].cancelled()
+    producer.sent[0].set_result(_Meta())  # the broker's ack, to nobody: no error
+
+
+async def _answered(error: Exception) -> tuple[Publisher, _HeldProducer, list[_HeldProducer]]:
+    """A press whose send the broker answers with ``error`` while the press waits."""
+    old, made = _HeldProducer(), list[_HeldProducer]()
+    publisher = Publisher(old, "t", 30, _renewing(made))
+    publish = asyncio.ensure_future(publisher.publish(REQUEST))
+    await asyncio.sleep(0)
+    old.sent[0].set_exception(error)
+    expected = BrokerUnavailable if isinstance(error, UnknownProducerId) else PublishUnconfirmed
+    with pytest.raises(expected):
+        await publish
+    await _settled_tasks()
+    return publisher, old, made
+
+
+async def test_a_refused_record_is_unavailable_and_replaces_the_producer() -> None:
+    publisher, old, made = await _answered(UnknownProducerId())
+    assert len(made) == 1 and publisher.producer is made[0] and old.stopped
+
+
+async def test_a_refusal_nobody_waits_for_any_more_still_replaces_the_producer() -> None:
+    old, made = _HeldProducer(), list[_HeldProducer]()
+    publisher = Publisher(old, "t", 0.01, _renewing(made))
+    with pytest.raises(PublishUnconfirmed):  # the deadline passed: the press gave up
+        await publisher.publish(REQUEST)
+    old.sent[0].set_exception(OutOfOrderSequenceNumber())  # then the broker refused it
+    await _settled_tasks()
+    assert len(made) == 1 and publisher.producer is made[0] and old.stopped
+
+
+async def test_an_error_that_is_not_a_refusal_keeps_the_producer() -> None:
+    publisher, old, made = await _answered(RequestTimedOutError())
+    assert made == [] and publisher.producer is old and not old.stopped
