@@ -26,8 +26,9 @@ $(STAMP): pyproject.toml requirements.lock
 
 deps: $(STAMP) ## create .venv and install the locked dependencies
 
+# exec: the shell steps aside, so a SIGTERM that make passes on to its recipe reaches the stack.
 run: $(STAMP) server-deps kafka ## start API + consumers + broker locally (embedded stack unless COUPON_* URLs are set)
-	$(VENV)/bin/coupon-issuer dev --state-dir "$(STATE_DIR)" $(if $(FRESH),--fresh)
+	exec $(VENV)/bin/coupon-issuer dev --state-dir "$(STATE_DIR)" $(if $(FRESH),--fresh)
 
 lint: $(STAMP) ## ruff + mypy
 	$(VENV)/bin/ruff check $(CODE)

@@ -260,7 +260,9 @@ def dev_listen(settings: Settings) -> dict[str, object]:
 async def _serve_dev(
     settings: Settings, autoscale: bool, consumers: int, state_dir: Path | None = None
 ) -> int:
-    stop = stop_event_on_signals()
+    # SIGHUP too: a closed terminal stops the stack as Ctrl-C does (the servers in order, the
+    # second terminal's env file removed), not by this process dying under its children.
+    stop = stop_event_on_signals(signal.SIGHUP)
     env = child_env(settings)
     api = spawn("api", ["api"], env)
     pool = ConsumerProcesses(env)

@@ -19,15 +19,15 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-def stop_on_signals(stop: Callable[[], object]) -> None:
-    """SIGTERM (Kubernetes) and SIGINT (Ctrl-C) call ``stop`` on the running loop."""
+def stop_on_signals(stop: Callable[[], object], *more: signal.Signals) -> None:
+    """SIGTERM (Kubernetes), SIGINT (Ctrl-C) and ``more`` call ``stop`` on the running loop."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, *more):
         loop.add_signal_handler(sig, stop)
 
 
-def stop_event_on_signals() -> asyncio.Event:
-    """An event that SIGTERM or SIGINT sets."""
+def stop_event_on_signals(*more: signal.Signals) -> asyncio.Event:
+    """An event that SIGTERM, SIGINT or one of ``more`` sets."""
     stop = asyncio.Event()
-    stop_on_signals(stop.set)
+    stop_on_signals(stop.set, *more)
     return stop
