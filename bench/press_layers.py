@@ -8,23 +8,22 @@ gate minus the stubs is redis-py and the gate's batching; the real publisher min
 aiokafka and the publisher. The HTTP server's share is the bench's bare-ASGI ceiling. Rounds
 interleave the four, in a rotated order, so a busy moment of the box falls on each.
 
-Without ``--redis-url`` / ``--kafka-bootstrap`` it starts a Redis and a one-node broker of its own
-(app/local), in a temporary directory removed at the end.
+Redis and the broker are found or started as ``make run`` does (``app.local.stack.local_systems``:
+the given URLs, else servers of its own, removed at the end), under names of its own
+(``harness.isolated``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import itertools
 import resource
 import statistics
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, cast
 
 import uvloop
@@ -37,6 +36,8 @@ from app.api.services import Services
 from app.config import Settings
 from app.domain.codec import IssueRequest
 from app.domain.outcomes import GateOutcome
+from app.local.stack import local_systems
+from harness import isolated
 
 VARIANTS = ("stubs", "redis gate", "kafka publish", "both")
 _COUPONS = 6  # presses spread over a few coupons, as a sale's
@@ -81,7 +82,7 @@ def _cpu_seconds() -> float:
 
 async def measure(settings: Settings, presses: int, in_flight: int, rounds: int) -> LayerCosts:
     """Run the four variants ``rounds`` times each against the servers ``settings`` name."""
-    await kafka.ensure_topics(settings.kafka_bootstrap, [kafka.TopicSpec(settings.topic, 3, 1, {})])
+    await kafka.ensure_topics(settings.kafka_bootstrap, kafka.wanted_topics(settings))
     redis = redis_client.connect_api(settings)
     producer = kafka.make_producer(
         settings.kafka_bootstrap,
@@ -92,11 +93,16 @@ async def measure(settings: Settings, presses: int, in_flight: int, rounds: int)
     await producer.start()
     gate = RedisGate(redis, settings.redis_prefix)
     publisher = kafka.Publisher(producer, settings.topic, settings.publish_timeout_ms / 1000)
-    parts = {
-        "stubs": (cast(RedisGate, _StubGate()), cast(kafka.Publisher, _StubPublisher())),
-        "redis gate": (gate, cast(kafka.Publisher, _StubPublisher())),
-        "kafka publish": (cast(RedisGate, _StubGate()), publisher),
-        "both": (gate, publisher),
+    stub_gate, stub_publisher = (
+        cast(RedisGate, _StubGate()),
+        cast(kafka.Publisher, _StubPublisher()),
+    )
+    limiter = RateLimiter(redis, settings.redis_prefix)
+    services = {
+        "stubs": _services(settings, limiter, stub_gate, stub_publisher),
+        "redis gate": _services(settings, limiter, gate, stub_publisher),
+        "kafka publish": _services(settings, limiter, stub_gate, publisher),
+        "both": _services(settings, limiter, gate, publisher),
     }
     costs: dict[str, list[float]] = {v: [] for v in VARIANTS}
     try:
@@ -105,27 +111,21 @@ async def measure(settings: Settings, presses: int, in_flight: int, rounds: int)
             await gate.load(
                 coupon, presses * rounds * 4, datetime.now(UTC) + timedelta(hours=1), []
             )
-        users = _user_ids()
-        await _run(_services(settings, redis, *parts["both"]), coupons, users, in_flight, in_flight)
+        users = (f"layers-{n}" for n in itertools.count(1))
+        await _run(services["both"], coupons, users, in_flight, in_flight)  # warm-up
         for r in range(rounds):
             for variant in VARIANTS[r % 4 :] + VARIANTS[: r % 4]:
-                svc = _services(settings, redis, *parts[variant])
-                costs[variant].append(await _run(svc, coupons, users, presses, in_flight))
+                costs[variant].append(
+                    await _run(services[variant], coupons, users, presses, in_flight)
+                )
     finally:
         await producer.stop()
         await redis.aclose()
     return LayerCosts(costs, presses, in_flight)
 
 
-def _user_ids() -> Iterator[str]:
-    n = 0
-    while True:
-        n += 1
-        yield f"layers-{n}"
-
-
 def _services(
-    settings: Settings, redis: redis_client.RedisClient, gate: RedisGate, pub: kafka.Publisher
+    settings: Settings, limiter: RateLimiter, gate: RedisGate, pub: kafka.Publisher
 ) -> Services:
     """What ``admit_press`` reads: the settings, the limiter, the gate and the publisher."""
     none: Any = None  # the pool, the feed and the loader: a press on a loaded gate needs none
@@ -134,7 +134,7 @@ def _services(
         pool=none,
         gate=gate,
         publisher=pub,
-        limiter=RateLimiter(redis, settings.redis_prefix),
+        limiter=limiter,
         feed=none,
         loader=none,
     )
@@ -158,24 +158,6 @@ async def _run(
     return (_cpu_seconds() - before) / (per_task * in_flight) * 1e6
 
 
-@contextlib.contextmanager
-def own_servers() -> Iterator[tuple[str, str]]:
-    """A Redis and a one-node broker in a temporary directory: (redis url, bootstrap)."""
-    from app.local.kafka import KafkaNode  # the local stack: only when we start our own
-    from app.local.servers import RedisServer
-
-    with tempfile.TemporaryDirectory(prefix="press-layers-") as tmp:
-        redis = RedisServer(directory=Path(tmp) / "redis").start()
-        try:
-            node = KafkaNode(directory=Path(tmp) / "kafka").start()
-            try:
-                yield redis.url, node.bootstrap
-            finally:
-                node.stop()
-        finally:
-            redis.stop()
-
-
 def report(costs: LayerCosts, say: Callable[[str], None] = print) -> None:
     say(
         f"API CPU per press in process, µs (median of {len(costs.us_per_press['stubs'])} rounds;"
@@ -196,20 +178,9 @@ def main() -> None:
     parser.add_argument("--redis-url", help="a Redis to use (default: start one)")
     parser.add_argument("--kafka-bootstrap", help="a broker to use (default: start one)")
     args = parser.parse_args()
-    if bool(args.redis_url) != bool(args.kafka_bootstrap):
-        parser.error("give both --redis-url and --kafka-bootstrap, or neither")
-    with contextlib.ExitStack() as stack:
-        redis_url, bootstrap = args.redis_url, args.kafka_bootstrap
-        if not redis_url:
-            print("starting a Redis and a one-node broker of our own ...", flush=True)
-            redis_url, bootstrap = stack.enter_context(own_servers())
-        tag = uuid.uuid4().hex[:8]
-        settings = Settings(
-            redis_url=redis_url,
-            kafka_bootstrap=bootstrap,
-            topic=f"press-layers-{tag}",
-            redis_prefix=f"press-layers-{tag}",
-        )
+    given = {"redis_url": args.redis_url, "kafka_bootstrap": args.kafka_bootstrap}
+    with local_systems(Settings(**{k: v for k, v in given.items() if v})) as (found, _):
+        settings = isolated(found, "press_layers")
         report(uvloop.run(measure(settings, args.presses, args.in_flight, args.rounds)))
 
 

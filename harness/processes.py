@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Settings
@@ -39,6 +40,14 @@ def isolated(base: Settings, label: str, **overrides: Any) -> Settings:
         **overrides,
     }
     return type(base)(**values)
+
+
+def api_ready(port: int) -> bool:
+    """Whether an API on 127.0.0.1:``port`` answers ``/readyz`` with 200 (its Redis and broker up)."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def scrape(text: str) -> dict[str, float]:

@@ -19,7 +19,8 @@ from app.local.processes import free_port
 from app.local.servers import postgres_state_dir
 from harness import wait_until_blocking
 from harness.coupons import coupon_body
-from tests.integration.test_second_terminal import api_ready, dev_env_written
+from harness.processes import api_ready
+from tests.integration.test_second_terminal import dev_env_written
 
 STOCK, PRESSES = 40, 60
 

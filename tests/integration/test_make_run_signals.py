@@ -9,12 +9,12 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from app.config import DEV_ENV_FILE
 from app.local.processes import free_port
 from harness import wait_until_blocking
+from harness.processes import api_ready
 from tests.servers import database_url, redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,13 +34,6 @@ def _processes_in(directory: Path) -> list[int]:
             except OSError:  # gone meanwhile, or not ours to read
                 continue
     return found
-
-
-def _api_ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.mark.parametrize("how", ["SIGTERM to make", "hang-up of the terminal"])
@@ -79,7 +72,7 @@ def test_make_run_stops_everything_it_started(
     env_file = tmp_path / DEV_ENV_FILE
     try:
         wait_until_blocking(
-            lambda: make.poll() is None and env_file.exists() and _api_ready(port),
+            lambda: make.poll() is None and env_file.exists() and api_ready(port),
             120,
             "make run's API and its env file",
             0.2,
@@ -98,5 +91,5 @@ def test_make_run_stops_everything_it_started(
         if make.poll() is None:
             make.kill()
             make.communicate()
-    assert not _api_ready(port)
+    assert not api_ready(port)
     assert not env_file.exists(), output  # removed: the stack stopped, not just died

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
-
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.adapters import redis_client
 from app.config import Settings
 from bench.press_layers import VARIANTS, measure
+from harness import isolated
 from tests.servers import redis_url
 
 
 async def test_the_real_layers_reserve_in_redis_and_publish_to_kafka(kafka_bootstrap: str) -> None:
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        redis_url=redis_url(),
-        kafka_bootstrap=kafka_bootstrap,
-        topic=f"press-layers-{tag}",
-        redis_prefix=f"press-layers-{tag}",
+    settings = isolated(
+        Settings(redis_url=redis_url(), kafka_bootstrap=kafka_bootstrap), "t_press_layers"
     )
     presses, in_flight, rounds = 200, 8, 2
     costs = await measure(settings, presses, in_flight, rounds)

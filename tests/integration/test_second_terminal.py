@@ -16,6 +16,7 @@ from app.config import DEV_ENV_FILE
 from app.local.processes import free_port
 from harness import wait_until_blocking
 from harness.coupons import coupon_body
+from harness.processes import api_ready
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -36,13 +37,6 @@ def dev_env_written(path: Path, proc: subprocess.Popen[str]) -> str:
     if path.exists() and "COUPON_KAFKA_BOOTSTRAP" in (text := path.read_text()):
         return text
     return ""
-
-
-def api_ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_second_terminal_finds_the_dev_stack(tmp_path: Path) -> None:
