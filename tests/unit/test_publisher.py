@@ -17,6 +17,7 @@ from aiokafka.errors import (
 
 from app.adapters.kafka import BrokerUnavailable, Publisher, PublishUnconfirmed
 from app.domain.codec import IssueRequest
+from harness import wait_until
 
 REQUEST = IssueRequest(uuid.uuid4(), "u", uuid.uuid4(), datetime.now(UTC))
 
@@ -111,11 +112,6 @@ def _renewing(publisher_made: list[_HeldProducer]) -> Any:
     return renew
 
 
-async def _settled_tasks() -> None:
-    for _ in range(5):  # the replacement is a task of its own: let it run
-        await asyncio.sleep(0)
-
-
 async def test_a_press_that_stops_waiting_leaves_its_send_alone() -> None:
     producer = _HeldProducer()
     publish = asyncio.ensure_future(Publisher(producer, "t", 30).publish(REQUEST))
@@ -137,13 +133,13 @@ async def _answered(error: Exception) -> tuple[Publisher, _HeldProducer, list[_H
     old.sent[0].set_exception(error)
     expected = BrokerUnavailable if isinstance(error, UnknownProducerId) else PublishUnconfirmed
     with pytest.raises(expected):
-        await publish
-    await _settled_tasks()
+        await publish  # the answer's callback has run: a replacement, if any, has begun
     return publisher, old, made
 
 
 async def test_a_refused_record_is_unavailable_and_replaces_the_producer() -> None:
     publisher, old, made = await _answered(UnknownProducerId())
+    await wait_until(lambda: old.stopped, 5, "the refused producer to be replaced", 0.001)
     assert len(made) == 1 and publisher.producer is made[0] and old.stopped
 
 
@@ -153,10 +149,11 @@ async def test_a_refusal_nobody_waits_for_any_more_still_replaces_the_producer()
     with pytest.raises(PublishUnconfirmed):  # the deadline passed: the press gave up
         await publisher.publish(REQUEST)
     old.sent[0].set_exception(OutOfOrderSequenceNumber())  # then the broker refused it
-    await _settled_tasks()
+    await wait_until(lambda: old.stopped, 5, "the refused producer to be replaced", 0.001)
     assert len(made) == 1 and publisher.producer is made[0] and old.stopped
 
 
 async def test_an_error_that_is_not_a_refusal_keeps_the_producer() -> None:
     publisher, old, made = await _answered(RequestTimedOutError())
+    await asyncio.sleep(0)  # a replacement would have started by now; none may
     assert made == [] and publisher.producer is old and not old.stopped
