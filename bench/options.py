@@ -90,7 +90,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--consumers", type=int, default=None, help="consumer processes (default: = partitions)")
     add("--max-load-seconds", type=float, default=d.max_load_seconds, help="stop sending after")
-    add("--drain-timeout", type=float, default=d.drain_timeout_s, help="wait this long to drain")
+    add(
+        "--drain-timeout",
+        type=float,
+        default=d.drain_timeout_s,
+        help="wait this long to drain (the wrk phases' row check: this long without a new row)",
+    )
     add("--backlog", type=int, default=d.backlog, help="messages in the consumer drain phase")
     add("--naive-seconds", type=float, default=d.naive_seconds, help="naive baseline duration")
     add("--no-ceilings", action="store_true", help="skip the PostgreSQL/Redis/broker limits")

@@ -382,15 +382,22 @@ def api_rows(api: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def _rows_note(outcomes: dict[str, Any]) -> str:
-    """The 202s against the rows; rows still missing at the drain deadline are said to be so
-    (not yet issued when the bench stopped waiting), rather than counted as in flight."""
+    """The 202s against the rows; rows still missing when the rows stopped coming are said to be
+    so (no new row for the drain timeout), rather than counted as in flight; and how long the
+    backlog wrk left took to drain."""
     accepted, rows = outcomes["accepted"], outcomes["rows"]
     counts = f"{accepted:,} 202s, {rows:,} rows"
     if rows < accepted:
         waited = outcomes.get("drain_timeout_s")
-        within = f" within {waited:g} s" if waited else ""
-        return f"{counts}: {accepted - rows:,} not issued{within} (--drain-timeout to wait longer)"
-    return f"{counts} ({rows - accepted} in flight at wrk's deadline)"
+        stalled = f" (no new row for {waited:g} s)" if waited else ""
+        return f"{counts}: {accepted - rows:,} not issued{stalled}"
+    note = f"{counts} ({rows - accepted} in flight at wrk's deadline)"
+    backlog = outcomes.get("backlog_at_end") or 0
+    if backlog:
+        note += (
+            f"; {backlog:,} not yet issued when wrk stopped, drained in {outcomes['drain_s']:g} s"
+        )
+    return note
 
 
 def _flushed(servers: list[str] | None) -> str:
