@@ -115,7 +115,10 @@ class ScriptBatcher:
                 raise
 
     async def _execute(self, batch: list[_Call]) -> None:
-        if self._direct or len(batch) == 1:  # a lone call, or a cluster's: through the client
+        if len(batch) == 1:  # a lone call (one coupon's presses): through the client, no gather
+            await _settle(batch[0], batch[0].run_alone())
+            return
+        if self._direct:  # a cluster's calls: each through the client (its own node)
             await asyncio.gather(*(_settle(merged, merged.run_alone()) for merged in batch))
             return
         pipe = self._client.pipeline(transaction=False)
