@@ -78,6 +78,11 @@ async def batch_throughput(conn: asyncpg.Connection) -> float:
     return float(row["n"]) / float(row["span"])
 
 
+async def failed_count(conn: asyncpg.Connection) -> int:
+    """Requests with a FAILED outcome (dead-lettered, or settled by the reconciler)."""
+    return int(await conn.fetchval("SELECT count(*) FROM failed_requests"))
+
+
 async def processed_span_s(conn: asyncpg.Connection) -> float:
     """Seconds between the first and the last batch transaction that wrote a row."""
     span = await conn.fetchval(
@@ -98,6 +103,8 @@ class Correctness:
     counter_mismatches: int
     accepted: int
     accepted_without_outcome: int
+    unconfirmed: int = 0  # 202s whose publish was not acknowledged in time
+    unconfirmed_failed: int = 0  # of those, never landed: settled FAILED by the reconciler
     outcomes: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -122,6 +129,8 @@ class Correctness:
             "counter_mismatches": self.counter_mismatches,
             "accepted": self.accepted,
             "accepted_without_outcome": self.accepted_without_outcome,
+            "unconfirmed": self.unconfirmed,
+            "unconfirmed_failed": self.unconfirmed_failed,
             "outcomes": self.outcomes,
         }
 
@@ -135,12 +144,56 @@ async def accepted_without_outcome(conn: asyncpg.Connection, request_ids: Sequen
     return int(n)
 
 
+async def _unconfirmed_fates(
+    conn: asyncpg.Connection, request_ids: Sequence[str]
+) -> tuple[set[str], set[str]]:
+    """(those that landed: a row in issue_requests; those settled FAILED: a failed_requests
+    row and none in issue_requests)."""
+    rows = await conn.fetch(
+        "SELECT a.id::text AS id,"
+        " EXISTS (SELECT 1 FROM issue_requests r WHERE r.request_id = a.id) AS landed,"
+        " EXISTS (SELECT 1 FROM failed_requests f WHERE f.request_id = a.id) AS failed"
+        " FROM unnest($1::uuid[]) AS a(id)",
+        list(request_ids),
+    )
+    landed = {r["id"] for r in rows if r["landed"]}
+    return landed, {r["id"] for r in rows if r["failed"] and not r["landed"]}
+
+
+def expected_issued(
+    stock: int,
+    deciders: Mapping[str, set[int]],
+    unconfirmed: Mapping[str, tuple[str, int]],
+    landed: set[str],
+) -> dict[str, int]:
+    """issued = min(stock, distinct users) per coupon, counting the users the gate decided for
+    and those whose unconfirmed press landed; a user whose unconfirmed press never landed holds
+    nothing (the reconciler settles it FAILED), whatever a later press of theirs was told."""
+    users = {coupon: set(decided) for coupon, decided in deciders.items()}
+    for request_id, (coupon, user) in unconfirmed.items():
+        if request_id in landed:
+            users.setdefault(coupon, set()).add(user)
+    for request_id, (coupon, user) in unconfirmed.items():
+        if request_id not in landed:
+            users.get(coupon, set()).discard(user)
+    return {coupon: min(stock, len(who)) for coupon, who in users.items()}
+
+
 async def check(
     conn: asyncpg.Connection,
-    expected_per_coupon: Mapping[str, int],
+    stock: int,
+    deciders: Mapping[str, set[int]],
     accepted_ids: Sequence[str],
+    unconfirmed: Mapping[str, tuple[str, int]] | None = None,
 ) -> Correctness:
-    """issued = min(stock, distinct users) per coupon, no duplicates, every accepted answered."""
+    """issued = min(stock, distinct users) per coupon, no duplicates, every accepted answered.
+
+    ``accepted_ids`` are the 202s whose publish was acknowledged: each needs its row.
+    ``unconfirmed`` (request id -> coupon, user) are the 202s whose publish was not acknowledged
+    in time: each needs its row (it landed) or a FAILED outcome (the reconciler settled it)."""
+    unconfirmed = unconfirmed or {}
+    landed, settled = await _unconfirmed_fates(conn, list(unconfirmed))
+    expected_per_coupon = expected_issued(stock, deciders, unconfirmed, landed)
     issued_rows = await conn.fetch(
         "SELECT coupon_id::text AS c, count(*) AS n FROM issue_requests"
         " WHERE status = 'ISSUED' GROUP BY 1"
@@ -169,7 +222,12 @@ async def check(
         duplicate_holders=int(duplicates),
         over_issued_coupons=int(over),
         counter_mismatches=int(counters),
-        accepted=len(accepted_ids),
-        accepted_without_outcome=await accepted_without_outcome(conn, accepted_ids),
+        accepted=len(accepted_ids) + len(unconfirmed),
+        accepted_without_outcome=await accepted_without_outcome(conn, accepted_ids)
+        + len(unconfirmed)
+        - len(landed)
+        - len(settled),
+        unconfirmed=len(unconfirmed),
+        unconfirmed_failed=len(settled),
         outcomes={r["o"]: int(r["n"]) for r in outcome_rows},
     )

@@ -143,13 +143,21 @@ async def flash_sale(
         # generators stop sending after max_load_seconds; the margin is for their last answers
         results = await _run_load(fleet, sampler, ctx.bar, opts.max_load_seconds + 120)
         meter.stop()
-        load = summarize_load(plan, results, stock)
+        load = summarize_load(plan, results)
         ctx.bar.phase(f"{label}: drain", load["accepted"])
-        drained_at = await _wait_drained(sampler, load["accepted"], opts.drain_timeout_s, ctx.bar)
+        drained_at = await _wait_drained(
+            sampler, load["accepted"], load["unconfirmed"], opts.drain_timeout_s, ctx.bar
+        )
         whole.stop()
         jit_s = sum(map(jit_cpu_seconds, jvms)) - jit_before if jvms else None
         servers = None if profiled is None else await profile.read(settings, conn, profiled)
-        correctness = await db.check(conn, load.pop("expected_per_coupon"), load.pop("request_ids"))
+        correctness = await db.check(
+            conn,
+            stock,
+            load.pop("deciders"),
+            load.pop("request_ids"),
+            load.pop("unconfirmed_presses"),
+        )
         e2e = await db.end_to_end_ms(conn)
         processed_span = await db.processed_span_s(conn)
         return {
@@ -264,17 +272,21 @@ async def _run_load(
 
 
 async def _wait_drained(
-    sampler: Sampler, accepted: int, timeout_s: float, bar: Bar
+    sampler: Sampler, accepted: int, unconfirmed: int, timeout_s: float, bar: Bar
 ) -> float | None:
-    """time.time() when every accepted request has a row, or None at the timeout."""
+    """time.time() when every accepted request has its outcome, or None at the timeout: a row,
+    or for an unconfirmed press that never landed, the FAILED outcome the reconciler gives it
+    (after ``reconcile_min_age_s``)."""
 
     async def drained() -> bool:
         s = await sampler.sample()
         bar.update(s.processed, f"lag {s.lag if s.lag is not None else '?'}")
-        return s.processed >= accepted
+        if s.processed >= accepted:
+            return True
+        return unconfirmed > 0 and s.processed + await db.failed_count(sampler.conn) >= accepted
 
     try:
-        await wait_until(drained, timeout_s, "every accepted request to have a row")
+        await wait_until(drained, timeout_s, "every accepted request to have an outcome")
     except TimeoutError:
         return None
     return time.time()
@@ -289,7 +301,7 @@ def _percentiles_ms(values: Sequence[float]) -> dict[str, float]:
 
 
 def summarize_load(
-    plan: loadgen.RequestPlan, results: Sequence[loadgen.GeneratorResult], stock: int
+    plan: loadgen.RequestPlan, results: Sequence[loadgen.GeneratorResult]
 ) -> dict[str, Any]:
     """Rates, latencies, answers by reason, and what the database must show afterwards."""
     codes: Counter[str] = Counter()
@@ -297,10 +309,14 @@ def summarize_load(
     accepted_latencies: list[float] = []
     deciders: dict[int, set[int]] = defaultdict(set)  # coupon -> users the gate decided for
     request_ids: list[str] = []
+    unconfirmed: dict[str, tuple[str, int]] = {}  # request id -> (coupon id, user)
     errors: Counter[str] = Counter()
     last_answer = 0.0
     for r in results:
         request_ids.extend(r.request_ids)
+        for pos, request_id in r.unconfirmed.items():
+            i = r.indices[pos]
+            unconfirmed[request_id] = (plan.coupon_ids[plan.coupon_index[i]], plan.user_index[i])
         errors.update(r.errors)
         for pos, code in enumerate(r.codes):
             codes[loadgen.NAMES[code]] += 1
@@ -308,7 +324,7 @@ def summarize_load(
                 continue
             latencies.append(r.latencies[pos])
             last_answer = max(last_answer, r.finished_at[pos])
-            if code == loadgen.ACCEPTED:
+            if code in (loadgen.ACCEPTED, loadgen.CODES["UNCONFIRMED"]):
                 accepted_latencies.append(r.latencies[pos])
             if code in loadgen.DEFINITIVE:
                 i = r.indices[pos]
@@ -316,7 +332,7 @@ def summarize_load(
     started = min(r.started_at for r in results)
     window = max(1e-9, last_answer - started)
     sent = len(latencies)
-    accepted = codes["ACCEPTED"]
+    accepted = codes["ACCEPTED"] + codes["UNCONFIRMED"]  # every 202
     cpu = sum(r.cpu_seconds for r in results)
     return {
         "sent": sent,
@@ -331,8 +347,8 @@ def summarize_load(
         "accepted_latency_ms": _percentiles_ms(accepted_latencies),
         "generator_cpu_s": cpu,
         "last_answer_at": last_answer,
-        "expected_per_coupon": {
-            plan.coupon_ids[c]: min(stock, len(users)) for c, users in deciders.items()
-        },
+        "unconfirmed": len(unconfirmed),
+        "deciders": {plan.coupon_ids[c]: users for c, users in deciders.items()},
         "request_ids": request_ids,
+        "unconfirmed_presses": unconfirmed,
     }

@@ -39,6 +39,9 @@ CODES: dict[str, int] = {
     "HTTP_ERROR": 9,
     "TRANSPORT_ERROR": 10,
     "TIMEOUT": 11,
+    # A 202 whose publish was not acknowledged in time: it lands later and is issued, or never
+    # lands and the reconciler settles it FAILED. Not a gate decision the check can count on.
+    "UNCONFIRMED": 12,
 }
 NAMES = {code: name for name, code in CODES.items()}
 # Answers that say what the gate decided for the user (the correctness check counts their users).
@@ -85,7 +88,8 @@ class GeneratorResult:
     codes: bytearray
     latencies: array[float]  # seconds, per request (0 for not sent)
     finished_at: array[float]  # time.time() when the answer arrived (0 for not sent)
-    request_ids: list[str] = field(default_factory=list)
+    request_ids: list[str] = field(default_factory=list)  # the 202s queued (acknowledged)
+    unconfirmed: dict[int, str] = field(default_factory=dict)  # position -> request id
     started_at: float = 0.0
     cpu_seconds: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
@@ -129,7 +133,7 @@ async def _send_all(job: GeneratorJob, result: GeneratorResult, progress: Any) -
                 next_item += 1
                 body = b'{"userId":"' + user_name(job.user_index[i]).encode() + b'"}'
                 started = time.perf_counter()
-                code = await _press(session, urls[job.coupon_index[i]], body, headers, result)
+                code = await _press(session, urls[job.coupon_index[i]], body, headers, result, i)
                 result.latencies[i] = time.perf_counter() - started
                 result.finished_at[i] = time.time()
                 result.codes[i] = code
@@ -151,6 +155,7 @@ async def _press(
     body: bytes,
     headers: dict[str, str],
     result: GeneratorResult,
+    position: int,
 ) -> int:
     try:
         async with session.post(url, data=body, headers=headers) as response:
@@ -165,6 +170,9 @@ async def _press(
     except orjson.JSONDecodeError:
         return CODES["HTTP_ERROR"]
     if response.status == 202:
+        if doc.get("status") == "UNCONFIRMED":
+            result.unconfirmed[position] = str(doc["requestId"])
+            return CODES["UNCONFIRMED"]
         result.request_ids.append(str(doc["requestId"]))
         return ACCEPTED
     reason = doc.get("reason") if isinstance(doc, dict) else None

@@ -97,7 +97,9 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     if g("sale"):
         answers = g("sale", "answers") or {}
-        rejects = ", ".join(f"{k} {v:,}" for k, v in sorted(answers.items()) if k != "ACCEPTED")
+        rejects = ", ".join(
+            f"{k} {v:,}" for k, v in sorted(answers.items()) if k not in ("ACCEPTED", "UNCONFIRMED")
+        )
         cpu = g("sale", "cpu_share") or {}
         out += [
             ("API accepted req/s", _fmt(g("sale", "accepted_per_s")), "target >= 3,000"),
@@ -116,7 +118,8 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "correct (issued=min(stock,users), ...)",
                 _fmt(g("sale", "correctness", "ok")),
                 f"issued {g('sale', 'correctness', 'issued')} / expected "
-                f"{g('sale', 'correctness', 'expected_issued')}",
+                f"{g('sale', 'correctness', 'expected_issued')}"
+                + _unconfirmed_note(g("sale", "correctness") or {}),
             ),
             (
                 "CPU share gen/api/consumers",
@@ -379,6 +382,18 @@ def api_rows(api: dict[str, Any]) -> list[tuple[str, str, str]]:
         if ratio.get(key):
             out.append((label, _fmt(ratio[key], "x", 2), "same run, interleaved rounds"))
     return out
+
+
+def _unconfirmed_note(correctness: dict[str, Any]) -> str:
+    """The 202s whose publish was not acknowledged in time, and how many of them never landed
+    (their outcome is the reconciler's FAILED): none, most of the time."""
+    unconfirmed = correctness.get("unconfirmed") or 0
+    if not unconfirmed:
+        return ""
+    failed = correctness.get("unconfirmed_failed") or 0
+    return (
+        f"; {unconfirmed:,} 202s unconfirmed (publish not acked in time), {failed:,} settled FAILED"
+    )
 
 
 def _rows_note(outcomes: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.report import _flushed, _rows_note, whole_system_rows
+from bench.report import _flushed, _rows_note, _unconfirmed_note, whole_system_rows
 
 
 def test_rows_still_missing_when_the_rows_stopped_coming_are_not_called_in_flight() -> None:
@@ -30,6 +30,13 @@ def test_a_backlog_wrk_left_is_reported_with_the_time_it_took_to_drain() -> None
 def test_rows_past_the_202s_are_the_presses_in_flight_at_wrks_deadline() -> None:
     over = {"accepted": 1000, "rows": 1012, "in_flight_at_deadline": 12, "drain_timeout_s": 60.0}
     assert _rows_note(over) == "1,000 202s, 1,012 rows (12 in flight at wrk's deadline)"
+
+
+def test_the_sale_says_how_many_202s_were_unconfirmed_and_how_many_never_landed() -> None:
+    assert _unconfirmed_note({"ok": True, "unconfirmed": 0}) == ""
+    assert _unconfirmed_note({"ok": True}) == ""
+    note = _unconfirmed_note({"ok": True, "unconfirmed": 1200, "unconfirmed_failed": 8})
+    assert note == "; 1,200 202s unconfirmed (publish not acked in time), 8 settled FAILED"
 
 
 def test_the_title_names_the_servers_started_with_fsync_on_and_none_it_did_not_start() -> None:
