@@ -118,7 +118,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "correct (issued=min(stock,users), ...)",
                 _fmt(g("sale", "correctness", "ok")),
                 f"issued {g('sale', 'correctness', 'issued')} / expected "
-                f"{g('sale', 'correctness', 'expected_issued')}"
+                + _expected(g("sale", "correctness") or {})
                 + _unconfirmed_note(g("sale", "correctness") or {}),
             ),
             (
@@ -382,6 +382,11 @@ def api_rows(api: dict[str, Any]) -> list[tuple[str, str, str]]:
         if ratio.get(key):
             out.append((label, _fmt(ratio[key], "x", 2), "same run, interleaved rounds"))
     return out
+
+
+def _expected(correctness: dict[str, Any]) -> str:
+    most, least = correctness.get("expected_issued"), correctness.get("expected_issued_least")
+    return f"{least}-{most}" if least is not None and least != most else f"{most}"
 
 
 def _unconfirmed_note(correctness: dict[str, Any]) -> str:

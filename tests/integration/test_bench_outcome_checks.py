@@ -127,6 +127,13 @@ async def test_an_unconfirmed_press_has_an_outcome_when_it_landed_or_was_settled
         assert (outcome.issued, outcome.expected_issued) == (3, 3)
         assert (outcome.accepted, outcome.unconfirmed, outcome.unconfirmed_failed) == (4, 3, 1)
 
+        # a stock of 4 sold out while user 3's press held a unit (users 5 and 6 were told
+        # SOLD_OUT): 3 issued, one fewer than the users, until the reconciler gives it back
+        sold_out = {str(coupon): {1, 3, 5, 6}}
+        outcome = await db.check(conn, 4, sold_out, [queued], unconfirmed)
+        assert outcome.ok, outcome.as_dict()
+        assert (outcome.issued, outcome.expected_issued_least, outcome.expected_issued) == (3, 3, 4)
+
         # an unconfirmed press with neither a row nor a FAILED outcome has none
         outcome = await db.check(
             conn, 10, deciders, [queued], {**unconfirmed, stranded: (str(coupon), 4)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.report import _flushed, _rows_note, _unconfirmed_note, whole_system_rows
+from bench.report import _expected, _flushed, _rows_note, _unconfirmed_note, whole_system_rows
 
 
 def test_rows_still_missing_when_the_rows_stopped_coming_are_not_called_in_flight() -> None:
@@ -37,6 +37,12 @@ def test_the_sale_says_how_many_202s_were_unconfirmed_and_how_many_never_landed(
     assert _unconfirmed_note({"ok": True}) == ""
     note = _unconfirmed_note({"ok": True, "unconfirmed": 1200, "unconfirmed_failed": 8})
     assert note == "; 1,200 202s unconfirmed (publish not acked in time), 8 settled FAILED"
+
+
+def test_the_expected_count_is_a_range_only_when_unconfirmed_presses_held_units() -> None:
+    assert _expected({"expected_issued": 100}) == "100"
+    assert _expected({"expected_issued": 100, "expected_issued_least": 100}) == "100"
+    assert _expected({"expected_issued": 100, "expected_issued_least": 92}) == "92-100"
 
 
 def test_the_title_names_the_servers_started_with_fsync_on_and_none_it_did_not_start() -> None:
