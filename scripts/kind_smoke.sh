@@ -22,13 +22,14 @@ k() { "$KUBECTL" -n "$NAMESPACE" "$@"; }
 json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 log() { printf '[smoke] %s\n' "$*"; }
 
-k port-forward "svc/${RELEASE}-api" "${PORT}:80" >/tmp/coupon-port-forward.log 2>&1 &
+PF_LOG=$(mktemp "${TMPDIR:-/tmp}/coupon-port-forward.XXXXXX")
+k port-forward "svc/${RELEASE}-api" "${PORT}:80" >"$PF_LOG" 2>&1 &
 PF_PID=$!
-trap 'kill "$PF_PID" 2>/dev/null || true' EXIT
+trap 'kill "$PF_PID" 2>/dev/null || true; rm -f "$PF_LOG"' EXIT
 
 deadline=$((SECONDS + 60))
 until curl -fsS "${BASE}/readyz" >/dev/null 2>&1; do
-  if ((SECONDS > deadline)); then log "API never became ready"; cat /tmp/coupon-port-forward.log; exit 1; fi
+  if ((SECONDS > deadline)); then log "API never became ready"; cat "$PF_LOG"; exit 1; fi
   sleep 1
 done
 log "API ready; consumer replicas: $(k get deploy "$CONSUMER" -o jsonpath='{.spec.replicas}')"

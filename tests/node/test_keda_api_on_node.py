@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -57,7 +58,7 @@ class Scraping:
 
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
-        workdir = new_workdir("node-prometheus-")
+        workdir = self.workdir = new_workdir("node-prometheus-")
         self.targets = workdir / "targets.json"
         self.targets.write_text("[]")
         job = {"job_name": "service-endpoints", "file_sd_configs": [{"files": [str(self.targets)]}]}
@@ -107,6 +108,7 @@ class Scraping:
     async def stop(self) -> None:
         await self.forget()
         self.server.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
