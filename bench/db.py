@@ -7,6 +7,7 @@ bench schemas the run creates and drops); the service's own SQL stays in adapter
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,26 +98,22 @@ class Correctness:
 
     issued: int
     expected_issued: int  # min(stock, distinct users), summed over the coupons
+    # less the units unconfirmed presses that never landed held while their coupon sold out
+    expected_issued_least: int
     coupons_off_expected: int
     duplicate_holders: int
     over_issued_coupons: int
     counter_mismatches: int
     accepted: int
     accepted_without_outcome: int
-    # less the units unconfirmed presses that never landed held while their coupon sold out
-    expected_issued_least: int | None = None
     unconfirmed: int = 0  # 202s whose publish was not acknowledged in time
     unconfirmed_failed: int = 0  # of those, never landed: settled FAILED by the reconciler
     outcomes: dict[str, int] = field(default_factory=dict)
 
-    def least_expected(self) -> int:
-        least = self.expected_issued_least
-        return self.expected_issued if least is None else least
-
     @property
     def ok(self) -> bool:
         return (
-            self.least_expected() <= self.issued <= self.expected_issued
+            self.expected_issued_least <= self.issued <= self.expected_issued
             and self.coupons_off_expected == 0
             and self.duplicate_holders == 0
             and self.over_issued_coupons == 0
@@ -180,16 +177,15 @@ def expected_issued(
     ``reconcile_min_age_s``), the gate counted it as taken: a coupon that sold out meanwhile
     issues that many fewer."""
     users = {coupon: set(decided) for coupon, decided in deciders.items()}
-    held = dict.fromkeys(users, 0)  # units held by unconfirmed presses that never landed
+    held: Counter[str] = Counter()  # units held by unconfirmed presses that never landed
     for request_id, (coupon, user) in unconfirmed.items():
         if request_id in landed:
             users.setdefault(coupon, set()).add(user)
-    for request_id, (coupon, user) in unconfirmed.items():
-        if request_id not in landed:
+        else:
             users.setdefault(coupon, set()).discard(user)
-            held[coupon] = held.get(coupon, 0) + 1
+            held[coupon] += 1
     return {
-        coupon: (min(stock - held.get(coupon, 0), len(who)), min(stock, len(who)))
+        coupon: (min(stock - held[coupon], len(who)), min(stock, len(who)))
         for coupon, who in users.items()
     }
 

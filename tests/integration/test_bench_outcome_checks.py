@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import cast
 
 import asyncpg
@@ -53,8 +54,7 @@ class _Drain:
 async def _check(accepted: int, chunks: int, chunk: int) -> dict[str, object]:
     settings = isolated_settings("127.0.0.1:9")  # no broker: rows only
     await apply_migrations(settings.database_url, settings.db_schema)
-    variant = cast(Variant, type("V", (), {})())
-    variant.settings, variant.accepted, variant.cut_off = settings, accepted, 0
+    variant = cast(Variant, SimpleNamespace(settings=settings, accepted=accepted, cut_off=0))
     conn = await db.connect(settings.database_url, settings.db_schema)
     try:
         drain = _Drain(conn, chunk)
