@@ -58,22 +58,27 @@ def bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     # The servers it starts flush to disk as a deployment's do (PostgreSQL's fsync and
     # synchronous commits, Redis's append-only file): their cost is part of a sale's.
     stack = local_systems(settings, durable=True)
-    with stack as (resolved, started_procs), Bar(opts.progress) as bar:
-        broker = broker_pids(started_procs)
-        extra = server_groups(started_procs)
-        flushed = sorted(extra)  # the servers it started; one it did not keeps its own settings
-        ctx = phases.RunContext(
-            resolved, opts, log_dir, bar, n, extra_pids=extra, broker_pids=broker
-        )
-        result: dict[str, Any] = {}
-        try:
-            result = asyncio.run(_phases(ctx))
-        finally:
-            if opts.keep or not _correct(result):
-                # evidence of a failed check stays: the schemas and Redis keys, named here
-                print(f"kept for inspection: schemas {', '.join(ctx.schemas)}", file=sys.stderr)
-            else:
-                asyncio.run(_clean(resolved, ctx.schemas, ctx.redis_prefixes))
+    try:
+        with stack as (resolved, started_procs), Bar(opts.progress) as bar:
+            broker = broker_pids(started_procs)
+            extra = server_groups(started_procs)
+            flushed = sorted(extra)  # the servers it started; one it did not keeps its own settings
+            ctx = phases.RunContext(
+                resolved, opts, log_dir, bar, n, extra_pids=extra, broker_pids=broker
+            )
+            result: dict[str, Any] = {}
+            try:
+                result = asyncio.run(_phases(ctx))
+            finally:
+                if opts.keep or not _correct(result):
+                    # evidence of a failed check stays: the schemas and Redis keys, named here
+                    print(f"kept for inspection: schemas {', '.join(ctx.schemas)}", file=sys.stderr)
+                else:
+                    asyncio.run(_clean(resolved, ctx.schemas, ctx.redis_prefixes))
+    except KeyboardInterrupt:  # Ctrl-C, or a SIGTERM (python -m bench): its temp logs go too
+        if opts.log_dir is None:
+            shutil.rmtree(log_dir, ignore_errors=True)
+        raise
     result["machine"] = {
         "cores": n,
         "cpu": _cpu_model(),

@@ -12,6 +12,7 @@ import asyncio
 import multiprocessing as mp
 import os
 import random
+import signal
 import time
 from array import array
 from collections import Counter
@@ -186,8 +187,13 @@ def generator_main(
     go: MpEvent,
     out: Connection,
 ) -> None:
-    """Process entry point: wait for the start signal, send the slice, return the result."""
+    """Process entry point: wait for the start signal, send the slice, return the result.
+
+    Ctrl-C reaches every process of the terminal's group: the bench stops its generators
+    itself, so a generator leaves SIGINT to it (no traceback of each one on the way out)."""
     import uvloop
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     n = len(job.indices)
     result = GeneratorResult(
@@ -202,7 +208,10 @@ def generator_main(
     cpu_before = _cpu_seconds()
     uvloop.run(_send_all(job, result, progress))
     result.cpu_seconds = _cpu_seconds() - cpu_before
-    out.send(result)
+    try:
+        out.send(result)
+    except BrokenPipeError:
+        return  # the bench stopped waiting for it (interrupted): nobody to report to
     out.close()
 
 
