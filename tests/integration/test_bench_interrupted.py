@@ -13,28 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.cpu import process_tree
 from harness import wait_until_blocking
 from tests.servers import database_url, redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _descendants(root: int) -> set[int]:
-    """Every live process under ``root``, from /proc's parent links."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # gone meanwhile
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    frontier = {root}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
 def _running(pid: int) -> bool:
@@ -93,7 +76,7 @@ def test_an_interrupted_bench_stops_everything_it_started(
                 "the bench's sale to begin",
             )
             assert bench.poll() is None, log.read_text()
-            started = _descendants(bench.pid)
+            started = set(process_tree(bench.pid)) - {bench.pid}
             # the API, three consumers, the lag exporter, the autoscaler, a load generator
             assert len(started) >= 6, started
 
